@@ -1,0 +1,47 @@
+"""The FastAPI application factory. Nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.problems import install_problem_handlers
+from api.routes import health, keys, models, versions
+from registry.services import Registry, build_registry
+from registry.settings import Settings
+
+API_PREFIX = "/api/v1"
+MAX_CONCURRENT_UPLOADS = 16
+
+
+def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+    settings = settings or Settings()
+    registry = registry or build_registry(settings)
+    upload_executor = ThreadPoolExecutor(MAX_CONCURRENT_UPLOADS, thread_name_prefix="upload")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        upload_executor.shutdown(wait=False, cancel_futures=True)
+        registry.close()
+
+    app = FastAPI(
+        title="modelreg",
+        version="0.1.0",
+        summary="Model registry and deployment controller",
+        description="Register models, upload versions, and move them through their lifecycle. "
+        "Every route under /api/v1 needs `Authorization: Bearer <apiKey>.<secret>`. "
+        "Errors are application/problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.settings = settings
+    app.state.upload_executor = upload_executor
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    for router in (models.router, versions.router, keys.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,268 @@
+"""A small typed Python client for the modelreg HTTP API. The CLI is built on it.
+
+    from api.client import Client
+    client = Client.from_config()            # ~/.config/modelreg/credentials, or MODELREG_URL/_TOKEN
+    client.create_model("text2img", task_type="ImageGeneration", provider="Internal")
+    client.create_version("text2img", "1.0")
+    client.upload_artifact("text2img", "1.0", "model.onnx")
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from api.schemas import KeyCreated, KeyOut, ModelOut, VersionOut
+
+CHUNK = 1024 * 1024
+DEFAULT_URL = "http://127.0.0.1:8000"
+Progress = Callable[[int], None]
+
+
+def default_credentials_file() -> Path:
+    return Path(os.environ.get("MODELREG_CREDENTIALS_FILE")
+                or Path.home() / ".config" / "modelreg" / "credentials")
+
+
+class ModelregError(Exception):
+    """The server answered with an error; ``problem`` is its problem+json body."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.title = str(problem.get("title", ""))
+        self.detail = str(problem.get("detail", ""))
+        super().__init__(f"{status} {self.title}: {self.detail}")
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return digest.hexdigest()
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+class Client:
+    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, *,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                 transport=transport)
+
+    @classmethod
+    def from_config(cls, url: str | None = None, token: str | None = None,
+                    credentials_file: Path | None = None) -> Client:
+        """Explicit arguments win, then MODELREG_URL / MODELREG_TOKEN, then the credentials file."""
+        url = url or os.environ.get("MODELREG_URL")
+        token = token or os.environ.get("MODELREG_TOKEN")
+        path = credentials_file or default_credentials_file()
+        if (url is None or token is None) and path.is_file():
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(path)
+            if parser.has_section("default"):
+                url = url or parser.get("default", "url", fallback=None)
+                token = token or parser.get("default", "token", fallback=None)
+        return cls(url or DEFAULT_URL, token)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        self._raise_for(response)
+        return response
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        if response.is_success or response.status_code == 304:
+            return
+        response.read()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"title": response.reason_phrase, "detail": response.text[:500]}
+        if not isinstance(body, dict):
+            body = {"detail": str(body)}
+        raise ModelregError(response.status_code, body)
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self._request("GET", path, params=params).json()
+            yield from page["items"]
+            if not page.get("nextCursor"):
+                return
+            params["cursor"] = page["nextCursor"]
+
+    # -- health ------------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.http.get("/readyz").json()
+        return result
+
+    # -- models ------------------------------------------------------------------------------
+
+    def create_model(self, name: str, *, task_type: str, provider: str,
+                     description: str | None = None, is_active: bool = True) -> ModelOut:
+        body = {"name": name, "taskType": task_type, "provider": provider,
+                "description": description, "isActive": is_active}
+        return ModelOut.model_validate(self._request("POST", "/api/v1/models", json=body).json())
+
+    def list_models(self, *, task_type: str | None = None, provider: str | None = None,
+                    is_active: bool | None = None, q: str | None = None,
+                    page_size: int = 100) -> Iterator[ModelOut]:
+        params = {"taskType": task_type, "provider": provider, "q": q, "limit": page_size,
+                  "isActive": None if is_active is None else str(is_active).lower()}
+        for item in self._pages("/api/v1/models", params):
+            yield ModelOut.model_validate(item)
+
+    def get_model(self, name: str) -> ModelOut:
+        return ModelOut.model_validate(self._request("GET", f"/api/v1/models/{_seg(name)}").json())
+
+    def update_model(self, name: str, **changes: Any) -> ModelOut:
+        return ModelOut.model_validate(
+            self._request("PATCH", f"/api/v1/models/{_seg(name)}", json=changes).json()
+        )
+
+    def delete_model(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/models/{_seg(name)}")
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def _vpath(self, model: str, version: str | None = None) -> str:
+        path = f"/api/v1/models/{_seg(model)}/versions"
+        return f"{path}/{_seg(version)}" if version is not None else path
+
+    def create_version(self, model: str, version_number: str, *, format: str = "ONNX",  # noqa: A002
+                       release_notes: str | None = None,
+                       parameters: dict[str, Any] | None = None) -> VersionOut:
+        body = {"versionNumber": version_number, "format": format,
+                "releaseNotes": release_notes, "parameters": parameters}
+        return VersionOut.model_validate(
+            self._request("POST", self._vpath(model), json=body).json()
+        )
+
+    def list_versions(self, model: str, *, status: str | None = None,
+                      page_size: int = 100) -> Iterator[VersionOut]:
+        for item in self._pages(self._vpath(model), {"status": status, "limit": page_size}):
+            yield VersionOut.model_validate(item)
+
+    def get_version(self, model: str, version: str) -> VersionOut:
+        return VersionOut.model_validate(self._request("GET", self._vpath(model, version)).json())
+
+    def update_version(self, model: str, version: str, **changes: Any) -> VersionOut:
+        return VersionOut.model_validate(
+            self._request("PATCH", self._vpath(model, version), json=changes).json()
+        )
+
+    def transition(self, model: str, version: str, status: str,
+                   reason: str | None = None) -> VersionOut:
+        return VersionOut.model_validate(self._request(
+            "POST", f"{self._vpath(model, version)}/transitions",
+            json={"status": status, "reason": reason},
+        ).json())
+
+    def upload_artifact(self, model: str, version: str, path: str | Path, *,
+                        filename: str | None = None, sha256: str | None = None,
+                        progress: Progress | None = None) -> VersionOut:
+        """Stream the file. With ``sha256`` the server refuses a body that hashes otherwise."""
+        path = Path(path)
+        size = path.stat().st_size
+
+        def body() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        if sha256:
+            headers["X-Checksum-Sha256"] = sha256
+        params = {"filename": filename or path.name}
+        try:
+            response = self.http.put(f"{self._vpath(model, version)}/artifact", content=body(),
+                                     headers=headers, params=params, timeout=None)
+        except (httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            raise ModelregError(0, {"title": "Upload interrupted",
+                                    "detail": f"the server closed the connection: {exc}"}) from exc
+        self._raise_for(response)
+        return VersionOut.model_validate(response.json())
+
+    def download_artifact(self, model: str, version: str, dest: str | Path, *,
+                          progress: Progress | None = None,
+                          on_start: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """Stream to ``dest`` (written beside it first, renamed when verified).
+
+        Returns ``(sha256, size)``. Raises ``ChecksumMismatch`` if the bytes do not hash to
+        the server's ETag; nothing is left at ``dest`` then.
+        """
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.part")
+        digest = hashlib.sha256()
+        size = 0
+        with self.http.stream("GET", f"{self._vpath(model, version)}/artifact",
+                              timeout=None) as response:
+            self._raise_for(response)
+            expected = response.headers.get("X-Checksum-Sha256") or response.headers.get(
+                "ETag", "").strip('"')
+            if on_start:
+                on_start(int(response.headers.get("Content-Length", 0)))
+            try:
+                with tmp.open("wb") as fh:
+                    for chunk in response.iter_bytes(CHUNK):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                actual = digest.hexdigest()
+                if expected and actual != expected:
+                    raise ChecksumMismatch(
+                        f"downloaded bytes hash to {actual}, the registry says {expected}"
+                    )
+                tmp.replace(dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return digest.hexdigest(), size
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def create_key(self, name: str, scopes: list[str], *, user: str | None = None) -> KeyCreated:
+        body = {"name": name, "scopes": scopes, "user": user}
+        return KeyCreated.model_validate(self._request("POST", "/api/v1/keys", json=body).json())
+
+    def list_keys(self) -> list[KeyOut]:
+        return [KeyOut.model_validate(k) for k in self._request("GET", "/api/v1/keys").json()]
+
+    def revoke_key(self, api_key: str) -> KeyOut:
+        return KeyOut.model_validate(
+            self._request("POST", f"/api/v1/keys/{_seg(api_key)}/revoke").json()
+        )

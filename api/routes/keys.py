@@ -1,0 +1,40 @@
+"""/api/v1/keys: API keys (admin only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+
+from api.deps import get_registry, require
+from api.schemas import KeyCreate, KeyCreated, KeyOut
+from registry.auth import Principal, Scope
+from registry.services import Registry
+from registry.services.keys import KeyInfo
+
+router = APIRouter(prefix="/keys", tags=["keys"])
+
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+Reg = Annotated[Registry, Depends(get_registry)]
+
+
+def _out(info: KeyInfo) -> KeyOut:
+    return KeyOut.model_validate(info)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated,
+             summary="Create an API key; the token is in this response only")
+def create_key(body: KeyCreate, actor: Admin, reg: Reg) -> KeyCreated:
+    issued = reg.keys.create(actor, name=body.name, scopes=list(body.scopes),
+                             user_email=body.user)
+    return KeyCreated.model_validate({**_out(issued.info).model_dump(), "token": issued.token})
+
+
+@router.get("", response_model=list[KeyOut], summary="List API keys (never their secrets)")
+def list_keys(_: Admin, reg: Reg) -> list[KeyOut]:
+    return [_out(k) for k in reg.keys.list()]
+
+
+@router.post("/{api_key}/revoke", response_model=KeyOut, summary="Revoke an API key")
+def revoke_key(api_key: str, actor: Admin, reg: Reg) -> KeyOut:
+    return _out(reg.keys.revoke(actor, api_key))

@@ -1,0 +1,76 @@
+"""/api/v1/models"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic.alias_generators import to_camel
+
+from api.deps import get_registry, require
+from api.schemas import ModelCreate, ModelName, ModelOut, ModelPage, ModelUpdate, TaskType
+from registry.auth import Principal, Scope
+from registry.errors import Invalid
+from registry.pagination import MAX_LIMIT
+from registry.services import Registry
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(get_registry)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut,
+             summary="Register a model")
+def create_model(body: ModelCreate, actor: Writer, reg: Reg, response: Response) -> ModelOut:
+    model = reg.models.create(
+        actor,
+        name=body.name,
+        provider=body.provider,
+        task_type=body.task_type,
+        description=body.description,
+        is_active=body.is_active,
+    )
+    response.headers["Location"] = f"/api/v1/models/{model.name}"
+    return ModelOut.model_validate(model)
+
+
+@router.get("", response_model=ModelPage, summary="List models, a page at a time")
+def list_models(
+    _: Reader,
+    reg: Reg,
+    task_type: Annotated[TaskType | None, Query(alias="taskType")] = None,
+    provider: Annotated[str | None, Query(max_length=50)] = None,
+    is_active: Annotated[bool | None, Query(alias="isActive")] = None,
+    q: Annotated[str | None, Query(max_length=100, description="Substring of name or description")]
+    = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ModelPage:
+    page = reg.models.list(task_type=task_type, provider=provider, is_active=is_active, q=q,
+                           limit=limit, cursor=cursor)
+    return ModelPage(items=[ModelOut.model_validate(m) for m in page.items],
+                     next_cursor=page.next_cursor)
+
+
+@router.get("/{name}", response_model=ModelOut, summary="Show a model")
+def get_model(name: ModelName, _: Reader, reg: Reg) -> ModelOut:
+    return ModelOut.model_validate(reg.models.get(name))
+
+
+@router.patch("/{name}", response_model=ModelOut, summary="Change a model's description, "
+              "provider, task type or active flag")
+def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) -> ModelOut:
+    changes = body.model_dump(exclude_unset=True)
+    for required in ("provider", "task_type", "is_active"):
+        if required in changes and changes[required] is None:
+            raise Invalid(f"{to_camel(required)} cannot be null")
+    return ModelOut.model_validate(reg.models.update(actor, name, changes))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Delete a model, its versions and their artifacts")
+def delete_model(name: ModelName, actor: Writer, reg: Reg) -> Response:
+    reg.models.delete(actor, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

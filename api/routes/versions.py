@@ -1,0 +1,198 @@
+"""/api/v1/models/{name}/versions, and artifact upload and download."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from api.deps import get_registry, require
+from api.problems import PROBLEM, problem
+from api.schemas import (
+    ModelName,
+    Problem,
+    TransitionIn,
+    VersionCreate,
+    VersionNumber,
+    VersionOut,
+    VersionPage,
+    VersionStatus,
+    VersionUpdate,
+)
+from api.streaming import BodyChannel, RangeNotSatisfiable, parse_range
+from registry.auth import Principal, Scope
+from registry.errors import Invalid, PayloadTooLarge
+from registry.pagination import MAX_LIMIT
+from registry.services import Registry
+from registry.storage import UploadAborted
+
+router = APIRouter(prefix="/models/{name}/versions", tags=["versions"])
+
+Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(get_registry)]
+
+_ERRORS = {
+    code: {"model": Problem, "content": {PROBLEM: {}}}
+    for code in (400, 401, 403, 404, 409, 413, 416, 422, 503)
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=VersionOut,
+             summary="Create a version (its artifact is uploaded separately)")
+def create_version(name: ModelName, body: VersionCreate, actor: Writer, reg: Reg,
+                   response: Response) -> VersionOut:
+    version = reg.versions.create(
+        actor, name,
+        version_number=body.version_number,
+        fmt=body.format,
+        release_notes=body.release_notes,
+        parameters=body.parameters,
+    )
+    response.headers["Location"] = f"/api/v1/models/{name}/versions/{version.version_number}"
+    return VersionOut.model_validate(version)
+
+
+@router.get("", response_model=VersionPage, summary="List a model's versions, newest first")
+def list_versions(
+    name: ModelName,
+    _: Reader,
+    reg: Reg,
+    status: VersionStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> VersionPage:
+    page = reg.versions.list(name, status=status, limit=limit, cursor=cursor)
+    return VersionPage(items=[VersionOut.model_validate(v) for v in page.items],
+                       next_cursor=page.next_cursor)
+
+
+@router.get("/{version}", response_model=VersionOut, summary="Show a version")
+def get_version(name: ModelName, version: VersionNumber, _: Reader, reg: Reg) -> VersionOut:
+    return VersionOut.model_validate(reg.versions.get(name, version))
+
+
+@router.patch("/{version}", response_model=VersionOut,
+              summary="Change a version's release notes or parameters")
+def update_version(name: ModelName, version: VersionNumber, body: VersionUpdate, actor: Writer,
+                   reg: Reg) -> VersionOut:
+    changes = body.model_dump(exclude_unset=True)
+    return VersionOut.model_validate(reg.versions.update(actor, name, version, changes))
+
+
+@router.post("/{version}/transitions", response_model=VersionOut,
+             summary="Move a version through its lifecycle",
+             description="Allowed: Staged→Production, Staged→Failed, Production→Deprecated, "
+             "Deprecated→Production, and any state→Archived. Anything else is 409, with the "
+             "allowed moves in the body. Moves to Production pass the promotion gate.")
+def transition_version(name: ModelName, version: VersionNumber, body: TransitionIn,
+                       actor: Writer, reg: Reg) -> VersionOut:
+    return VersionOut.model_validate(
+        reg.versions.transition(actor, name, version, status=body.status, reason=body.reason)
+    )
+
+
+@router.put(
+    "/{version}/artifact",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VersionOut,
+    responses=_ERRORS,  # type: ignore[arg-type]
+    summary="Upload the version's artifact (raw streamed body)",
+    description="The body is streamed to the artifact store; its SHA-256 and size are computed "
+    "on the way. With `X-Checksum-Sha256` a mismatch is 400. Above the size limit: 413. "
+    "Either way, and if the client goes away, nothing is kept.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+async def upload_artifact(
+    request: Request,
+    name: ModelName,
+    version: VersionNumber,
+    actor: Writer,
+    reg: Reg,
+    filename: Annotated[str | None, Query(max_length=200, description="Artifact file name; "
+                                          "default from the format, e.g. model.onnx")] = None,
+    x_checksum_sha256: Annotated[str | None, Header(max_length=64)] = None,
+) -> VersionOut:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Invalid("Content-Length must be a number")
+        if int(declared) > reg.settings.max_artifact_bytes:
+            raise PayloadTooLarge(
+                f"artifact of {declared} bytes exceeds the limit of "
+                f"{reg.settings.max_artifact_bytes} bytes",
+                limit=reg.settings.max_artifact_bytes,
+            )
+    loop = asyncio.get_running_loop()
+    channel = BodyChannel(loop)
+    work = loop.run_in_executor(
+        request.app.state.upload_executor,
+        functools.partial(
+            reg.versions.upload, actor, name, version, channel.chunks(),
+            filename=filename, expected_sha256=x_checksum_sha256,
+        ),
+    )
+    channel.watch(work)
+    try:
+        async for chunk in request.stream():
+            if not await channel.put(chunk):
+                break
+        else:
+            await channel.close()
+    except ClientDisconnect:
+        channel.fail(UploadAborted("the client disconnected before the upload was complete"))
+    except BaseException:
+        channel.fail(UploadAborted("the upload was interrupted"))
+        raise
+    result = await work
+    return VersionOut.model_validate(result)
+
+
+@router.get(
+    "/{version}/artifact",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}},
+               206: {"description": "Partial content (Range)"},
+               304: {"description": "Not modified (If-None-Match)"}, **_ERRORS},  # type: ignore[dict-item]
+    summary="Download the version's artifact",
+    description="Streams the artifact. `ETag` is its SHA-256; `Range: bytes=a-b` gives 206.",
+)
+def download_artifact(
+    name: ModelName,
+    version: VersionNumber,
+    _: Reader,
+    reg: Reg,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    ref = reg.versions.artifact(name, version)
+    etag = f'"{ref.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "X-Checksum-Sha256": ref.sha256,
+        "Content-Disposition": f'attachment; filename="{ref.filename}"',
+    }
+    if if_none_match and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        byte_range = parse_range(range_header, ref.size)
+    except RangeNotSatisfiable as exc:
+        return problem(416, exc.detail, title=exc.title,
+                       headers={"Content-Range": f"bytes */{ref.size}"}, size=ref.size)
+    if byte_range is None:
+        body = reg.store.open_range(ref.key)
+        headers["Content-Length"] = str(ref.size)
+        code = status.HTTP_200_OK
+    else:
+        body = reg.store.open_range(ref.key, start=byte_range.start, length=byte_range.length)
+        headers["Content-Length"] = str(byte_range.length)
+        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{ref.size}"
+        code = status.HTTP_206_PARTIAL_CONTENT
+    return StreamingResponse(body, status_code=code, headers=headers,
+                             media_type="application/octet-stream")

@@ -1,0 +1,153 @@
+"""Request and response bodies. JSON uses the seed's camelCase names."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from registry.auth import ALL_SCOPES
+from registry.models import TASK_TYPES, VERSION_STATUSES
+from registry.services.versions import FORMATS
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+VERSION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._+-]{0,48}[A-Za-z0-9._+-])?$"
+
+TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
+VersionStatus = Literal[VERSION_STATUSES]  # type: ignore[valid-type]
+ModelFormat = Literal[FORMATS]  # type: ignore[valid-type]
+ScopeName = Literal[ALL_SCOPES]  # type: ignore[valid-type]
+
+ModelName = Annotated[
+    str, Path(pattern=MODEL_NAME_PATTERN, description="Model name", examples=["text2img"])
+]
+VersionNumber = Annotated[
+    str, Path(pattern=VERSION_PATTERN, description="Version number", examples=["1.0"])
+]
+
+
+class InBody(BaseModel):
+    """Inputs: camelCase, and unknown fields are an error rather than silently ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class OutBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
+                              from_attributes=True)
+
+
+class ModelCreate(InBody):
+    name: str = Field(pattern=MODEL_NAME_PATTERN, examples=["text2img"])
+    provider: str = Field(min_length=1, max_length=50, examples=["Internal"])
+    task_type: TaskType
+    description: str | None = Field(default=None, max_length=10_000)
+    is_active: bool = True
+
+
+class ModelUpdate(InBody):
+    provider: str | None = Field(default=None, min_length=1, max_length=50)
+    task_type: TaskType | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    is_active: bool | None = None
+
+
+class ModelOut(OutBody):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    provider: str
+    task_type: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelPage(OutBody):
+    items: list[ModelOut]
+    next_cursor: str | None
+
+
+class VersionCreate(InBody):
+    version_number: str = Field(pattern=VERSION_PATTERN, examples=["1.0"])
+    format: ModelFormat = "ONNX"
+    release_notes: str | None = Field(default=None, max_length=100_000)
+    parameters: dict[str, Any] | None = None
+
+
+class VersionUpdate(InBody):
+    release_notes: str | None = Field(default=None, max_length=100_000)
+    parameters: dict[str, Any] | None = None
+
+
+class VersionOut(OutBody):
+    id: uuid.UUID
+    model_id: uuid.UUID
+    version_number: str
+    source_path: str | None
+    format: str | None
+    parameters: dict[str, Any] | None
+    status: str
+    validation_result_id: uuid.UUID | None
+    created_by_user_id: uuid.UUID | None
+    release_notes: str | None
+    created_at: datetime
+    updated_at: datetime
+    sha256: str | None = Field(description="SHA-256 of the artifact, bound at upload")
+    size_bytes: int | None
+    artifact_uploaded_at: datetime | None
+
+
+class VersionPage(OutBody):
+    items: list[VersionOut]
+    next_cursor: str | None
+
+
+class TransitionIn(InBody):
+    status: VersionStatus
+    reason: str | None = Field(default=None, max_length=2_000)
+
+
+class KeyCreate(InBody):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[ScopeName] = Field(min_length=1)
+    user: str | None = Field(
+        default=None, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$",
+        description="Email of the user the key acts for; created as a service account if new. "
+        "Default: the caller's user.",
+    )
+
+
+class KeyOut(OutBody):
+    id: uuid.UUID
+    api_key: str
+    name: str
+    scopes: list[str]
+    is_active: bool
+    user_id: uuid.UUID
+    user_email: str
+    created_at: datetime
+
+
+class KeyCreated(KeyOut):
+    token: str = Field(description="The full token, shown once. Only its hash is stored.")
+
+
+class Health(OutBody):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None

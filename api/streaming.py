@@ -1,0 +1,134 @@
+"""Moving bytes between the event loop and the storage thread, and HTTP Range parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import re
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from registry.errors import RegistryError
+
+BLOCK = 1024 * 1024
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class BodyChannel:
+    """Hands an async request body to a synchronous consumer thread, 1 MiB at a time.
+
+    At most ``depth`` blocks wait in the channel, so a slow store slows the client down
+    (TCP backpressure) instead of filling memory. When the consumer stops early (an error),
+    ``put`` returns False and the producer stops reading the body.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, depth: int = 4) -> None:
+        self._loop = loop
+        self._queue: queue.Queue[bytes | BaseException | _End] = queue.Queue()
+        self._slots = asyncio.Semaphore(depth)
+        self._buffer = bytearray()
+        self._consumer_gone = False
+
+    async def put(self, chunk: bytes) -> bool:
+        self._buffer += chunk
+        if len(self._buffer) >= BLOCK:
+            return await self._flush()
+        return not self._consumer_gone
+
+    async def _flush(self) -> bool:
+        if self._consumer_gone:
+            return False
+        await self._slots.acquire()
+        if self._consumer_gone:
+            return False
+        if self._buffer:
+            self._queue.put(bytes(self._buffer))
+            self._buffer.clear()
+        return True
+
+    async def close(self) -> None:
+        """The body is complete."""
+        await self._flush()
+        self._queue.put(_END)
+
+    def fail(self, exc: BaseException) -> None:
+        """The body will never complete: the consumer raises ``exc``."""
+        self._queue.put(exc)
+
+    def consumer_done(self, _future: object = None) -> None:
+        """Called on the loop when the consumer finished, for whatever reason."""
+        self._consumer_gone = True
+        self._slots.release()
+
+    def watch(self, future: Future[object] | asyncio.Future[object]) -> None:
+        if isinstance(future, asyncio.Future):
+            future.add_done_callback(self.consumer_done)
+        else:
+            future.add_done_callback(
+                lambda f: self._loop.call_soon_threadsafe(self.consumer_done, f)
+            )
+
+    def chunks(self) -> Iterator[bytes]:
+        """The consumer's side: blocks until data arrives; raises what ``fail`` was given."""
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self._loop.call_soon_threadsafe(self._slots.release)
+            yield item
+
+
+class RangeNotSatisfiable(RegistryError):
+    status = 416
+    title = "Range not satisfiable"
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One ``bytes=`` range, or None for the whole object.
+
+    Several ranges at once are answered with the whole object, as RFC 9110 allows.
+    """
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if match is None:
+        if header.strip().startswith("bytes=") and "," in header:
+            return None
+        raise RangeNotSatisfiable(f"unsupported Range header {header!r}", size=size)
+    first, last = match.groups()
+    if not first and not last:
+        raise RangeNotSatisfiable(f"unsupported Range header {header!r}", size=size)
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable("empty suffix range", size=size)
+        return ByteRange(max(size - n, 0), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(
+            f"range {header!r} is outside the artifact's {size} bytes", size=size
+        )
+    return ByteRange(start, min(end, size - 1))

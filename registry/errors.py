@@ -1,0 +1,65 @@
+"""Domain errors. They are raised below ``api/``; one handler there maps each to a status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base class. ``extra`` members are added to the problem+json body."""
+
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class NotFound(RegistryError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(RegistryError):
+    status = 409
+    title = "Conflict"
+
+
+class GateClosed(Conflict):
+    """A lifecycle move was refused by a gate (for example, validation has not passed)."""
+
+    title = "Gate closed"
+
+
+class Invalid(RegistryError):
+    status = 422
+    title = "Invalid request"
+
+
+class BadRequest(RegistryError):
+    status = 400
+    title = "Bad request"
+
+
+class PayloadTooLarge(RegistryError):
+    status = 413
+    title = "Payload too large"
+
+
+class Unavailable(RegistryError):
+    """A dependency (database, artifact store) failed; the client may retry."""
+
+    status = 503
+    title = "Service unavailable"
+
+
+class Unauthorized(RegistryError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(RegistryError):
+    status = 403
+    title = "Forbidden"

@@ -1,0 +1,372 @@
+"""The ORM: the seed's tables (sections 1.1, 1.9, 1.12 and 1.18-1.22), plus what the product adds.
+
+Identifiers are the snake_case forms of the seed names; constraint and index names are the
+seed's own. Every column the seed lacks is listed, with its reason, in ``docs/schema.md``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from registry.types import BigSerial, JSONType, UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TASK_TYPES = ("ImageGeneration", "TextGeneration", "ImageTransformation", "StyleTransfer",
+              "ContentSafety")
+VERSION_STATUSES = ("Staged", "Production", "Deprecated", "Archived", "Failed")
+CHECK_STATUSES = ("Passed", "Failed", "Pending", "Skipped")
+ENVIRONMENTS = ("staging", "production", "testing")
+DEPLOYMENT_STATUSES = ("Initiated", "Deploying", "Active", "Inactive", "Failed", "RolledBack")
+SOCIAL_PROVIDERS = ("google", "facebook", "apple")
+SUBSCRIPTION_TIERS = ("Free", "Pro", "Team", "Enterprise")
+
+NOW = text("CURRENT_TIMESTAMP")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012  (SQLAlchemy reads this class attribute)
+        datetime: UTCDateTime(),
+        uuid.UUID: Uuid(),
+        dict[str, Any]: JSONType,
+    }
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid(), primary_key=True, default=uuid.uuid4)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), nullable=False, default=utcnow, server_default=NOW)
+
+
+def _updated_at() -> Mapped[datetime]:
+    return mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow, server_default=NOW
+    )
+
+
+class User(Base):
+    """1.1 User: people and service accounts that act on the registry."""
+
+    __tablename__ = "user"
+
+    id: Mapped[uuid.UUID] = _id()
+    email: Mapped[str] = mapped_column(String(255), nullable=False)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    social_provider: Mapped[str | None] = mapped_column(String(50))
+    social_provider_id: Mapped[str | None] = mapped_column(String(255))
+    is_email_verified: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    email_verification_token: Mapped[str | None] = mapped_column(String(255))
+    password_reset_token: Mapped[str | None] = mapped_column(String(255))
+    password_reset_expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    full_name: Mapped[str | None] = mapped_column(String(100))
+    username: Mapped[str | None] = mapped_column(String(50))
+    profile_picture_url: Mapped[str | None] = mapped_column(String(1024))
+    language_preference: Mapped[str] = mapped_column(
+        String(10), nullable=False, default="en-US", server_default="en-US"
+    )
+    timezone: Mapped[str] = mapped_column(
+        String(50), nullable=False, default="UTC", server_default="UTC"
+    )
+    mfa_enabled: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    mfa_secret: Mapped[str | None] = mapped_column(String(255))
+    subscription_tier: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="Free", server_default="Free"
+    )
+    credit_balance: Mapped[Decimal] = mapped_column(
+        Numeric(10, 2), nullable=False, default=Decimal("0.00"), server_default="0.00"
+    )
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(_in("social_provider", SOCIAL_PROVIDERS), name="social_provider"),
+        CheckConstraint(_in("subscription_tier", SUBSCRIPTION_TIERS), name="subscription_tier"),
+        UniqueConstraint("email", name="uq_user_email"),
+        UniqueConstraint("username", name="uq_user_username"),
+        UniqueConstraint("social_provider", "social_provider_id", name="uq_user_social"),
+        Index("idx_user_email_unique", "email", unique=True),
+        Index(
+            "idx_user_username_unique", "username", unique=True,
+            postgresql_where=text("username IS NOT NULL"),
+            sqlite_where=text("username IS NOT NULL"),
+        ),
+        Index(
+            "idx_user_social_unique", "social_provider", "social_provider_id", unique=True,
+            postgresql_where=text("social_provider IS NOT NULL AND social_provider_id IS NOT NULL"),
+            sqlite_where=text("social_provider IS NOT NULL AND social_provider_id IS NOT NULL"),
+        ),
+        Index("idx_user_subscriptiontier", "subscription_tier"),
+        Index(
+            "idx_user_deletedat", "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
+        Index("idx_user_languagepreference", "language_preference"),
+    )
+
+
+class APIClient(Base):
+    """1.9 APIClient: an API key. The secret is stored only as a hash."""
+
+    __tablename__ = "api_client"
+
+    id: Mapped[uuid.UUID] = _id()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("user.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    api_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    permissions: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    is_active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=text("true")
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (
+        UniqueConstraint("api_key", name="uq_apiclient_apikey"),
+        Index("idx_apiclient_apikey_unique", "api_key", unique=True),
+        Index("idx_apiclient_userid", "user_id"),
+    )
+
+
+class UsageLog(Base):
+    """1.12 UsageLog: the audit trail. One row for every mutating action."""
+
+    __tablename__ = "usage_log"
+
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    # The seed makes userId required *and* ON DELETE SET NULL: kept as written, so a user
+    # with audit rows cannot be hard-deleted (users are soft-deleted through deletedAt).
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL"), nullable=False
+    )
+    # GenerationRequest lives in the generation service's database: a plain UUID reference.
+    generation_request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    api_client_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_client.id", ondelete="SET NULL")
+    )
+    action_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    credits_cost: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    timestamp: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        Index("idx_usagelog_userid_timestamp", "user_id", "timestamp"),
+        Index("idx_usagelog_actiontype", "action_type"),
+        Index("idx_usagelog_generationrequestid", "generation_request_id"),
+        Index("idx_usagelog_apiclientid", "api_client_id"),
+    )
+
+
+class AIModel(Base):
+    """1.18 AIModel: a named model."""
+
+    __tablename__ = "ai_model"
+
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(50), nullable=False)
+    task_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    is_active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=text("true")
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (
+        CheckConstraint(_in("task_type", TASK_TYPES), name="task_type"),
+        UniqueConstraint("name", name="uq_aimodel_name"),
+        Index("idx_aimodel_provider_tasktype", "provider", "task_type"),
+        Index("idx_aimodel_tasktype", "task_type"),
+        Index("idx_aimodel_isactive", "is_active"),
+    )
+
+
+class AIModelVersion(Base):
+    """1.19 AIModelVersion: one version of a model, with its artifact and lifecycle status."""
+
+    __tablename__ = "ai_model_version"
+
+    id: Mapped[uuid.UUID] = _id()
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model.id", ondelete="CASCADE"), nullable=False
+    )
+    version_number: Mapped[str] = mapped_column(String(50), nullable=False)
+    source_path: Mapped[str | None] = mapped_column(String(1024))
+    format: Mapped[str | None] = mapped_column(String(50))
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(
+        String(50), nullable=False, default="Staged", server_default="Staged"
+    )
+    validation_result_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ai_model_validation_result.id", ondelete="SET NULL", use_alter=True)
+    )
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    release_notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+    # Added by modelreg (docs/schema.md): the artifact's digest and size, bound at upload.
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    artifact_uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(_in("status", VERSION_STATUSES), name="status"),
+        UniqueConstraint("model_id", "version_number", name="uq_aimodelversion_model_version"),
+        Index("idx_aimodelversion_modelid", "model_id"),
+        Index("idx_aimodelversion_status", "status"),
+    )
+
+
+class AIModelValidationResult(Base):
+    """1.20 AIModelValidationResult: one validation run of a version's artifact."""
+
+    __tablename__ = "ai_model_validation_result"
+
+    id: Mapped[uuid.UUID] = _id()
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="CASCADE"), nullable=False
+    )
+    validation_timestamp: Mapped[datetime] = _created_at()
+    security_scan_status: Mapped[str] = mapped_column(String(50), nullable=False)
+    functional_status: Mapped[str] = mapped_column(String(50), nullable=False)
+    performance_benchmark: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    validated_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint(_in("security_scan_status", CHECK_STATUSES), name="security_scan_status"),
+        CheckConstraint(_in("functional_status", CHECK_STATUSES), name="functional_status"),
+        Index("idx_aimodelvalidationresult_versionid", "model_version_id"),
+        Index("idx_aimodelvalidationresult_timestamp", "validation_timestamp"),
+    )
+
+
+class AIModelDeployment(Base):
+    """1.21 AIModelDeployment: one version deployed into one environment."""
+
+    __tablename__ = "ai_model_deployment"
+
+    id: Mapped[uuid.UUID] = _id()
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="CASCADE"), nullable=False
+    )
+    environment: Mapped[str] = mapped_column(String(50), nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(50), nullable=False, default="Initiated", server_default="Initiated"
+    )
+    deployment_strategy: Mapped[str | None] = mapped_column(String(50))
+    endpoint: Mapped[str | None] = mapped_column(String(255))
+    kubernetes_details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    deployed_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    deployment_timestamp: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (
+        CheckConstraint(_in("environment", ENVIRONMENTS), name="environment"),
+        CheckConstraint(_in("status", DEPLOYMENT_STATUSES), name="status"),
+        Index("idx_aimodeldeployment_versionid_env", "model_version_id", "environment"),
+        Index("idx_aimodeldeployment_status", "status"),
+        Index("idx_aimodeldeployment_environment", "environment"),
+    )
+
+
+class AIModelFeedback(Base):
+    """1.22 AIModelFeedback: a user's rating and comment on a version's output."""
+
+    __tablename__ = "ai_model_feedback"
+
+    id: Mapped[uuid.UUID] = _id()
+    # Required and ON DELETE SET NULL in the seed; kept as written (see UsageLog.user_id).
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL"), nullable=False
+    )
+    # GenerationRequest lives in the generation service's database: a plain UUID reference.
+    generation_request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="SET NULL")
+    )
+    rating: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    feedback_timestamp: Mapped[datetime] = _created_at()
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (
+        CheckConstraint("rating >= 1 AND rating <= 5", name="rating"),
+        Index("idx_aimodelfeedback_userid", "user_id"),
+        Index("idx_aimodelfeedback_generationrequestid", "generation_request_id"),
+        Index("idx_aimodelfeedback_modelversionid", "model_version_id"),
+    )
+
+
+class ArtifactUpload(Base):
+    """Added by modelreg: an upload in progress holds a lease on its version.
+
+    Only the holder of the lease may write the version's artifact key, so two concurrent
+    uploads to one version can never overwrite or delete each other's object. A row whose
+    lease expired belongs to a crashed upload; its ``object_key`` tells GC what to remove.
+    """
+
+    __tablename__ = "artifact_upload"
+
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[uuid.UUID] = mapped_column(Uuid(), nullable=False)
+    object_key: Mapped[str] = mapped_column(String(1024), nullable=False)
+    started_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    started_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

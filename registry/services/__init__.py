@@ -1,0 +1,56 @@
+"""Services own transactions: one public call is one ``with sessions.begin():`` block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.db import create_db_engine, create_session_factory
+from registry.services.keys import KeyService
+from registry.services.models import ModelService
+from registry.services.versions import VersionService
+from registry.settings import Settings
+from registry.storage import ArtifactStore, create_store
+
+
+@dataclass
+class Registry:
+    """Everything the API (and later the worker and the controller) needs, built once."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    keys: KeyService
+    models: ModelService
+    versions: VersionService
+
+    def check_database(self) -> None:
+        """Raise if the database does not answer a trivial query."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_registry(settings: Settings, *, store: ArtifactStore | None = None) -> Registry:
+    engine = create_db_engine(settings.database_url)
+    sessions = create_session_factory(engine)
+    store = store or create_store(settings)
+    return Registry(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        keys=KeyService(sessions),
+        models=ModelService(sessions, store=store),
+        versions=VersionService(
+            sessions,
+            store=store,
+            max_artifact_bytes=settings.max_artifact_bytes,
+            lease_seconds=settings.upload_lease_seconds,
+        ),
+    )

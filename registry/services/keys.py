@@ -1,0 +1,191 @@
+"""API keys and the users behind them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.auth import (
+    ALL_SCOPES,
+    Principal,
+    Scope,
+    hash_secret,
+    new_token,
+    split_token,
+    verify_secret,
+)
+from registry.errors import Invalid, NotFound, Unauthorized
+from registry.models import APIClient, User
+from registry.services import audit
+from registry.types import utcnow
+
+ADMIN_EMAIL = "admin@modelreg.local"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: uuid.UUID
+    api_key: str
+    name: str
+    scopes: tuple[str, ...]
+    is_active: bool
+    user_id: uuid.UUID
+    user_email: str
+    created_at: object
+    updated_at: object
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A newly created key. ``token`` is shown once and never stored."""
+
+    info: KeyInfo
+    token: str
+
+
+def _scopes(client: APIClient) -> tuple[str, ...]:
+    perms = client.permissions or {}
+    scopes = perms.get("scopes", [])
+    return tuple(str(s) for s in scopes) if isinstance(scopes, list) else ()
+
+
+def _info(client: APIClient, user: User) -> KeyInfo:
+    return KeyInfo(
+        id=client.id,
+        api_key=client.api_key,
+        name=client.name,
+        scopes=_scopes(client),
+        is_active=client.is_active,
+        user_id=user.id,
+        user_email=user.email,
+        created_at=client.created_at,
+        updated_at=client.updated_at,
+    )
+
+
+class KeyService:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def authenticate(self, token: str) -> Principal:
+        parts = split_token(token)
+        if parts is None:
+            raise Unauthorized("malformed API token: expected <apiKey>.<secret>")
+        api_key, secret = parts
+        with self.sessions() as s:
+            row = s.execute(
+                select(APIClient, User)
+                .join(User, User.id == APIClient.user_id)
+                .where(APIClient.api_key == api_key)
+            ).first()
+        # One message for every failure, so that a caller cannot probe which keys exist.
+        if row is None:
+            hash_secret(secret)  # same work as a real check: no timing oracle on key existence
+            raise Unauthorized("invalid API key")
+        client, user = row
+        if not verify_secret(secret, client.secret_hash) or not client.is_active:
+            raise Unauthorized("invalid API key")
+        if user.deleted_at is not None:
+            raise Unauthorized("invalid API key")
+        return Principal(
+            user_id=user.id,
+            api_client_id=client.id,
+            scopes=frozenset(_scopes(client)),
+            key_name=client.name,
+        )
+
+    def create(
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        scopes: list[str],
+        user_email: str | None = None,
+    ) -> IssuedKey:
+        unknown = sorted(set(scopes) - set(ALL_SCOPES))
+        if unknown or not scopes:
+            raise Invalid(
+                f"unknown scopes {unknown}" if unknown else "a key needs at least one scope",
+                allowedScopes=list(ALL_SCOPES),
+            )
+        with self.sessions.begin() as s:
+            if user_email:
+                user = s.scalar(select(User).where(func.lower(User.email) == user_email.lower()))
+                if user is None:
+                    user = User(email=user_email, full_name=f"service account {name}"[:100])
+                    s.add(user)
+                    s.flush()
+                    audit.record(s, actor, "user_created", userId=user.id, email=user_email)
+                elif user.deleted_at is not None:
+                    raise Invalid(f"user {user_email} is deleted")
+            else:
+                user = s.get_one(User, actor.user_id)
+            issued = self._issue(s, user, name=name, scopes=scopes)
+            audit.record(
+                s, actor, "api_key_created",
+                apiClientId=issued.info.id, apiKey=issued.info.api_key, name=name,
+                scopes=sorted(scopes), forUserId=user.id,
+            )
+        return issued
+
+    @staticmethod
+    def _issue(s: Session, user: User, *, name: str, scopes: list[str]) -> IssuedKey:
+        api_key, secret = new_token()
+        client = APIClient(
+            user_id=user.id,
+            name=name,
+            api_key=api_key,
+            secret_hash=hash_secret(secret),
+            permissions={"scopes": sorted(set(scopes))},
+        )
+        s.add(client)
+        s.flush()
+        return IssuedKey(info=_info(client, user), token=f"{api_key}.{secret}")
+
+    def list(self) -> list[KeyInfo]:
+        with self.sessions() as s:
+            rows = s.execute(
+                select(APIClient, User)
+                .join(User, User.id == APIClient.user_id)
+                .order_by(APIClient.created_at, APIClient.id)
+            ).all()
+            return [_info(c, u) for c, u in rows]
+
+    def revoke(self, actor: Principal, api_key: str) -> KeyInfo:
+        with self.sessions.begin() as s:
+            row = s.execute(
+                select(APIClient, User)
+                .join(User, User.id == APIClient.user_id)
+                .where(APIClient.api_key == api_key)
+            ).first()
+            if row is None:
+                raise NotFound(f"no API key {api_key!r}")
+            client, user = row
+            if client.is_active:
+                client.is_active = False
+                client.updated_at = utcnow()
+                audit.record(s, actor, "api_key_revoked", apiClientId=client.id, apiKey=api_key)
+            s.flush()
+            return _info(client, user)
+
+    def bootstrap_admin(self) -> IssuedKey | None:
+        """On a registry with no key at all, create the admin user and an admin key."""
+        with self.sessions.begin() as s:
+            if s.scalar(select(func.count()).select_from(APIClient)):
+                return None
+            user = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
+            if user is None:
+                user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
+                s.add(user)
+                s.flush()
+            issued = self._issue(s, user, name="bootstrap-admin", scopes=[Scope.ADMIN.value])
+            system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
+            audit.record(
+                s, system, "api_key_created",
+                apiClientId=issued.info.id, apiKey=issued.info.api_key, name="bootstrap-admin",
+                scopes=[Scope.ADMIN.value], bootstrap=True,
+            )
+        return issued

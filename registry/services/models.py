@@ -1,0 +1,173 @@
+"""AIModel: create, find, change and delete registered models."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.auth import Principal
+from registry.errors import Conflict, Invalid, NotFound
+from registry.models import AIModel, AIModelDeployment, AIModelVersion, ArtifactUpload
+from registry.pagination import check_limit, decode_cursor, encode_cursor
+from registry.services import audit
+from registry.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LIVE_DEPLOYMENT_STATUSES = ("Initiated", "Deploying", "Active")
+MUTABLE_FIELDS = ("description", "provider", "task_type", "is_active")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):  # noqa: UP046  (Python 3.11 has no PEP 695 syntax)
+    items: list[T]
+    next_cursor: str | None
+
+
+def get_model(s: Session, name: str) -> AIModel:
+    model = s.scalar(select(AIModel).where(AIModel.name == name))
+    if model is None:
+        raise NotFound(f"no model named {name!r}")
+    return model
+
+
+class ModelService:
+    def __init__(self, sessions: sessionmaker[Session], *, store: ArtifactStore) -> None:
+        self.sessions = sessions
+        self.store = store
+
+    def create(
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        provider: str,
+        task_type: str,
+        description: str | None = None,
+        is_active: bool = True,
+    ) -> AIModel:
+        try:
+            with self.sessions.begin() as s:
+                model = AIModel(
+                    name=name,
+                    provider=provider,
+                    task_type=task_type,
+                    description=description,
+                    is_active=is_active,
+                )
+                s.add(model)
+                s.flush()
+                audit.record(s, actor, "model_created", modelId=model.id, name=name)
+        except IntegrityError as exc:
+            if self.exists(name):
+                raise Conflict(f"a model named {name!r} already exists") from None
+            raise exc
+        return model
+
+    def exists(self, name: str) -> bool:
+        with self.sessions() as s:
+            return s.scalar(select(AIModel.id).where(AIModel.name == name)) is not None
+
+    def get(self, name: str) -> AIModel:
+        with self.sessions() as s:
+            return get_model(s, name)
+
+    def list(
+        self,
+        *,
+        task_type: str | None = None,
+        provider: str | None = None,
+        is_active: bool | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AIModel]:
+        check_limit(limit)
+        stmt: Select[tuple[AIModel]] = select(AIModel).order_by(AIModel.name)
+        if task_type is not None:
+            stmt = stmt.where(AIModel.task_type == task_type)
+        if provider is not None:
+            stmt = stmt.where(AIModel.provider == provider)
+        if is_active is not None:
+            stmt = stmt.where(AIModel.is_active == is_active)
+        if q:
+            pattern = f"%{_escape_like(q.lower())}%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(AIModel.name).like(pattern, escape="\\"),
+                    func.lower(AIModel.description).like(pattern, escape="\\"),
+                )
+            )
+        if cursor:
+            (after,) = decode_cursor(cursor, arity=1)
+            stmt = stmt.where(AIModel.name > str(after))
+        with self.sessions() as s:
+            rows = list(s.scalars(stmt.limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor([rows[-1].name]) if more else None)
+
+    def update(self, actor: Principal, name: str, changes: dict[str, Any]) -> AIModel:
+        unknown = set(changes) - set(MUTABLE_FIELDS)
+        if unknown:
+            raise Invalid(f"fields {sorted(unknown)} cannot be changed")
+        with self.sessions.begin() as s:
+            model = get_model(s, name)
+            changed = {k: v for k, v in changes.items() if getattr(model, k) != v}
+            for field, value in changed.items():
+                setattr(model, field, value)
+            if changed:
+                s.flush()
+                audit.record(s, actor, "model_updated", modelId=model.id, name=name,
+                             changes=changed)
+        return model
+
+    def delete(self, actor: Principal, name: str) -> None:
+        with self.sessions.begin() as s:
+            model = get_model(s, name)
+            live = s.scalar(
+                select(func.count())
+                .select_from(AIModelDeployment)
+                .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
+                .where(
+                    AIModelVersion.model_id == model.id,
+                    AIModelDeployment.status.in_(LIVE_DEPLOYMENT_STATUSES),
+                )
+            )
+            if live:
+                raise Conflict(
+                    f"model {name!r} has {live} deployment(s) that are Initiated, Deploying or "
+                    "Active; undeploy them first",
+                    liveDeployments=live,
+                )
+            keys = [k for k in s.scalars(
+                select(AIModelVersion.source_path).where(
+                    AIModelVersion.model_id == model.id, AIModelVersion.source_path.is_not(None)
+                )
+            ) if k]
+            keys += list(s.scalars(
+                select(ArtifactUpload.object_key)
+                .join(AIModelVersion, AIModelVersion.id == ArtifactUpload.model_version_id)
+                .where(AIModelVersion.model_id == model.id)
+            ))
+            s.delete(model)
+            audit.record(s, actor, "model_deleted", modelId=model.id, name=name,
+                         artifacts=keys)
+        # The rows are gone; now the objects. A failure here leaves an orphan for GC, never a
+        # row pointing at a missing object.
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception:
+                log.warning("could not delete artifact %s of deleted model %s; GC will retry",
+                            key, name, exc_info=True)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,434 @@
+"""AIModelVersion: versions, their artifacts and their lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, delete, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.auth import Principal
+from registry.errors import BadRequest, Conflict, GateClosed, Invalid, NotFound
+from registry.models import AIModel, AIModelVersion, ArtifactUpload
+from registry.pagination import check_limit, decode_cursor, encode_cursor
+from registry.services import audit
+from registry.services.models import Page, get_model
+from registry.storage import ArtifactStore, HashingReader, StoredObject, artifact_key
+from registry.types import utcnow
+
+log = logging.getLogger(__name__)
+
+API_FORMAT = "API"
+FORMATS = ("ONNX", "PyTorch", "Pickle", "Joblib", "SafeTensors", "TensorFlow SavedModel",
+           API_FORMAT)
+DEFAULT_FILENAMES = {
+    "ONNX": "model.onnx",
+    "PyTorch": "model.pt",
+    "Pickle": "model.pkl",
+    "Joblib": "model.joblib",
+    "SafeTensors": "model.safetensors",
+    "TensorFlow SavedModel": "model.tar.gz",
+}
+ARTIFACT_SUFFIXES = (".onnx", ".tar.gz", ".tgz", ".zip", ".pt", ".pth", ".bin", ".pkl",
+                     ".pickle", ".joblib", ".safetensors")
+_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+#: The lifecycle. ``any → Archived`` holds for every state but Archived itself.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "Staged": ("Production", "Failed", "Archived"),
+    "Production": ("Deprecated", "Archived"),
+    "Deprecated": ("Production", "Archived"),
+    "Failed": ("Archived",),
+    "Archived": (),
+}
+MUTABLE_FIELDS = ("release_notes", "parameters")
+
+
+class LeaseLost(Conflict):
+    """Another upload took over this version: its object must not be touched."""
+
+
+@dataclass(frozen=True)
+class UploadClaim:
+    version_id: uuid.UUID
+    token: uuid.UUID
+    key: str
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What a download needs: where the object is and what it must hash to."""
+
+    key: str
+    sha256: str
+    size: int
+    filename: str
+
+
+def sanitize_filename(filename: str) -> str:
+    """Keep the last path component, and accept only plain names with a known artifact suffix."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not _FILENAME_RE.match(name) or name in (".", ".."):
+        raise Invalid(
+            f"artifact filename {filename!r} is not allowed: use letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit"
+        )
+    if not name.lower().endswith(ARTIFACT_SUFFIXES):
+        raise Invalid(
+            f"artifact filename {name!r} has an unsupported suffix",
+            allowedSuffixes=list(ARTIFACT_SUFFIXES),
+        )
+    return name
+
+
+def check_api_parameters(fmt: str | None, parameters: dict[str, Any] | None) -> None:
+    """A version of format API has no artifact: its endpoint URL must be in ``parameters``."""
+    if fmt != API_FORMAT:
+        return
+    endpoint = (parameters or {}).get("endpoint")
+    if not isinstance(endpoint, str) or not re.match(r"^https?://[^\s/$.?#][^\s]*$", endpoint):
+        raise Invalid(
+            "a version of format API needs parameters.endpoint, an http:// or https:// URL"
+        )
+
+
+def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
+    version = s.scalar(
+        select(AIModelVersion).where(
+            AIModelVersion.model_id == model.id, AIModelVersion.version_number == version_number
+        )
+    )
+    if version is None:
+        raise NotFound(f"model {model.name!r} has no version {version_number!r}")
+    return version
+
+
+def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
+    """Why ``version`` may not go to Production; empty when it may.
+
+    This is the one place that gates a move to Production. The validators issue adds the
+    check that the latest validation of the current artifact digest passed.
+    """
+    reasons = []
+    if version.format != API_FORMAT and version.source_path is None:
+        reasons.append("artifact: no artifact has been uploaded to this version")
+    return reasons
+
+
+class VersionService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        store: ArtifactStore,
+        max_artifact_bytes: int,
+        lease_seconds: int = 120,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.max_artifact_bytes = max_artifact_bytes
+        self.lease = timedelta(seconds=lease_seconds)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, model_name: str, version_number: str) -> AIModelVersion:
+        with self.sessions() as s:
+            return get_version(s, get_model(s, model_name), version_number)
+
+    def list(
+        self,
+        model_name: str,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AIModelVersion]:
+        """Newest first."""
+        check_limit(limit)
+        with self.sessions() as s:
+            model = get_model(s, model_name)
+            stmt: Select[tuple[AIModelVersion]] = (
+                select(AIModelVersion)
+                .where(AIModelVersion.model_id == model.id)
+                .order_by(AIModelVersion.created_at.desc(), AIModelVersion.id.desc())
+            )
+            if status is not None:
+                stmt = stmt.where(AIModelVersion.status == status)
+            if cursor:
+                created, vid = decode_cursor(cursor, arity=2)
+                try:
+                    after = (datetime.fromisoformat(created), uuid.UUID(vid))
+                except (TypeError, ValueError):
+                    raise Invalid("cursor is not one this server issued") from None
+                stmt = stmt.where(
+                    tuple_(AIModelVersion.created_at, AIModelVersion.id) < after
+                )
+            rows = list(s.scalars(stmt.limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        nxt = encode_cursor([last.created_at.isoformat(), str(last.id)]) if more and last else None
+        return Page(rows, nxt)
+
+    def artifact(self, model_name: str, version_number: str) -> ArtifactRef:
+        version = self.get(model_name, version_number)
+        if version.source_path is None or version.sha256 is None or version.size_bytes is None:
+            raise NotFound(
+                f"version {version_number!r} of {model_name!r} has no artifact"
+                + (" (format API)" if version.format == API_FORMAT else "")
+            )
+        return ArtifactRef(
+            key=version.source_path,
+            sha256=version.sha256,
+            size=version.size_bytes,
+            filename=version.source_path.rsplit("/", 1)[-1],
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        actor: Principal,
+        model_name: str,
+        *,
+        version_number: str,
+        fmt: str = "ONNX",
+        release_notes: str | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> AIModelVersion:
+        if fmt not in FORMATS:
+            raise Invalid(f"unknown format {fmt!r}", allowedFormats=list(FORMATS))
+        check_api_parameters(fmt, parameters)
+        try:
+            with self.sessions.begin() as s:
+                model = get_model(s, model_name)
+                version = AIModelVersion(
+                    model_id=model.id,
+                    version_number=version_number,
+                    format=fmt,
+                    release_notes=release_notes,
+                    parameters=parameters,
+                    created_by_user_id=actor.user_id,
+                )
+                s.add(version)
+                s.flush()
+                audit.record(s, actor, "version_created", modelId=model.id,
+                             modelVersionId=version.id, versionNumber=version_number, format=fmt)
+        except IntegrityError:
+            with self.sessions() as s:
+                get_version(s, get_model(s, model_name), version_number)  # NotFound → re-raise
+            raise Conflict(
+                f"model {model_name!r} already has a version {version_number!r}"
+            ) from None
+        return version
+
+    def update(
+        self, actor: Principal, model_name: str, version_number: str, changes: dict[str, Any]
+    ) -> AIModelVersion:
+        unknown = set(changes) - set(MUTABLE_FIELDS)
+        if unknown:
+            raise Invalid(f"fields {sorted(unknown)} cannot be changed")
+        with self.sessions.begin() as s:
+            version = get_version(s, get_model(s, model_name), version_number)
+            if "parameters" in changes:
+                check_api_parameters(version.format, changes["parameters"])
+            changed = {k: v for k, v in changes.items() if getattr(version, k) != v}
+            for field, value in changed.items():
+                setattr(version, field, value)
+            if changed:
+                s.flush()
+                audit.record(s, actor, "version_updated", modelVersionId=version.id,
+                             fields=sorted(changed))
+        return version
+
+    def transition(
+        self,
+        actor: Principal,
+        model_name: str,
+        version_number: str,
+        *,
+        status: str,
+        reason: str | None = None,
+    ) -> AIModelVersion:
+        with self.sessions.begin() as s:
+            model = get_model(s, model_name)
+            version = get_version(s, model, version_number)
+            current = version.status
+            allowed = TRANSITIONS.get(current, ())
+            if status not in allowed:
+                raise Conflict(
+                    f"a version cannot move from {current} to {status}",
+                    currentStatus=current,
+                    allowedTransitions=list(allowed),
+                )
+            if status == "Production":
+                reasons = promotion_gate(s, version)
+                if reasons:
+                    raise GateClosed(
+                        f"version {version_number!r} cannot go to Production: "
+                        + "; ".join(reasons),
+                        failedChecks=reasons,
+                    )
+            version.status = status
+            s.flush()
+            audit.record(s, actor, "version_transitioned", modelVersionId=version.id,
+                         versionNumber=version_number, fromStatus=current, toStatus=status,
+                         reason=reason)
+        return version
+
+    # -- artifact upload -------------------------------------------------------------------
+
+    def upload(
+        self,
+        actor: Principal,
+        model_name: str,
+        version_number: str,
+        chunks: Iterable[bytes],
+        *,
+        filename: str | None = None,
+        expected_sha256: str | None = None,
+    ) -> AIModelVersion:
+        """Stream ``chunks`` into the version's artifact. All or nothing.
+
+        On any failure (client gone, size limit, digest mismatch, store or database error) the
+        version row is unchanged and no object is left at the version's key.
+        """
+        if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
+            raise BadRequest("X-Checksum-Sha256 must be 64 hexadecimal characters")
+        claim = self._claim(actor, model_name, version_number, filename=filename)
+        reader = HashingReader(
+            self._heartbeat(claim, chunks),
+            max_bytes=self.max_artifact_bytes,
+            expected_sha256=expected_sha256,
+        )
+        try:
+            stored = self.store.put(claim.key, reader)
+        except BaseException:
+            self._release(claim)
+            raise
+        try:
+            return self._complete(actor, claim, stored)
+        except LeaseLost:
+            raise
+        except BaseException:
+            self._discard(claim)
+            raise
+
+    def _claim(
+        self, actor: Principal, model_name: str, version_number: str, *, filename: str | None
+    ) -> UploadClaim:
+        try:
+            with self.sessions.begin() as s:
+                model = get_model(s, model_name)
+                version = get_version(s, model, version_number)
+                if version.format == API_FORMAT:
+                    raise Conflict(
+                        "a version of format API has no artifact; its endpoint is in parameters"
+                    )
+                if version.source_path is not None:
+                    raise Conflict(
+                        f"version {version_number!r} already has an artifact "
+                        f"(sha256 {version.sha256}); versions are immutable, create a new one"
+                    )
+                name = sanitize_filename(
+                    filename or DEFAULT_FILENAMES.get(version.format or "", "model.onnx")
+                )
+                now = utcnow()
+                held = s.get(ArtifactUpload, version.id)
+                if held is not None:
+                    if held.expires_at > now:
+                        raise Conflict(
+                            f"an upload to version {version_number!r} is already in progress",
+                            leaseExpiresAt=held.expires_at.isoformat(),
+                        )
+                    log.info("taking over expired upload lease on version %s", version.id)
+                    s.delete(held)
+                    s.flush()
+                claim = UploadClaim(version.id, uuid.uuid4(), artifact_key(model.id, version.id,
+                                                                             name))
+                s.add(ArtifactUpload(
+                    model_version_id=version.id,
+                    token=claim.token,
+                    object_key=claim.key,
+                    started_by_user_id=actor.user_id,
+                    started_at=now,
+                    expires_at=now + self.lease,
+                ))
+        except IntegrityError:
+            raise Conflict(
+                f"an upload to version {version_number!r} is already in progress"
+            ) from None
+        return claim
+
+    def _heartbeat(self, claim: UploadClaim, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Pass chunks through, renewing the upload's lease every third of its length."""
+        every = self.lease.total_seconds() / 3
+        due = time.monotonic() + every
+        for chunk in chunks:
+            if time.monotonic() >= due:
+                self._renew(claim)
+                due = time.monotonic() + every
+            yield chunk
+
+    def _renew(self, claim: UploadClaim) -> None:
+        with self.sessions.begin() as s:
+            renewed = s.execute(
+                update(ArtifactUpload)
+                .where(ArtifactUpload.model_version_id == claim.version_id,
+                       ArtifactUpload.token == claim.token)
+                .values(expires_at=utcnow() + self.lease)
+            ).rowcount  # type: ignore[attr-defined]
+        if renewed != 1:
+            raise LeaseLost("this upload lost its lease to another upload of the same version")
+
+    def _complete(self, actor: Principal, claim: UploadClaim, stored: StoredObject
+                  ) -> AIModelVersion:
+        with self.sessions.begin() as s:
+            released = s.execute(
+                delete(ArtifactUpload).where(
+                    ArtifactUpload.model_version_id == claim.version_id,
+                    ArtifactUpload.token == claim.token,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if released != 1:
+                raise LeaseLost("this upload lost its lease to another upload of the same version")
+            version = s.get(AIModelVersion, claim.version_id)
+            if version is None:
+                raise NotFound("the version was deleted during the upload")
+            version.source_path = stored.key
+            version.sha256 = stored.sha256
+            version.size_bytes = stored.size
+            version.artifact_uploaded_at = utcnow()
+            s.flush()
+            audit.record(s, actor, "version_uploaded", modelVersionId=version.id,
+                         sourcePath=stored.key, sha256=stored.sha256, sizeBytes=stored.size)
+        return version
+
+    def _release(self, claim: UploadClaim) -> None:
+        try:
+            with self.sessions.begin() as s:
+                s.execute(delete(ArtifactUpload).where(
+                    ArtifactUpload.model_version_id == claim.version_id,
+                    ArtifactUpload.token == claim.token,
+                ))
+        except Exception:
+            log.warning("could not release the upload lease on version %s; it expires by itself",
+                        claim.version_id, exc_info=True)
+
+    def _discard(self, claim: UploadClaim) -> None:
+        """The object was written but the row could not be: remove the object, then the lease."""
+        try:
+            self.store.delete(claim.key)
+        except Exception:
+            log.warning("could not remove artifact %s after a failed upload; GC will",
+                        claim.key, exc_info=True)
+        self._release(claim)

@@ -1,0 +1,87 @@
+"""The one place where configuration is read: environment variables with the ``MODELREG_`` prefix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "modelreg"
+
+
+class Settings(BaseSettings):
+    """Every setting modelreg reads. ``MODELREG_DATABASE_URL`` sets ``database_url``, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELREG_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means an SQLite file in ``data_dir``.
+    For PostgreSQL name the driver: ``postgresql+psycopg://user@host/db``."""
+
+    storage: Literal["local", "s3"] = "local"
+    artifact_dir: Path | None = None
+    """Root of the local artifact store. Empty means ``data_dir/artifacts``."""
+
+    s3_endpoint: str = "127.0.0.1:9000"
+    """host:port of the S3 service (no scheme; ``s3_secure`` picks https)."""
+    s3_bucket: str = "modelreg"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = True
+    s3_region: str | None = None
+    s3_part_size: int = 16 * MiB
+    s3_create_bucket: bool = True
+
+    max_artifact_bytes: int = 20 * GiB
+    upload_lease_seconds: int = 120
+    """How long an upload's claim on a version lives without a heartbeat."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    """URL the CLI credentials file points at. Empty means http://{host}:{port}."""
+
+    auto_migrate: bool | None = None
+    """Apply migrations when ``modelreg serve`` starts. Default: only for SQLite."""
+    bootstrap_admin: bool = True
+    """Create an admin key on first start when no API key exists."""
+    credentials_file: Path = Field(
+        default_factory=lambda: Path.home() / ".config" / "modelreg" / "credentials"
+    )
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'modelreg.db'}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        if self.s3_part_size < 5 * MiB:
+            raise ValueError("MODELREG_S3_PART_SIZE must be at least 5 MiB (the S3 minimum)")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def artifact_root(self) -> Path:
+        assert self.artifact_dir is not None
+        return self.artifact_dir

@@ -1,0 +1,112 @@
+"""The default artifact store: a directory on the local filesystem."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from registry.errors import NotFound, Unavailable
+from registry.storage.base import CHUNK, HashingReader, StoredObject, check_key
+
+TMP_DIR = ".tmp"
+
+
+class LocalStore:
+    """Objects are files under ``root``. Writes go to ``root/.tmp`` first and are renamed into
+    place, so a reader never sees a partial file at its final key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, reader: HashingReader) -> StoredObject:
+        final = self._path(key)
+        tmp_dir = self.root / TMP_DIR
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        return StoredObject(key=key, sha256=reader.sha256, size=reader.size)
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"artifact object {key!r} is missing from the store") from None
+
+    def open_range(self, key: str, *, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"artifact object {key!r} is missing from the store") from None
+        return self._iter(handle, start, length)
+
+    @staticmethod
+    def _iter(handle: BinaryIO, start: int, length: int | None) -> Iterator[bytes]:
+        with handle:
+            handle.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        # Remove the now-empty version and model folders, never the root.
+        for parent in path.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if Path(dirpath) == self.root and TMP_DIR in dirnames:
+                dirnames.remove(TMP_DIR)
+            for name in filenames:
+                key = (Path(dirpath) / name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / TMP_DIR
+            probe.mkdir(exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            raise Unavailable(f"artifact directory {self.root} is not writable: {exc}") from exc
+
+    def describe(self) -> str:
+        return f"local:{self.root}"
