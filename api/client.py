@@ -1,10 +1,10 @@
 """A small typed Python client for the modelreg HTTP API. The CLI is built on it.
 
-    from api.client import Client
-    client = Client.from_config()            # ~/.config/modelreg/credentials, or MODELREG_URL/_TOKEN
-    client.create_model("text2img", task_type="ImageGeneration", provider="Internal")
-    client.create_version("text2img", "1.0")
-    client.upload_artifact("text2img", "1.0", "model.onnx")
+from api.client import Client
+client = Client.from_config()            # ~/.config/modelreg/credentials, or MODELREG_URL/_TOKEN
+client.create_model("text2img", task_type="ImageGeneration", provider="Internal")
+client.create_version("text2img", "1.0")
+client.upload_artifact("text2img", "1.0", "model.onnx")
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ Progress = Callable[[int], None]
 
 
 def default_credentials_file() -> Path:
-    return Path(os.environ.get("MODELREG_CREDENTIALS_FILE")
-                or Path.home() / ".config" / "modelreg" / "credentials")
+    return Path(
+        os.environ.get("MODELREG_CREDENTIALS_FILE")
+        or Path.home() / ".config" / "modelreg" / "credentials"
+    )
 
 
 class ModelregError(Exception):
@@ -61,16 +63,24 @@ def _seg(value: str) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, *,
-                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                 transport=transport)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     @classmethod
-    def from_config(cls, url: str | None = None, token: str | None = None,
-                    credentials_file: Path | None = None) -> Client:
+    def from_config(
+        cls, url: str | None = None, token: str | None = None, credentials_file: Path | None = None
+    ) -> Client:
         """Explicit arguments win, then MODELREG_URL / MODELREG_TOKEN, then the credentials file."""
         url = url or os.environ.get("MODELREG_URL")
         token = token or os.environ.get("MODELREG_TOKEN")
@@ -129,17 +139,40 @@ class Client:
 
     # -- models ------------------------------------------------------------------------------
 
-    def create_model(self, name: str, *, task_type: str, provider: str,
-                     description: str | None = None, is_active: bool = True) -> ModelOut:
-        body = {"name": name, "taskType": task_type, "provider": provider,
-                "description": description, "isActive": is_active}
+    def create_model(
+        self,
+        name: str,
+        *,
+        task_type: str,
+        provider: str,
+        description: str | None = None,
+        is_active: bool = True,
+    ) -> ModelOut:
+        body = {
+            "name": name,
+            "taskType": task_type,
+            "provider": provider,
+            "description": description,
+            "isActive": is_active,
+        }
         return ModelOut.model_validate(self._request("POST", "/api/v1/models", json=body).json())
 
-    def list_models(self, *, task_type: str | None = None, provider: str | None = None,
-                    is_active: bool | None = None, q: str | None = None,
-                    page_size: int = 100) -> Iterator[ModelOut]:
-        params = {"taskType": task_type, "provider": provider, "q": q, "limit": page_size,
-                  "isActive": None if is_active is None else str(is_active).lower()}
+    def list_models(
+        self,
+        *,
+        task_type: str | None = None,
+        provider: str | None = None,
+        is_active: bool | None = None,
+        q: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[ModelOut]:
+        params = {
+            "taskType": task_type,
+            "provider": provider,
+            "q": q,
+            "limit": page_size,
+            "isActive": None if is_active is None else str(is_active).lower(),
+        }
         for item in self._pages("/api/v1/models", params):
             yield ModelOut.model_validate(item)
 
@@ -160,17 +193,28 @@ class Client:
         path = f"/api/v1/models/{_seg(model)}/versions"
         return f"{path}/{_seg(version)}" if version is not None else path
 
-    def create_version(self, model: str, version_number: str, *, format: str = "ONNX",  # noqa: A002
-                       release_notes: str | None = None,
-                       parameters: dict[str, Any] | None = None) -> VersionOut:
-        body = {"versionNumber": version_number, "format": format,
-                "releaseNotes": release_notes, "parameters": parameters}
+    def create_version(
+        self,
+        model: str,
+        version_number: str,
+        *,
+        format: str = "ONNX",
+        release_notes: str | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> VersionOut:
+        body = {
+            "versionNumber": version_number,
+            "format": format,
+            "releaseNotes": release_notes,
+            "parameters": parameters,
+        }
         return VersionOut.model_validate(
             self._request("POST", self._vpath(model), json=body).json()
         )
 
-    def list_versions(self, model: str, *, status: str | None = None,
-                      page_size: int = 100) -> Iterator[VersionOut]:
+    def list_versions(
+        self, model: str, *, status: str | None = None, page_size: int = 100
+    ) -> Iterator[VersionOut]:
         for item in self._pages(self._vpath(model), {"status": status, "limit": page_size}):
             yield VersionOut.model_validate(item)
 
@@ -182,16 +226,27 @@ class Client:
             self._request("PATCH", self._vpath(model, version), json=changes).json()
         )
 
-    def transition(self, model: str, version: str, status: str,
-                   reason: str | None = None) -> VersionOut:
-        return VersionOut.model_validate(self._request(
-            "POST", f"{self._vpath(model, version)}/transitions",
-            json={"status": status, "reason": reason},
-        ).json())
+    def transition(
+        self, model: str, version: str, status: str, reason: str | None = None
+    ) -> VersionOut:
+        return VersionOut.model_validate(
+            self._request(
+                "POST",
+                f"{self._vpath(model, version)}/transitions",
+                json={"status": status, "reason": reason},
+            ).json()
+        )
 
-    def upload_artifact(self, model: str, version: str, path: str | Path, *,
-                        filename: str | None = None, sha256: str | None = None,
-                        progress: Progress | None = None) -> VersionOut:
+    def upload_artifact(
+        self,
+        model: str,
+        version: str,
+        path: str | Path,
+        *,
+        filename: str | None = None,
+        sha256: str | None = None,
+        progress: Progress | None = None,
+    ) -> VersionOut:
         """Stream the file. With ``sha256`` the server refuses a body that hashes otherwise."""
         path = Path(path)
         size = path.stat().st_size
@@ -208,17 +263,33 @@ class Client:
             headers["X-Checksum-Sha256"] = sha256
         params = {"filename": filename or path.name}
         try:
-            response = self.http.put(f"{self._vpath(model, version)}/artifact", content=body(),
-                                     headers=headers, params=params, timeout=None)
+            response = self.http.put(
+                f"{self._vpath(model, version)}/artifact",
+                content=body(),
+                headers=headers,
+                params=params,
+                timeout=None,
+            )
         except (httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            raise ModelregError(0, {"title": "Upload interrupted",
-                                    "detail": f"the server closed the connection: {exc}"}) from exc
+            raise ModelregError(
+                0,
+                {
+                    "title": "Upload interrupted",
+                    "detail": f"the server closed the connection: {exc}",
+                },
+            ) from exc
         self._raise_for(response)
         return VersionOut.model_validate(response.json())
 
-    def download_artifact(self, model: str, version: str, dest: str | Path, *,
-                          progress: Progress | None = None,
-                          on_start: Callable[[int], None] | None = None) -> tuple[str, int]:
+    def download_artifact(
+        self,
+        model: str,
+        version: str,
+        dest: str | Path,
+        *,
+        progress: Progress | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> tuple[str, int]:
         """Stream to ``dest`` (written beside it first, renamed when verified).
 
         Returns ``(sha256, size)``. Raises ``ChecksumMismatch`` if the bytes do not hash to
@@ -228,11 +299,13 @@ class Client:
         tmp = dest.with_name(f".{dest.name}.part")
         digest = hashlib.sha256()
         size = 0
-        with self.http.stream("GET", f"{self._vpath(model, version)}/artifact",
-                              timeout=None) as response:
+        with self.http.stream(
+            "GET", f"{self._vpath(model, version)}/artifact", timeout=None
+        ) as response:
             self._raise_for(response)
             expected = response.headers.get("X-Checksum-Sha256") or response.headers.get(
-                "ETag", "").strip('"')
+                "ETag", ""
+            ).strip('"')
             if on_start:
                 on_start(int(response.headers.get("Content-Length", 0)))
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -22,7 +23,9 @@ def get_registry(request: Request) -> Registry:
 def require(scope: Scope) -> Callable[..., Principal]:
     """A dependency that authenticates the bearer token and demands ``scope`` (or admin)."""
 
-    def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> Principal:
         if credentials is None:
             raise Unauthorized(
                 "missing bearer token: send 'Authorization: Bearer <apiKey>.<secret>'"
@@ -39,4 +42,3 @@ def require(scope: Scope) -> Callable[..., Principal]:
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
-

@@ -47,40 +47,68 @@ def install_problem_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
-        return problem(exc.status, exc.detail, title=exc.title, instance=request.url.path,
-                       headers=headers, **exc.extra)
+        return problem(
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            instance=request.url.path,
+            headers=headers,
+            **exc.extra,
+        )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""),
-             "type": e.get("type", "")}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
-        return problem(422, summary or "invalid request", title="Invalid request",
-                       instance=request.url.path, errors=errors)
+        return problem(
+            422,
+            summary or "invalid request",
+            title="Invalid request",
+            instance=request.url.path,
+            errors=errors,
+        )
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), instance=request.url.path,
-                       headers=dict(exc.headers or {}))
+        return problem(
+            exc.status_code,
+            str(exc.detail),
+            instance=request.url.path,
+            headers=dict(exc.headers or {}),
+        )
 
     async def on_db_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable during %s %s: %s", request.method, request.url.path,
-                  exc.__class__.__name__)
-        return problem(503, "the database is unavailable; retry later",
-                       instance=request.url.path, headers={"Retry-After": "5"})
+        log.error(
+            "database unavailable during %s %s: %s",
+            request.method,
+            request.url.path,
+            exc.__class__.__name__,
+        )
+        return problem(
+            503,
+            "the database is unavailable; retry later",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
 
     async def on_aborted(request: Request, exc: Exception) -> JSONResponse:
-        log.info("%s %s: client went away mid-upload; nothing was kept", request.method,
-                 request.url.path)
+        log.info(
+            "%s %s: client went away mid-upload; nothing was kept", request.method, request.url.path
+        )
         return problem(400, str(exc), title="Upload aborted", instance=request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return problem(500, "internal error; the server log has the details",
-                       instance=request.url.path)
+        return problem(
+            500, "internal error; the server log has the details", instance=request.url.path
+        )
 
     app.add_exception_handler(RegistryError, on_registry_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -37,8 +37,7 @@ class InBody(BaseModel):
 
 
 class OutBody(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
-                              from_attributes=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
 class ModelCreate(InBody):
@@ -116,7 +115,9 @@ class KeyCreate(InBody):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[ScopeName] = Field(min_length=1)
     user: str | None = Field(
-        default=None, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$",
+        default=None,
+        max_length=255,
+        pattern=r"^[^@\s]+@[^@\s]+$",
         description="Email of the user the key acts for; created as a service account if new. "
         "Default: the caller's user.",
     )

@@ -38,8 +38,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TASK_TYPES = ("ImageGeneration", "TextGeneration", "ImageTransformation", "StyleTransfer",
-              "ContentSafety")
+TASK_TYPES = (
+    "ImageGeneration",
+    "TextGeneration",
+    "ImageTransformation",
+    "StyleTransfer",
+    "ContentSafety",
+)
 VERSION_STATUSES = ("Staged", "Production", "Deprecated", "Archived", "Failed")
 CHECK_STATUSES = ("Passed", "Failed", "Pending", "Skipped")
 ENVIRONMENTS = ("staging", "production", "testing")
@@ -125,18 +130,24 @@ class User(Base):
         UniqueConstraint("social_provider", "social_provider_id", name="uq_user_social"),
         Index("idx_user_email_unique", "email", unique=True),
         Index(
-            "idx_user_username_unique", "username", unique=True,
+            "idx_user_username_unique",
+            "username",
+            unique=True,
             postgresql_where=text("username IS NOT NULL"),
             sqlite_where=text("username IS NOT NULL"),
         ),
         Index(
-            "idx_user_social_unique", "social_provider", "social_provider_id", unique=True,
+            "idx_user_social_unique",
+            "social_provider",
+            "social_provider_id",
+            unique=True,
             postgresql_where=text("social_provider IS NOT NULL AND social_provider_id IS NOT NULL"),
             sqlite_where=text("social_provider IS NOT NULL AND social_provider_id IS NOT NULL"),
         ),
         Index("idx_user_subscriptiontier", "subscription_tier"),
         Index(
-            "idx_user_deletedat", "deleted_at",
+            "idx_user_deletedat",
+            "deleted_at",
             postgresql_where=text("deleted_at IS NOT NULL"),
             sqlite_where=text("deleted_at IS NOT NULL"),
         ),

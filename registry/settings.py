@@ -1,4 +1,4 @@
-"""The one place where configuration is read: environment variables with the ``MODELREG_`` prefix."""
+"""The one place where configuration is read: ``MODELREG_*`` environment variables."""
 
 from __future__ import annotations
 

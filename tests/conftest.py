@@ -40,8 +40,10 @@ def _pg_admin_url() -> URL | None:
             pass
     except OSError:
         if configured:
-            pytest.exit(f"MODELREG_TEST_DATABASE_URL is set but {url.host}:{url.port} does not "
-                        "answer", returncode=3)
+            pytest.exit(
+                f"MODELREG_TEST_DATABASE_URL is set but {url.host}:{url.port} does not answer",
+                returncode=3,
+            )
         return None
     return url
 
@@ -79,6 +81,13 @@ class PgDatabases:
             conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
         return name, self.url(name)
 
+    def new_empty(self) -> tuple[str, str]:
+        self.count += 1
+        name = f"modelreg_t_{RUN_ID}_{self.count}"
+        with self.engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return name, self.url(name)
+
     def drop(self, name: str) -> None:
         with self.engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -106,8 +115,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
-                 pg_databases: PgDatabases | None) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    pg_databases: PgDatabases | None,
+) -> Iterator[str]:
     """A freshly migrated, empty database of each kind."""
     if request.param == "sqlite":
         path = tmp_path / "modelreg.db"
@@ -117,6 +130,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     if pg_databases is None:
         pytest.skip("no PostgreSQL: set MODELREG_TEST_DATABASE_URL or run one on 127.0.0.1:5432")
     name, url = pg_databases.new()
+    yield url
+    pg_databases.drop(name)
+
+
+@pytest.fixture
+def empty_pg_url(pg_databases: PgDatabases | None) -> Iterator[str]:
+    """An empty PostgreSQL database, not migrated."""
+    if pg_databases is None:
+        pytest.skip("no PostgreSQL: set MODELREG_TEST_DATABASE_URL or run one on 127.0.0.1:5432")
+    name, url = pg_databases.new_empty()
     yield url
     pg_databases.drop(name)
 
@@ -159,8 +182,9 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(registry.settings, registry=registry)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -193,6 +217,7 @@ def client(server: LiveServer, admin_token: str) -> Iterator[Client]:
 @pytest.fixture
 def http(server: LiveServer, admin_token: str) -> Iterator[httpx.Client]:
     """A raw HTTP client with the admin key, for checking status codes and headers."""
-    with httpx.Client(base_url=server.url,
-                      headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as c:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+    ) as c:
         yield c

@@ -21,8 +21,12 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}},
-            summary="The database and the artifact store answer")
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health}},
+    summary="The database and the artifact store answer",
+)
 def readyz(reg: Annotated[Registry, Depends(get_registry)]) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

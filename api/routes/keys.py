@@ -22,11 +22,14 @@ def _out(info: KeyInfo) -> KeyOut:
     return KeyOut.model_validate(info)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated,
-             summary="Create an API key; the token is in this response only")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    summary="Create an API key; the token is in this response only",
+)
 def create_key(body: KeyCreate, actor: Admin, reg: Reg) -> KeyCreated:
-    issued = reg.keys.create(actor, name=body.name, scopes=list(body.scopes),
-                             user_email=body.user)
+    issued = reg.keys.create(actor, name=body.name, scopes=list(body.scopes), user_email=body.user)
     return KeyCreated.model_validate({**_out(issued.info).model_dump(), "token": issued.token})
 
 

@@ -21,8 +21,9 @@ Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
 Reg = Annotated[Registry, Depends(get_registry)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut,
-             summary="Register a model")
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=ModelOut, summary="Register a model"
+)
 def create_model(body: ModelCreate, actor: Writer, reg: Reg, response: Response) -> ModelOut:
     model = reg.models.create(
         actor,
@@ -43,15 +44,18 @@ def list_models(
     task_type: Annotated[TaskType | None, Query(alias="taskType")] = None,
     provider: Annotated[str | None, Query(max_length=50)] = None,
     is_active: Annotated[bool | None, Query(alias="isActive")] = None,
-    q: Annotated[str | None, Query(max_length=100, description="Substring of name or description")]
-    = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Substring of name or description")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ModelPage:
-    page = reg.models.list(task_type=task_type, provider=provider, is_active=is_active, q=q,
-                           limit=limit, cursor=cursor)
-    return ModelPage(items=[ModelOut.model_validate(m) for m in page.items],
-                     next_cursor=page.next_cursor)
+    page = reg.models.list(
+        task_type=task_type, provider=provider, is_active=is_active, q=q, limit=limit, cursor=cursor
+    )
+    return ModelPage(
+        items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{name}", response_model=ModelOut, summary="Show a model")
@@ -59,8 +63,11 @@ def get_model(name: ModelName, _: Reader, reg: Reg) -> ModelOut:
     return ModelOut.model_validate(reg.models.get(name))
 
 
-@router.patch("/{name}", response_model=ModelOut, summary="Change a model's description, "
-              "provider, task type or active flag")
+@router.patch(
+    "/{name}",
+    response_model=ModelOut,
+    summary="Change a model's description, provider, task type or active flag",
+)
 def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) -> ModelOut:
     changes = body.model_dump(exclude_unset=True)
     for required in ("provider", "task_type", "is_active"):
@@ -69,8 +76,11 @@ def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) ->
     return ModelOut.model_validate(reg.models.update(actor, name, changes))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Delete a model, its versions and their artifacts")
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a model, its versions and their artifacts",
+)
 def delete_model(name: ModelName, actor: Writer, reg: Reg) -> Response:
     reg.models.delete(actor, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

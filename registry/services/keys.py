@@ -125,9 +125,14 @@ class KeyService:
                 user = s.get_one(User, actor.user_id)
             issued = self._issue(s, user, name=name, scopes=scopes)
             audit.record(
-                s, actor, "api_key_created",
-                apiClientId=issued.info.id, apiKey=issued.info.api_key, name=name,
-                scopes=sorted(scopes), forUserId=user.id,
+                s,
+                actor,
+                "api_key_created",
+                apiClientId=issued.info.id,
+                apiKey=issued.info.api_key,
+                name=name,
+                scopes=sorted(scopes),
+                forUserId=user.id,
             )
         return issued
 
@@ -184,8 +189,13 @@ class KeyService:
             issued = self._issue(s, user, name="bootstrap-admin", scopes=[Scope.ADMIN.value])
             system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
             audit.record(
-                s, system, "api_key_created",
-                apiClientId=issued.info.id, apiKey=issued.info.api_key, name="bootstrap-admin",
-                scopes=[Scope.ADMIN.value], bootstrap=True,
+                s,
+                system,
+                "api_key_created",
+                apiClientId=issued.info.id,
+                apiKey=issued.info.api_key,
+                name="bootstrap-admin",
+                scopes=[Scope.ADMIN.value],
+                bootstrap=True,
             )
         return issued

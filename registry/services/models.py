@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +25,7 @@ MUTABLE_FIELDS = ("description", "provider", "task_type", "is_active")
 
 
 @dataclass(frozen=True)
-class Page(Generic[T]):  # noqa: UP046  (Python 3.11 has no PEP 695 syntax)
+class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
 
@@ -89,7 +89,7 @@ class ModelService:
         cursor: str | None = None,
     ) -> Page[AIModel]:
         check_limit(limit)
-        stmt: Select[tuple[AIModel]] = select(AIModel).order_by(AIModel.name)
+        stmt = select(AIModel).order_by(AIModel.name)
         if task_type is not None:
             stmt = stmt.where(AIModel.task_type == task_type)
         if provider is not None:
@@ -124,8 +124,9 @@ class ModelService:
                 setattr(model, field, value)
             if changed:
                 s.flush()
-                audit.record(s, actor, "model_updated", modelId=model.id, name=name,
-                             changes=changed)
+                audit.record(
+                    s, actor, "model_updated", modelId=model.id, name=name, changes=changed
+                )
         return model
 
     def delete(self, actor: Principal, name: str) -> None:
@@ -146,27 +147,36 @@ class ModelService:
                     "Active; undeploy them first",
                     liveDeployments=live,
                 )
-            keys = [k for k in s.scalars(
-                select(AIModelVersion.source_path).where(
-                    AIModelVersion.model_id == model.id, AIModelVersion.source_path.is_not(None)
+            keys = [
+                k
+                for k in s.scalars(
+                    select(AIModelVersion.source_path).where(
+                        AIModelVersion.model_id == model.id, AIModelVersion.source_path.is_not(None)
+                    )
                 )
-            ) if k]
-            keys += list(s.scalars(
-                select(ArtifactUpload.object_key)
-                .join(AIModelVersion, AIModelVersion.id == ArtifactUpload.model_version_id)
-                .where(AIModelVersion.model_id == model.id)
-            ))
+                if k
+            ]
+            keys += list(
+                s.scalars(
+                    select(ArtifactUpload.object_key)
+                    .join(AIModelVersion, AIModelVersion.id == ArtifactUpload.model_version_id)
+                    .where(AIModelVersion.model_id == model.id)
+                )
+            )
             s.delete(model)
-            audit.record(s, actor, "model_deleted", modelId=model.id, name=name,
-                         artifacts=keys)
+            audit.record(s, actor, "model_deleted", modelId=model.id, name=name, artifacts=keys)
         # The rows are gone; now the objects. A failure here leaves an orphan for GC, never a
         # row pointing at a missing object.
         for key in keys:
             try:
                 self.store.delete(key)
             except Exception:
-                log.warning("could not delete artifact %s of deleted model %s; GC will retry",
-                            key, name, exc_info=True)
+                log.warning(
+                    "could not delete artifact %s of deleted model %s; GC will retry",
+                    key,
+                    name,
+                    exc_info=True,
+                )
 
 
 def _escape_like(value: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,8 +27,15 @@ from registry.types import utcnow
 log = logging.getLogger(__name__)
 
 API_FORMAT = "API"
-FORMATS = ("ONNX", "PyTorch", "Pickle", "Joblib", "SafeTensors", "TensorFlow SavedModel",
-           API_FORMAT)
+FORMATS = (
+    "ONNX",
+    "PyTorch",
+    "Pickle",
+    "Joblib",
+    "SafeTensors",
+    "TensorFlow SavedModel",
+    API_FORMAT,
+)
 DEFAULT_FILENAMES = {
     "ONNX": "model.onnx",
     "PyTorch": "model.pt",
@@ -37,8 +44,19 @@ DEFAULT_FILENAMES = {
     "SafeTensors": "model.safetensors",
     "TensorFlow SavedModel": "model.tar.gz",
 }
-ARTIFACT_SUFFIXES = (".onnx", ".tar.gz", ".tgz", ".zip", ".pt", ".pth", ".bin", ".pkl",
-                     ".pickle", ".joblib", ".safetensors")
+ARTIFACT_SUFFIXES = (
+    ".onnx",
+    ".tar.gz",
+    ".tgz",
+    ".zip",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".pkl",
+    ".pickle",
+    ".joblib",
+    ".safetensors",
+)
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -156,7 +174,7 @@ class VersionService:
         check_limit(limit)
         with self.sessions() as s:
             model = get_model(s, model_name)
-            stmt: Select[tuple[AIModelVersion]] = (
+            stmt = (
                 select(AIModelVersion)
                 .where(AIModelVersion.model_id == model.id)
                 .order_by(AIModelVersion.created_at.desc(), AIModelVersion.id.desc())
@@ -169,9 +187,7 @@ class VersionService:
                     after = (datetime.fromisoformat(created), uuid.UUID(vid))
                 except (TypeError, ValueError):
                     raise Invalid("cursor is not one this server issued") from None
-                stmt = stmt.where(
-                    tuple_(AIModelVersion.created_at, AIModelVersion.id) < after
-                )
+                stmt = stmt.where(tuple_(AIModelVersion.created_at, AIModelVersion.id) < after)
             rows = list(s.scalars(stmt.limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
@@ -221,8 +237,15 @@ class VersionService:
                 )
                 s.add(version)
                 s.flush()
-                audit.record(s, actor, "version_created", modelId=model.id,
-                             modelVersionId=version.id, versionNumber=version_number, format=fmt)
+                audit.record(
+                    s,
+                    actor,
+                    "version_created",
+                    modelId=model.id,
+                    modelVersionId=version.id,
+                    versionNumber=version_number,
+                    format=fmt,
+                )
         except IntegrityError:
             with self.sessions() as s:
                 get_version(s, get_model(s, model_name), version_number)  # NotFound → re-raise
@@ -246,8 +269,9 @@ class VersionService:
                 setattr(version, field, value)
             if changed:
                 s.flush()
-                audit.record(s, actor, "version_updated", modelVersionId=version.id,
-                             fields=sorted(changed))
+                audit.record(
+                    s, actor, "version_updated", modelVersionId=version.id, fields=sorted(changed)
+                )
         return version
 
     def transition(
@@ -280,9 +304,16 @@ class VersionService:
                     )
             version.status = status
             s.flush()
-            audit.record(s, actor, "version_transitioned", modelVersionId=version.id,
-                         versionNumber=version_number, fromStatus=current, toStatus=status,
-                         reason=reason)
+            audit.record(
+                s,
+                actor,
+                "version_transitioned",
+                modelVersionId=version.id,
+                versionNumber=version_number,
+                fromStatus=current,
+                toStatus=status,
+                reason=reason,
+            )
         return version
 
     # -- artifact upload -------------------------------------------------------------------
@@ -353,16 +384,19 @@ class VersionService:
                     log.info("taking over expired upload lease on version %s", version.id)
                     s.delete(held)
                     s.flush()
-                claim = UploadClaim(version.id, uuid.uuid4(), artifact_key(model.id, version.id,
-                                                                             name))
-                s.add(ArtifactUpload(
-                    model_version_id=version.id,
-                    token=claim.token,
-                    object_key=claim.key,
-                    started_by_user_id=actor.user_id,
-                    started_at=now,
-                    expires_at=now + self.lease,
-                ))
+                claim = UploadClaim(
+                    version.id, uuid.uuid4(), artifact_key(model.id, version.id, name)
+                )
+                s.add(
+                    ArtifactUpload(
+                        model_version_id=version.id,
+                        token=claim.token,
+                        object_key=claim.key,
+                        started_by_user_id=actor.user_id,
+                        started_at=now,
+                        expires_at=now + self.lease,
+                    )
+                )
         except IntegrityError:
             raise Conflict(
                 f"an upload to version {version_number!r} is already in progress"
@@ -383,15 +417,18 @@ class VersionService:
         with self.sessions.begin() as s:
             renewed = s.execute(
                 update(ArtifactUpload)
-                .where(ArtifactUpload.model_version_id == claim.version_id,
-                       ArtifactUpload.token == claim.token)
+                .where(
+                    ArtifactUpload.model_version_id == claim.version_id,
+                    ArtifactUpload.token == claim.token,
+                )
                 .values(expires_at=utcnow() + self.lease)
             ).rowcount  # type: ignore[attr-defined]
         if renewed != 1:
             raise LeaseLost("this upload lost its lease to another upload of the same version")
 
-    def _complete(self, actor: Principal, claim: UploadClaim, stored: StoredObject
-                  ) -> AIModelVersion:
+    def _complete(
+        self, actor: Principal, claim: UploadClaim, stored: StoredObject
+    ) -> AIModelVersion:
         with self.sessions.begin() as s:
             released = s.execute(
                 delete(ArtifactUpload).where(
@@ -409,26 +446,41 @@ class VersionService:
             version.size_bytes = stored.size
             version.artifact_uploaded_at = utcnow()
             s.flush()
-            audit.record(s, actor, "version_uploaded", modelVersionId=version.id,
-                         sourcePath=stored.key, sha256=stored.sha256, sizeBytes=stored.size)
+            audit.record(
+                s,
+                actor,
+                "version_uploaded",
+                modelVersionId=version.id,
+                sourcePath=stored.key,
+                sha256=stored.sha256,
+                sizeBytes=stored.size,
+            )
         return version
 
     def _release(self, claim: UploadClaim) -> None:
         try:
             with self.sessions.begin() as s:
-                s.execute(delete(ArtifactUpload).where(
-                    ArtifactUpload.model_version_id == claim.version_id,
-                    ArtifactUpload.token == claim.token,
-                ))
+                s.execute(
+                    delete(ArtifactUpload).where(
+                        ArtifactUpload.model_version_id == claim.version_id,
+                        ArtifactUpload.token == claim.token,
+                    )
+                )
         except Exception:
-            log.warning("could not release the upload lease on version %s; it expires by itself",
-                        claim.version_id, exc_info=True)
+            log.warning(
+                "could not release the upload lease on version %s; it expires by itself",
+                claim.version_id,
+                exc_info=True,
+            )
 
     def _discard(self, claim: UploadClaim) -> None:
         """The object was written but the row could not be: remove the object, then the lease."""
         try:
             self.store.delete(claim.key)
         except Exception:
-            log.warning("could not remove artifact %s after a failed upload; GC will",
-                        claim.key, exc_info=True)
+            log.warning(
+                "could not remove artifact %s after a failed upload; GC will",
+                claim.key,
+                exc_info=True,
+            )
         self._release(claim)

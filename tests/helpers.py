@@ -1,0 +1,64 @@
+"""Small helpers shared by the API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from registry.models import UsageLog
+from registry.services import Registry
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
+    """The response is a problem+json of ``status`` whose detail mentions every fragment."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    for fragment in fragments:
+        assert fragment in body["detail"], body
+    return body
+
+
+def audit_actions(registry: Registry) -> list[str]:
+    with registry.sessions() as s:
+        return list(s.scalars(select(UsageLog.action_type).order_by(UsageLog.id)))
+
+
+def audit_rows(registry: Registry, action: str) -> list[UsageLog]:
+    with registry.sessions() as s:
+        return list(
+            s.scalars(select(UsageLog).where(UsageLog.action_type == action).order_by(UsageLog.id))
+        )
+
+
+def make_model(http: httpx.Client, name: str = "text2img", **overrides: Any) -> dict[str, Any]:
+    body = {"name": name, "taskType": "ImageGeneration", "provider": "Internal", **overrides}
+    response = http.post("/api/v1/models", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def make_version(
+    http: httpx.Client, model: str, version: str = "1.0", **overrides: Any
+) -> dict[str, Any]:
+    response = http.post(
+        f"/api/v1/models/{model}/versions", json={"versionNumber": version, **overrides}
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def upload(
+    http: httpx.Client, model: str, version: str, data: bytes, **params: str
+) -> httpx.Response:
+    return http.put(
+        f"/api/v1/models/{model}/versions/{version}/artifact", content=data, params=params
+    )
