@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from api.problems import install_problem_handlers
+from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
 from api.routes import health, keys, models, versions
 from registry.services import Registry, build_registry
 from registry.settings import Settings
@@ -43,5 +44,25 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     install_problem_handlers(app)
     app.include_router(health.router)
     for router in (models.router, versions.router, keys.router):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=problem_responses(*COMMON_ERRORS))
+    _problem_only_errors(app)
     return app
+
+
+def _problem_only_errors(app: FastAPI) -> None:
+    """Error responses are problem+json only (FastAPI would also list application/json)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    for code, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if code[0] in "45" and "application/problem+json" in content:
+                            content.pop("application/json", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -207,8 +207,6 @@ def serve(
         settings.host = host
     if port:
         settings.port = port
-    if not settings.public_url or settings.public_url.startswith("http://127.0.0.1:8000"):
-        settings.public_url = f"http://{settings.host}:{settings.port}"
     _logging(settings.log_level)
     log = logging.getLogger("modelreg.serve")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +224,7 @@ def serve(
     if settings.bootstrap_admin:
         issued = registry.keys.bootstrap_admin()
         if issued is not None:
-            _write_credentials(settings.credentials_file, settings.public_url, issued.token)
+            _write_credentials(settings.credentials_file, settings.client_url, issued.token)
             out.print("[bold green]Created the admin API key[/] (shown once, never stored):")
             out.print(f"  {issued.token}", highlight=False, soft_wrap=True)
             out.print(f"Saved for the CLI in {settings.credentials_file} (mode 0600).")

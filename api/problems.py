@@ -20,6 +20,24 @@ log = logging.getLogger("modelreg.api")
 PROBLEM = "application/problem+json"
 
 
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring problem+json bodies for ``codes``."""
+    from api.schemas import Problem
+
+    return {
+        code: {
+            "model": Problem,
+            "description": HTTPStatus(code).phrase,
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for code in codes
+    }
+
+
+#: What any authenticated route may answer besides its success.
+COMMON_ERRORS = (401, 403, 404, 409, 422, 503)
+
+
 def problem(
     status: int,
     detail: str,

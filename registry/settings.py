@@ -67,11 +67,17 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'modelreg.db'}"
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
-        if not self.public_url:
-            self.public_url = f"http://{self.host}:{self.port}"
         if self.s3_part_size < 5 * MiB:
             raise ValueError("MODELREG_S3_PART_SIZE must be at least 5 MiB (the S3 minimum)")
         return self
+
+    @property
+    def client_url(self) -> str:
+        """Where a client on this machine reaches the API: ``public_url``, or host and port."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
     @property
     def is_sqlite(self) -> bool:
