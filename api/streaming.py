@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from registry.errors import RegistryError
 
@@ -22,23 +23,27 @@ _END = _End()
 
 
 class BodyChannel:
-    """Hands an async request body to a synchronous consumer thread, 1 MiB at a time.
+    """Hands an async request body to a synchronous consumer thread, about 1 MiB at a time.
 
-    At most ``depth`` blocks wait in the channel, so a slow store slows the client down
+    The chunks the server received are passed on as they are, never joined or copied; they
+    travel in batches so that the thread hand-off happens once per MiB, not once per chunk.
+    At most ``depth`` batches wait in the channel, so a slow store slows the client down
     (TCP backpressure) instead of filling memory. When the consumer stops early (an error),
     ``put`` returns False and the producer stops reading the body.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, depth: int = 4) -> None:
         self._loop = loop
-        self._queue: queue.Queue[bytes | BaseException | _End] = queue.Queue()
+        self._queue: queue.Queue[list[bytes] | BaseException | _End] = queue.Queue()
         self._slots = asyncio.Semaphore(depth)
-        self._buffer = bytearray()
+        self._batch: list[bytes] = []
+        self._batched = 0
         self._consumer_gone = False
 
     async def put(self, chunk: bytes) -> bool:
-        self._buffer += chunk
-        if len(self._buffer) >= BLOCK:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= BLOCK:
             return await self._flush()
         return not self._consumer_gone
 
@@ -48,9 +53,10 @@ class BodyChannel:
         await self._slots.acquire()
         if self._consumer_gone:
             return False
-        if self._buffer:
-            self._queue.put(bytes(self._buffer))
-            self._buffer.clear()
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
+            self._batched = 0
         return True
 
     async def close(self) -> None:
@@ -67,7 +73,7 @@ class BodyChannel:
         self._consumer_gone = True
         self._slots.release()
 
-    def watch(self, future: Future[object] | asyncio.Future[object]) -> None:
+    def watch(self, future: Future[Any] | asyncio.Future[Any]) -> None:
         if isinstance(future, asyncio.Future):
             future.add_done_callback(self.consumer_done)
         else:
@@ -84,7 +90,7 @@ class BodyChannel:
             if isinstance(item, BaseException):
                 raise item
             self._loop.call_soon_threadsafe(self._slots.release)
-            yield item
+            yield from item
 
 
 class RangeNotSatisfiable(RegistryError):
@@ -102,19 +108,28 @@ class ByteRange:
         return self.end - self.start + 1
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)
+
+
+def if_none_match_matches(header: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 13.1.2) or is ``*``."""
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag.removeprefix("W/") in tags
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """One ``bytes=`` range, or None for the whole object.
 
-    Several ranges at once are answered with the whole object, as RFC 9110 allows.
+    Several ranges at once are answered with the whole object, as RFC 9110 allows; so is a
+    range in a unit other than bytes, which RFC 9110 14.2 says a server must ignore.
     """
-    if not header:
+    if not header or not header.strip().lower().startswith("bytes="):
         return None
     match = _RANGE_RE.match(header.strip())
     if match is None:
-        if header.strip().startswith("bytes=") and "," in header:
+        if "," in header:
             return None
         raise RangeNotSatisfiable(f"unsupported Range header {header!r}", size=size)
     first, last = match.groups()

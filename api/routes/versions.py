@@ -11,10 +11,9 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from api.deps import get_registry, require
-from api.problems import PROBLEM, problem
+from api.problems import problem, problem_responses
 from api.schemas import (
     ModelName,
-    Problem,
     TransitionIn,
     VersionCreate,
     VersionNumber,
@@ -23,7 +22,7 @@ from api.schemas import (
     VersionStatus,
     VersionUpdate,
 )
-from api.streaming import BodyChannel, RangeNotSatisfiable, parse_range
+from api.streaming import BodyChannel, RangeNotSatisfiable, if_none_match_matches, parse_range
 from registry.auth import Principal, Scope
 from registry.errors import Invalid, PayloadTooLarge
 from registry.pagination import MAX_LIMIT
@@ -36,18 +35,22 @@ Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
 Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
 Reg = Annotated[Registry, Depends(get_registry)]
 
-_ERRORS = {
-    code: {"model": Problem, "content": {PROBLEM: {}}}
-    for code in (400, 401, 403, 404, 409, 413, 416, 422, 503)
-}
+_UPLOAD_ERRORS = problem_responses(400, 413)
+_DOWNLOAD_ERRORS = problem_responses(416)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=VersionOut,
-             summary="Create a version (its artifact is uploaded separately)")
-def create_version(name: ModelName, body: VersionCreate, actor: Writer, reg: Reg,
-                   response: Response) -> VersionOut:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VersionOut,
+    summary="Create a version (its artifact is uploaded separately)",
+)
+def create_version(
+    name: ModelName, body: VersionCreate, actor: Writer, reg: Reg, response: Response
+) -> VersionOut:
     version = reg.versions.create(
-        actor, name,
+        actor,
+        name,
         version_number=body.version_number,
         fmt=body.format,
         release_notes=body.release_notes,
@@ -67,8 +70,9 @@ def list_versions(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> VersionPage:
     page = reg.versions.list(name, status=status, limit=limit, cursor=cursor)
-    return VersionPage(items=[VersionOut.model_validate(v) for v in page.items],
-                       next_cursor=page.next_cursor)
+    return VersionPage(
+        items=[VersionOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{version}", response_model=VersionOut, summary="Show a version")
@@ -76,21 +80,29 @@ def get_version(name: ModelName, version: VersionNumber, _: Reader, reg: Reg) ->
     return VersionOut.model_validate(reg.versions.get(name, version))
 
 
-@router.patch("/{version}", response_model=VersionOut,
-              summary="Change a version's release notes or parameters")
-def update_version(name: ModelName, version: VersionNumber, body: VersionUpdate, actor: Writer,
-                   reg: Reg) -> VersionOut:
+@router.patch(
+    "/{version}",
+    response_model=VersionOut,
+    summary="Change a version's release notes or parameters",
+)
+def update_version(
+    name: ModelName, version: VersionNumber, body: VersionUpdate, actor: Writer, reg: Reg
+) -> VersionOut:
     changes = body.model_dump(exclude_unset=True)
     return VersionOut.model_validate(reg.versions.update(actor, name, version, changes))
 
 
-@router.post("/{version}/transitions", response_model=VersionOut,
-             summary="Move a version through its lifecycle",
-             description="Allowed: Staged→Production, Staged→Failed, Production→Deprecated, "
-             "Deprecated→Production, and any state→Archived. Anything else is 409, with the "
-             "allowed moves in the body. Moves to Production pass the promotion gate.")
-def transition_version(name: ModelName, version: VersionNumber, body: TransitionIn,
-                       actor: Writer, reg: Reg) -> VersionOut:
+@router.post(
+    "/{version}/transitions",
+    response_model=VersionOut,
+    summary="Move a version through its lifecycle",
+    description="Allowed: Staged→Production, Staged→Failed, Production→Deprecated, "
+    "Deprecated→Production, and any state→Archived. Anything else is 409, with the "
+    "allowed moves in the body. Moves to Production pass the promotion gate.",
+)
+def transition_version(
+    name: ModelName, version: VersionNumber, body: TransitionIn, actor: Writer, reg: Reg
+) -> VersionOut:
     return VersionOut.model_validate(
         reg.versions.transition(actor, name, version, status=body.status, reason=body.reason)
     )
@@ -100,13 +112,19 @@ def transition_version(name: ModelName, version: VersionNumber, body: Transition
     "/{version}/artifact",
     status_code=status.HTTP_201_CREATED,
     response_model=VersionOut,
-    responses=_ERRORS,  # type: ignore[arg-type]
+    responses=_UPLOAD_ERRORS,
     summary="Upload the version's artifact (raw streamed body)",
     description="The body is streamed to the artifact store; its SHA-256 and size are computed "
     "on the way. With `X-Checksum-Sha256` a mismatch is 400. Above the size limit: 413. "
     "Either way, and if the client goes away, nothing is kept.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
 )
 async def upload_artifact(
     request: Request,
@@ -114,9 +132,15 @@ async def upload_artifact(
     version: VersionNumber,
     actor: Writer,
     reg: Reg,
-    filename: Annotated[str | None, Query(max_length=200, description="Artifact file name; "
-                                          "default from the format, e.g. model.onnx")] = None,
-    x_checksum_sha256: Annotated[str | None, Header(max_length=64)] = None,
+    filename: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Artifact file name; default from the format, e.g. model.onnx",
+        ),
+    ] = None,
+    # No max_length here: the service answers any malformed value with 400, not 422.
+    x_checksum_sha256: Annotated[str | None, Header()] = None,
 ) -> VersionOut:
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -133,8 +157,13 @@ async def upload_artifact(
     work = loop.run_in_executor(
         request.app.state.upload_executor,
         functools.partial(
-            reg.versions.upload, actor, name, version, channel.chunks(),
-            filename=filename, expected_sha256=x_checksum_sha256,
+            reg.versions.upload,
+            actor,
+            name,
+            version,
+            channel.chunks(),
+            filename=filename,
+            expected_sha256=x_checksum_sha256,
         ),
     )
     channel.watch(work)
@@ -156,9 +185,12 @@ async def upload_artifact(
 @router.get(
     "/{version}/artifact",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}},
-               206: {"description": "Partial content (Range)"},
-               304: {"description": "Not modified (If-None-Match)"}, **_ERRORS},  # type: ignore[dict-item]
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)"},
+        304: {"description": "Not modified (If-None-Match)"},
+        **_DOWNLOAD_ERRORS,
+    },
     summary="Download the version's artifact",
     description="Streams the artifact. `ETag` is its SHA-256; `Range: bytes=a-b` gives 206.",
 )
@@ -178,13 +210,18 @@ def download_artifact(
         "X-Checksum-Sha256": ref.sha256,
         "Content-Disposition": f'attachment; filename="{ref.filename}"',
     }
-    if if_none_match and etag in {t.strip() for t in if_none_match.split(",")}:
+    if if_none_match_matches(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     try:
         byte_range = parse_range(range_header, ref.size)
     except RangeNotSatisfiable as exc:
-        return problem(416, exc.detail, title=exc.title,
-                       headers={"Content-Range": f"bytes */{ref.size}"}, size=ref.size)
+        return problem(
+            416,
+            exc.detail,
+            title=exc.title,
+            headers={"Content-Range": f"bytes */{ref.size}"},
+            size=ref.size,
+        )
     if byte_range is None:
         body = reg.store.open_range(ref.key)
         headers["Content-Length"] = str(ref.size)
@@ -194,5 +231,6 @@ def download_artifact(
         headers["Content-Length"] = str(byte_range.length)
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{ref.size}"
         code = status.HTTP_206_PARTIAL_CONTENT
-    return StreamingResponse(body, status_code=code, headers=headers,
-                             media_type="application/octet-stream")
+    return StreamingResponse(
+        body, status_code=code, headers=headers, media_type="application/octet-stream"
+    )

@@ -119,6 +119,13 @@ def check_api_parameters(fmt: str | None, parameters: dict[str, Any] | None) -> 
         )
 
 
+def _immutable(version: AIModelVersion) -> Conflict:
+    return Conflict(
+        f"version {version.version_number!r} already has an artifact (sha256 {version.sha256}); "
+        "versions are immutable, create a new one"
+    )
+
+
 def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
     version = s.scalar(
         select(AIModelVersion).where(
@@ -366,10 +373,7 @@ class VersionService:
                         "a version of format API has no artifact; its endpoint is in parameters"
                     )
                 if version.source_path is not None:
-                    raise Conflict(
-                        f"version {version_number!r} already has an artifact "
-                        f"(sha256 {version.sha256}); versions are immutable, create a new one"
-                    )
+                    raise _immutable(version)
                 name = sanitize_filename(
                     filename or DEFAULT_FILENAMES.get(version.format or "", "model.onnx")
                 )
@@ -397,6 +401,13 @@ class VersionService:
                         expires_at=now + self.lease,
                     )
                 )
+                s.flush()
+                # Another upload may have completed between the reads above (it deletes its
+                # lease and fills the row in one transaction). Now that our lease row is
+                # written, read the version again, locked: a completed upload is visible.
+                s.refresh(version, with_for_update=True)
+                if version.source_path is not None:
+                    raise _immutable(version)
         except IntegrityError:
             raise Conflict(
                 f"an upload to version {version_number!r} is already in progress"

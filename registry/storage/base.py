@@ -36,12 +36,12 @@ def check_key(key: str) -> str:
 
 
 class HashingReader:
-    """A file-like ``read()`` over an iterator of byte chunks.
+    """A file-like ``read()``, and a zero-copy ``chunks()``, over an iterator of byte chunks.
 
     It computes the SHA-256 and the size on the way, refuses to pass more than ``max_bytes``,
-    and checks ``expected_sha256`` *before* it hands out the last bytes. A store therefore never
-    completes an object whose digest or size is wrong: the error surfaces inside the store's own
-    read loop, which aborts the write.
+    and checks ``expected_sha256`` *before* ``read`` hands out the last bytes. A store therefore
+    never completes an object whose digest or size is wrong: the error surfaces inside the
+    store's own read loop, which aborts the write.
     """
 
     def __init__(
@@ -56,7 +56,7 @@ class HashingReader:
         self._expected = expected_sha256.lower() if expected_sha256 else None
         self._hash = hashlib.sha256()
         self._size = 0
-        self._pending = bytearray()
+        self._leftover = memoryview(b"")
         self._eof = False
         self._digest: str | None = None
 
@@ -70,22 +70,23 @@ class HashingReader:
             raise RuntimeError("the stream has not been read to the end")
         return self._digest
 
-    def _pull(self) -> bool:
-        """Move one chunk from the source into the buffer. False at the end of the source."""
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            self._finish()
-            return False
-        if not chunk:
-            return True
-        self._size += len(chunk)
-        if self._size > self._max:
-            raise PayloadTooLarge(
-                f"artifact exceeds the limit of {self._max} bytes", limit=self._max
-            )
-        self._hash.update(chunk)
-        self._pending += chunk
-        return True
+    def _next(self) -> bytes:
+        """The next chunk of the source, counted, limited and hashed; b"" at the end, once the
+        digest was checked."""
+        if self._eof:
+            return b""
+        for chunk in self._chunks:
+            if not chunk:
+                continue
+            self._size += len(chunk)
+            if self._size > self._max:
+                raise PayloadTooLarge(
+                    f"artifact exceeds the limit of {self._max} bytes", limit=self._max
+                )
+            self._hash.update(chunk)
+            return chunk
+        self._finish()
+        return b""
 
     def _finish(self) -> None:
         self._eof = True
@@ -97,23 +98,39 @@ class HashingReader:
                 actual=self._digest,
             )
 
-    def read(self, size: int = -1) -> bytes:
-        """Return ``size`` bytes (fewer only at the end). ``-1`` reads everything."""
-        want = size if size >= 0 else None
-        while not self._eof and (want is None or len(self._pending) < want):
-            self._pull()
-        if want is None or want >= len(self._pending):
-            out = bytes(self._pending)
-            self._pending.clear()
-            return out
-        out = bytes(self._pending[:want])
-        del self._pending[:want]
-        return out
+    def chunks(self) -> Iterator[bytes]:
+        """The source's chunks as they arrive, without copying them.
 
-    def drain(self) -> None:
-        """Read to the end without keeping anything (a store that writes elsewhere uses this)."""
-        while self.read(CHUNK):
-            pass
+        For stores that write to a private place first: the digest is checked after the last
+        chunk, so the caller must not publish what it wrote until the iteration has ended.
+        """
+        if self._leftover:
+            yield bytes(self._leftover)
+            self._leftover = memoryview(b"")
+        while chunk := self._next():
+            yield chunk
+
+    def read(self, size: int = -1) -> bytearray:
+        """Return ``size`` bytes (fewer only at the end, after the digest check). ``-1`` reads
+        everything. The bytes are copied once, into the buffer returned."""
+        if size < 0:
+            return bytearray(b"".join(self.chunks()))
+        out = bytearray(size)
+        filled = 0
+        with memoryview(out) as view:
+            while filled < size:
+                if not self._leftover:
+                    chunk = self._next()
+                    if not chunk:
+                        break
+                    self._leftover = memoryview(chunk)
+                take = min(len(self._leftover), size - filled)
+                view[filled : filled + take] = self._leftover[:take]
+                self._leftover = self._leftover[take:]
+                filled += take
+        if filled < size:
+            del out[filled:]
+        return out
 
 
 class ArtifactStore(Protocol):

@@ -7,9 +7,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from registry.errors import NotFound, Unavailable
+from registry.errors import Invalid, NotFound, Unavailable
 from registry.storage.base import CHUNK, HashingReader, StoredObject, check_key
 
 TMP_DIR = ".tmp"
@@ -23,43 +22,55 @@ class LocalStore:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        if check_key(key).split("/", 1)[0] == TMP_DIR:
+            raise Invalid(f"invalid object key {key!r}: {TMP_DIR}/ holds unfinished uploads")
+        return self.root / key
 
     def put(self, key: str, reader: HashingReader) -> StoredObject:
         final = self._path(key)
-        tmp_dir = self.root / TMP_DIR
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
+        tmp_name: str | None = None
         try:
+            tmp_dir = self.root / TMP_DIR
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
             with os.fdopen(fd, "wb") as out:
-                while chunk := reader.read(CHUNK):
+                for chunk in reader.chunks():  # checked at the end, before the rename below
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+        except BaseException as exc:
+            if tmp_name is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+            if isinstance(exc, OSError):  # disk full, permissions, a directory in the way...
+                raise Unavailable(
+                    f"could not write artifact {key!r} under {self.root}: {exc}"
+                ) from exc
             raise
         return StoredObject(key=key, sha256=reader.sha256, size=reader.size)
 
     def size(self, key: str) -> int:
-        try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"artifact object {key!r} is missing from the store") from None
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"artifact object {key!r} is missing from the store")
+        return path.stat().st_size
 
     def open_range(self, key: str, *, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"artifact object {key!r} is missing from the store")
+        # The file is opened on the first read, so an iterator that is never read (a client
+        # gone before the response began) leaves no open file behind.
+        return self._iter(key, path, start, length)
+
+    @staticmethod
+    def _iter(key: str, path: Path, start: int, length: int | None) -> Iterator[bytes]:
         try:
             handle = path.open("rb")
         except FileNotFoundError:
             raise NotFound(f"artifact object {key!r} is missing from the store") from None
-        return self._iter(handle, start, length)
-
-    @staticmethod
-    def _iter(handle: BinaryIO, start: int, length: int | None) -> Iterator[bytes]:
         with handle:
             handle.seek(start)
             remaining = length
@@ -91,8 +102,9 @@ class LocalStore:
         if not self.root.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(self.root):
-            if Path(dirpath) == self.root and TMP_DIR in dirnames:
-                dirnames.remove(TMP_DIR)
+            if Path(dirpath) == self.root:  # never an object: TMP_DIR keys are refused
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+                filenames = [f for f in filenames if f != TMP_DIR]
             for name in filenames:
                 key = (Path(dirpath) / name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):

@@ -1,22 +1,35 @@
 """Artifacts in MinIO or any S3 service, through the ``minio`` SDK.
 
 Objects above ``part_size`` go up as a multipart upload, which S3 makes visible only when it is
-completed; the SDK aborts the upload when our reader raises (size limit, digest mismatch, client
-gone), so nothing is left behind. Smaller objects are a single PUT sent only after the whole
-body was read and checked.
+completed, and it is completed only after the reader reached the end of the body and checked
+it. When anything fails (size limit, digest mismatch, client gone, S3 error) the parts still in
+flight are waited for and the upload is then aborted, so nothing is left behind. Smaller objects
+are a single PUT sent only after the whole body was read and checked.
+
+The multipart loop is ours rather than ``Minio.put_object``'s: with parallel part uploads the
+SDK aborts the upload while parts are still being sent (S3 may then keep those parts) and
+leaves its worker threads blocked for ever whenever the reader raises.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
+import logging
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Literal, cast
 
+import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from registry.errors import NotFound, Unavailable
 from registry.storage.base import CHUNK, HashingReader, StoredObject, check_key
+
+log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 
@@ -34,9 +47,15 @@ class S3Store:
         part_size: int = 16 * 1024 * 1024,
         create_bucket: bool = True,
         parallel_uploads: int = 2,
+        http_client: urllib3.PoolManager | None = None,
     ) -> None:
         self.client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http_client,
         )
         self.endpoint = endpoint
         self.bucket = bucket
@@ -59,15 +78,106 @@ class S3Store:
         check_key(key)
         self._ensure_bucket()
         with _translate(key):
-            self.client.put_object(
+            # Read up to two parts to learn whether one PUT will do. The list is handed on,
+            # not kept, so that each part's buffer is freed as soon as it has been sent.
+            pending = [reader.read(self.part_size)]
+            if len(pending[0]) == self.part_size:
+                second = reader.read(self.part_size)
+                if second:
+                    pending.append(second)
+                del second
+            if len(pending) > 1:
+                self._put_multipart(key, reader, pending)
+            else:  # the reader is at its end: size and digest were checked
+                data = pending.pop()
+                self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
+        return StoredObject(key=key, sha256=reader.sha256, size=reader.size)
+
+    def _parts(self, reader: HashingReader, pending: list[bytearray]) -> Iterator[bytearray]:
+        """Every part of the body; the iteration ends only once the reader checked the end."""
+        while True:
+            part = pending.pop(0) if pending else reader.read(self.part_size)
+            if not part:
+                return
+            last = len(part) < self.part_size
+            yield part
+            del part  # do not hold a sent part while the next one is read
+            if last:
+                return
+
+    def _put_multipart(self, key: str, reader: HashingReader, pending: list[bytearray]) -> None:
+        upload_id = self.client._create_multipart_upload(
+            self.bucket, key, {"Content-Type": "application/octet-stream"}
+        )
+        try:
+            etags = self._upload_parts(key, upload_id, self._parts(reader, pending))
+            self.client._complete_multipart_upload(
                 self.bucket,
                 key,
-                reader,  # type: ignore[arg-type]  # duck-typed: minio only calls read(n)
-                length=-1,
-                part_size=self.part_size,
-                num_parallel_uploads=self.parallel_uploads,
+                upload_id,
+                [Part(number, etag) for number, etag in enumerate(etags, 1)],
             )
-        return StoredObject(key=key, sha256=reader.sha256, size=reader.size)
+        except BaseException:
+            try:
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            except Exception:
+                log.warning(
+                    "could not abort multipart upload %s of %s; S3 keeps its parts "
+                    "until a lifecycle rule removes them",
+                    upload_id,
+                    key,
+                    exc_info=True,
+                )
+            raise
+
+    def _upload_parts(self, key: str, upload_id: str, parts: Iterator[bytearray]) -> list[str]:
+        """Upload the parts, at most ``parallel_uploads`` at a time; their ETags in order.
+
+        Returns, or raises, only once no part upload is running any more.
+        """
+        limit = max(1, self.parallel_uploads)
+        etags: dict[int, str] = {}
+        numbers: dict[Future[str], int] = {}
+        running: set[Future[str]] = set()
+
+        def collect(done: set[Future[str]]) -> None:
+            for future in done:
+                etags[numbers.pop(future)] = future.result()  # a failed part raises here
+
+        with ThreadPoolExecutor(limit, thread_name_prefix="s3-part") as pool:
+            try:
+                for number in itertools.count(1):
+                    # Wait for a free slot *before* reading the next part: at most ``limit``
+                    # parts are in flight and one is being filled.
+                    done, running = wait(
+                        running,
+                        timeout=0 if len(running) < limit else None,
+                        return_when=FIRST_COMPLETED,
+                    )
+                    collect(done)
+                    data = next(parts, None)
+                    if data is None:
+                        break
+                    # minio sends any bytes-like buffer; a cast avoids copying 16 MiB to bytes.
+                    future = pool.submit(
+                        self.client._upload_part,
+                        self.bucket,
+                        key,
+                        cast(bytes, data),
+                        None,
+                        upload_id,
+                        number,
+                    )
+                    del data
+                    numbers[future] = number
+                    running.add(future)
+                done, running = wait(running)
+                collect(done)
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise  # leaving the pool waits for the parts being sent
+        return [etags[number] for number in sorted(etags)]
 
     def size(self, key: str) -> int:
         with _translate(key):
@@ -76,10 +186,12 @@ class S3Store:
         return stat.size
 
     def open_range(self, key: str, *, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        check_key(key)
+        if length == 0:  # the SDK reads length 0 as "to the end"
+            self.size(key)
+            return iter(())
         with _translate(key):
-            response = self.client.get_object(
-                self.bucket, check_key(key), offset=start, length=length or 0
-            )
+            response = self.client.get_object(self.bucket, key, offset=start, length=length or 0)
         return self._iter(response)
 
     @staticmethod
@@ -125,8 +237,9 @@ class _translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 _tb: object) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> Literal[False]:
         if exc is None:
             return False
         if isinstance(exc, S3Error):
