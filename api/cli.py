@@ -147,6 +147,15 @@ def _show(obj: BaseModel, title: str) -> None:
     out.print(table)
 
 
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
 @contextmanager
 def _progress(description: str) -> Iterator[Callable[[int | None], Callable[[int], None]]]:
     """Yields ``start(total) -> advance``; a rich progress bar with speed and time left."""
@@ -334,19 +343,21 @@ def models_list(
     if as_json:
         _emit_json(items)
         return
-    table = Table(title=f"{len(items)} model(s)", title_justify="left")
-    for column in ("name", "task", "provider", "active", "updated", "description"):
-        table.add_column(column, overflow="fold")
-    for m in items:
-        table.add_row(
-            m.name,
-            m.task_type,
-            m.provider,
-            "yes" if m.is_active else "no",
-            _when(m.updated_at),
-            (m.description or "")[:60],
-        )
-    out.print(table)
+    _table(
+        f"{len(items)} model(s)",
+        ("name", "task", "provider", "active", "updated", "description"),
+        [
+            (
+                m.name,
+                m.task_type,
+                m.provider,
+                "yes" if m.is_active else "no",
+                _when(m.updated_at),
+                (m.description or "")[:60],
+            )
+            for m in items
+        ],
+    )
 
 
 @models_app.command("show")
@@ -500,19 +511,21 @@ def versions_list(
     if as_json:
         _emit_json(items)
         return
-    table = Table(title=f"{model}: {len(items)} version(s)", title_justify="left")
-    for column in ("version", "status", "format", "size", "sha256", "created"):
-        table.add_column(column, overflow="fold")
-    for v in items:
-        table.add_row(
-            v.version_number,
-            v.status,
-            v.format or "",
-            _size(v.size_bytes),
-            (v.sha256 or "")[:12],
-            _when(v.created_at),
-        )
-    out.print(table)
+    _table(
+        f"{model}: {len(items)} version(s)",
+        ("version", "status", "format", "size", "sha256", "created"),
+        [
+            (
+                v.version_number,
+                v.status,
+                v.format or "",
+                _size(v.size_bytes),
+                (v.sha256 or "")[:12],
+                _when(v.created_at),
+            )
+            for v in items
+        ],
+    )
 
 
 @versions_app.command("show")
@@ -628,19 +641,21 @@ def keys_list(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(keys)
         return
-    table = Table(title=f"{len(keys)} key(s)", title_justify="left")
-    for column in ("api key", "name", "user", "scopes", "active", "created"):
-        table.add_column(column, overflow="fold")
-    for k in keys:
-        table.add_row(
-            k.api_key,
-            k.name,
-            k.user_email,
-            ", ".join(k.scopes),
-            "yes" if k.is_active else "revoked",
-            _when(k.created_at),
-        )
-    out.print(table)
+    _table(
+        f"{len(keys)} key(s)",
+        ("api key", "name", "user", "scopes", "active", "created"),
+        [
+            (
+                k.api_key,
+                k.name,
+                k.user_email,
+                ", ".join(k.scopes),
+                "yes" if k.is_active else "revoked",
+                _when(k.created_at),
+            )
+            for k in keys
+        ],
+    )
 
 
 @keys_app.command("revoke")

@@ -34,6 +34,7 @@ from registry.storage import ArtifactStore
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
 from tests.conftest import LiveServer
+from tests.helpers import PROBLEM, assert_problem
 from tests.s3server import CuttingProxy, MiB, MotoS3
 
 pytest_plugins = ["tests.s3server"]
@@ -41,7 +42,6 @@ pytest_plugins = ["tests.s3server"]
 LIMIT = 12 * MiB  # max_artifact_bytes in this module
 SMALL = 3 * MiB + 17
 LARGE = LIMIT  # three 5 MiB parts on S3: a multipart upload
-PROBLEM = "application/problem+json"
 MODEL = "text2img"
 VERSION = "1.0"
 VERSION_PATH = f"/api/v1/models/{MODEL}/versions/{VERSION}"
@@ -66,18 +66,6 @@ def upload(
     **params: str,
 ) -> httpx.Response:
     return http.put(path, content=data, params=params, headers=headers)
-
-
-def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
-    """The response is a problem+json of ``status`` whose detail mentions every fragment."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert problem["title"]
-    for fragment in fragments:
-        assert fragment in problem["detail"], problem
-    return problem
 
 
 def assert_no_artifact(http: httpx.Client, path: str = VERSION_PATH) -> None:
