@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
-from api.routes import health, keys, models, versions
+from api.routes import health, keys, models, validations, versions
 from registry.services import Registry, build_registry
 from registry.settings import Settings
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.upload_executor = upload_executor
     install_problem_handlers(app)
     app.include_router(health.router)
-    for router in (models.router, versions.router, keys.router):
+    for router in (models.router, versions.router, validations.router, keys.router):
         app.include_router(router, prefix=API_PREFIX, responses=problem_responses(*COMMON_ERRORS))
     _problem_only_errors(app)
     return app

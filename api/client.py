@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from api.schemas import KeyCreated, KeyOut, ModelOut, VersionOut
+from api.schemas import KeyCreated, KeyOut, ModelOut, ValidationRunOut, VersionOut
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -227,14 +227,36 @@ class Client:
         )
 
     def transition(
-        self, model: str, version: str, status: str, reason: str | None = None
+        self,
+        model: str,
+        version: str,
+        status: str,
+        reason: str | None = None,
+        *,
+        force: bool = False,
     ) -> VersionOut:
         return VersionOut.model_validate(
             self._request(
                 "POST",
                 f"{self._vpath(model, version)}/transitions",
-                json={"status": status, "reason": reason},
+                json={"status": status, "reason": reason, "force": force},
             ).json()
+        )
+
+    # -- validations -------------------------------------------------------------------------
+
+    def request_validation(self, model: str, version: str) -> ValidationRunOut:
+        return ValidationRunOut.model_validate(
+            self._request("POST", f"{self._vpath(model, version)}/validations").json()
+        )
+
+    def list_validations(self, model: str, version: str) -> list[ValidationRunOut]:
+        runs = self._request("GET", f"{self._vpath(model, version)}/validations").json()
+        return [ValidationRunOut.model_validate(r) for r in runs]
+
+    def get_validation(self, validation_id: str) -> ValidationRunOut:
+        return ValidationRunOut.model_validate(
+            self._request("GET", f"/api/v1/validations/{_seg(validation_id)}").json()
         )
 
     def upload_artifact(

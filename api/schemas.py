@@ -109,6 +109,11 @@ class VersionPage(OutBody):
 class TransitionIn(InBody):
     status: VersionStatus
     reason: str | None = Field(default=None, max_length=2_000)
+    force: bool = Field(
+        default=False,
+        description="Override a closed promotion gate (admin keys only; needs a reason). "
+        "The override is audited.",
+    )
 
 
 class KeyCreate(InBody):
@@ -152,3 +157,47 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
+
+
+class ValidationResultOut(OutBody):
+    """An AIModelValidationResult."""
+
+    id: uuid.UUID
+    model_version_id: uuid.UUID
+    validation_timestamp: datetime
+    security_scan_status: str
+    functional_status: str
+    performance_benchmark: dict[str, Any] | None
+    results: dict[str, Any] | None
+    validated_by_user_id: uuid.UUID | None
+    artifact_sha256: str | None
+    created_at: datetime
+
+
+class ValidationRunOut(OutBody):
+    """One validation run: its place in the queue and, once done, its result."""
+
+    id: uuid.UUID
+    model_version_id: uuid.UUID
+    sha256: str
+    status: Literal["Queued", "Running", "Done"]
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    result: ValidationResultOut | None
+
+    @classmethod
+    def of(cls, run: Any) -> ValidationRunOut:
+        req = run.request
+        return cls(
+            id=req.id,
+            model_version_id=req.model_version_id,
+            sha256=req.sha256,
+            status=req.status,
+            requested_at=req.requested_at,
+            started_at=req.started_at,
+            finished_at=req.finished_at,
+            attempts=req.attempts,
+            result=ValidationResultOut.model_validate(run.result) if run.result else None,
+        )

@@ -43,9 +43,18 @@ def run_online() -> None:
     engine = create_db_engine(_url())
     try:
         with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Batch migrations rebuild SQLite tables (copy, drop, rename); with foreign keys
+                # enforced, dropping the old table would fire ON DELETE actions on other rows.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()  # end the autobegun transaction, so Alembic's own commits
             _configure(conn)
             with context.begin_transaction():
                 context.run_migrations()
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
     finally:
         engine.dispose()
 

@@ -291,6 +291,8 @@ class AIModelValidationResult(Base):
         ForeignKey("user.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = _created_at()
+    # Added by modelreg (docs/schema.md): the artifact digest this result is bound to.
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(_in("security_scan_status", CHECK_STATUSES), name="security_scan_status"),
@@ -381,3 +383,46 @@ class ArtifactUpload(Base):
     )
     started_at: Mapped[datetime] = _created_at()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+VALIDATION_REQUEST_STATUSES = ("Queued", "Running", "Done")
+
+
+class ValidationRequest(Base):
+    """Added by modelreg: the durable validation queue. One row per requested run.
+
+    A worker claims a Queued row (or a Running one whose lease expired) and holds a lease it
+    renews while it works; a worker that dies leaves a lease that expires, and another worker
+    takes the run over. ``attempts`` bounds how often a run that keeps killing its worker is
+    retried.
+    """
+
+    __tablename__ = "validation_request"
+
+    id: Mapped[uuid.UUID] = _id()
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="CASCADE"), nullable=False
+    )
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="Queued", server_default="Queued"
+    )
+    requested_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL")
+    )
+    requested_at: Mapped[datetime] = _created_at()
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ai_model_validation_result.id", ondelete="SET NULL")
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", VALIDATION_REQUEST_STATUSES), name="status"),
+        Index("idx_validationrequest_status_requestedat", "status", "requested_at"),
+        Index("idx_validationrequest_versionid", "model_version_id"),
+    )

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     upload_lease_seconds: int = 120
     """How long an upload's claim on a version lives without a heartbeat."""
 
+    worker_enabled: bool = True
+    """Run the validation worker inside ``modelreg serve``."""
+    validation_timeout_seconds: int = 900
+    """A validation still running after this is killed and recorded as Failed."""
+    validation_lease_seconds: int = 60
+    worker_poll_seconds: float = 1.0
+
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

@@ -104,7 +104,9 @@ def transition_version(
     name: ModelName, version: VersionNumber, body: TransitionIn, actor: Writer, reg: Reg
 ) -> VersionOut:
     return VersionOut.model_validate(
-        reg.versions.transition(actor, name, version, status=body.status, reason=body.reason)
+        reg.versions.transition(
+            actor, name, version, status=body.status, reason=body.reason, force=body.force
+        )
     )
 
 

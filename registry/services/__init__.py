@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.db import create_db_engine, create_session_factory
 from registry.services.keys import KeyService
 from registry.services.models import ModelService
+from registry.services.validations import ValidationService
 from registry.services.versions import VersionService
 from registry.settings import Settings
 from registry.storage import ArtifactStore, create_store
@@ -26,6 +27,7 @@ class Registry:
     keys: KeyService
     models: ModelService
     versions: VersionService
+    validations: ValidationService
 
     def check_database(self) -> None:
         """Raise if the database does not answer a trivial query."""
@@ -53,4 +55,5 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
             max_artifact_bytes=settings.max_artifact_bytes,
             lease_seconds=settings.upload_lease_seconds,
         ),
+        validations=ValidationService(sessions, lease_seconds=settings.validation_lease_seconds),
     )

@@ -15,12 +15,13 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.auth import Principal
-from registry.errors import BadRequest, Conflict, GateClosed, Invalid, NotFound
+from registry.auth import Principal, Scope
+from registry.errors import BadRequest, Conflict, Forbidden, GateClosed, Invalid, NotFound
 from registry.models import AIModel, AIModelVersion, ArtifactUpload
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.services.models import Page, get_model
+from registry.services.validations import queue_validation, validation_gate
 from registry.storage import ArtifactStore, HashingReader, StoredObject, artifact_key
 from registry.types import utcnow
 
@@ -140,13 +141,13 @@ def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersi
 def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
     """Why ``version`` may not go to Production; empty when it may.
 
-    This is the one place that gates a move to Production. The validators issue adds the
-    check that the latest validation of the current artifact digest passed.
+    This is the one place that gates a move to Production (and, later, production
+    deployments): an artifact must exist, and the latest validation of its *current* digest
+    must have passed both the security scan and the functional check.
     """
-    reasons = []
     if version.format != API_FORMAT and version.source_path is None:
-        reasons.append("artifact: no artifact has been uploaded to this version")
-    return reasons
+        return ["artifact: no artifact has been uploaded to this version"]
+    return validation_gate(s, version)
 
 
 class VersionService:
@@ -289,11 +290,15 @@ class VersionService:
         *,
         status: str,
         reason: str | None = None,
+        force: bool = False,
     ) -> AIModelVersion:
+        """Move the version. ``force`` (admin only, with a reason) overrides a closed gate;
+        the audit row then says ``forced`` and lists the checks it overrode."""
         with self.sessions.begin() as s:
             model = get_model(s, model_name)
             version = get_version(s, model, version_number)
             current = version.status
+            overridden: list[str] = []
             allowed = TRANSITIONS.get(current, ())
             if status not in allowed:
                 raise Conflict(
@@ -303,7 +308,16 @@ class VersionService:
                 )
             if status == "Production":
                 reasons = promotion_gate(s, version)
-                if reasons:
+                if reasons and force:
+                    if not actor.allows(Scope.ADMIN):
+                        raise Forbidden(
+                            "only an admin key may force a closed gate",
+                            requiredScope=Scope.ADMIN.value,
+                        )
+                    if not reason:
+                        raise Invalid("forcing a closed gate needs a reason")
+                    overridden = reasons
+                elif reasons:
                     raise GateClosed(
                         f"version {version_number!r} cannot go to Production: "
                         + "; ".join(reasons),
@@ -320,6 +334,7 @@ class VersionService:
                 fromStatus=current,
                 toStatus=status,
                 reason=reason,
+                **({"forced": True, "overriddenChecks": overridden} if overridden else {}),
             )
         return version
 
@@ -457,6 +472,7 @@ class VersionService:
             version.size_bytes = stored.size
             version.artifact_uploaded_at = utcnow()
             s.flush()
+            queued = queue_validation(s, version, requested_by=actor.user_id)
             audit.record(
                 s,
                 actor,
@@ -465,6 +481,7 @@ class VersionService:
                 sourcePath=stored.key,
                 sha256=stored.sha256,
                 sizeBytes=stored.size,
+                validationRequestId=queued.id,
             )
         return version
 

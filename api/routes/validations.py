@@ -1,0 +1,55 @@
+"""Validation runs: request one, list a version's runs, show one."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.deps import get_registry, require
+from api.schemas import ModelName, ValidationRunOut, VersionNumber
+from registry.auth import Principal, Scope
+from registry.services import Registry
+
+router = APIRouter(tags=["validations"])
+
+Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(get_registry)]
+
+
+@router.post(
+    "/models/{name}/versions/{version}/validations",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ValidationRunOut,
+    summary="Validate the version's current artifact again",
+    description="Queues a run; a worker scans, loads, runs and benchmarks the artifact. "
+    "Poll `GET /validations/{id}` until its status is Done.",
+)
+def request_validation(
+    name: ModelName, version: VersionNumber, actor: Writer, reg: Reg, response: Response
+) -> ValidationRunOut:
+    run = reg.validations.request(actor, name, version)
+    response.headers["Location"] = f"/api/v1/validations/{run.request.id}"
+    return ValidationRunOut.of(run)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/validations",
+    response_model=list[ValidationRunOut],
+    summary="A version's validation runs, newest first",
+)
+def list_validations(
+    name: ModelName, version: VersionNumber, _: Reader, reg: Reg
+) -> list[ValidationRunOut]:
+    return [ValidationRunOut.of(run) for run in reg.validations.list_runs(name, version)]
+
+
+@router.get(
+    "/validations/{validation_id}",
+    response_model=ValidationRunOut,
+    summary="One validation run, by its id or by its result's id",
+)
+def get_validation(validation_id: uuid.UUID, _: Reader, reg: Reg) -> ValidationRunOut:
+    return ValidationRunOut.of(reg.validations.get_run(validation_id))

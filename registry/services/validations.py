@@ -1,0 +1,377 @@
+"""Validation runs: the durable queue, the leases workers hold, and the stored results.
+
+The queue is the ``validation_request`` table. On PostgreSQL a worker claims a row with
+``SELECT … FOR UPDATE SKIP LOCKED``, so several workers never take the same run; on SQLite,
+where writers are serialised anyway, the claim is a compare-and-set UPDATE. A worker renews its
+lease while it works; a run whose lease expired is claimed again, up to ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.auth import Principal
+from registry.errors import Conflict, NotFound
+from registry.models import (
+    AIModel,
+    AIModelValidationResult,
+    AIModelVersion,
+    ValidationRequest,
+)
+from registry.services import audit
+from registry.services.models import get_model
+from registry.types import utcnow
+
+log = logging.getLogger(__name__)
+
+API_FORMAT = "API"
+
+
+@dataclass(frozen=True)
+class ValidationJob:
+    """What a worker needs to validate one run, read when it claimed the run."""
+
+    request_id: uuid.UUID
+    model_version_id: uuid.UUID
+    model_name: str
+    version_number: str
+    format: str | None
+    parameters: dict[str, Any] | None
+    sha256: str
+    source_path: str
+    attempts: int
+    baseline_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class ValidationRun:
+    """A run as the API shows it: the request and, once done, its result."""
+
+    request: ValidationRequest
+    result: AIModelValidationResult | None
+
+
+def queue_validation(
+    s: Session, version: AIModelVersion, *, requested_by: uuid.UUID | None
+) -> ValidationRequest:
+    """Queue a run for the version's current artifact, inside the caller's transaction."""
+    assert version.sha256 is not None
+    request = ValidationRequest(
+        model_version_id=version.id,
+        sha256=version.sha256,
+        status="Queued",
+        requested_by_user_id=requested_by,
+        requested_at=utcnow(),
+    )
+    s.add(request)
+    s.flush()
+    return request
+
+
+def latest_result_for_digest(s: Session, version: AIModelVersion) -> AIModelValidationResult | None:
+    """The newest validation result bound to the version's *current* artifact digest."""
+    if version.sha256 is None:
+        return None
+    return s.scalar(
+        select(AIModelValidationResult)
+        .where(
+            AIModelValidationResult.model_version_id == version.id,
+            AIModelValidationResult.artifact_sha256 == version.sha256,
+        )
+        .order_by(
+            AIModelValidationResult.validation_timestamp.desc(),
+            AIModelValidationResult.created_at.desc(),
+        )
+        .limit(1)
+    )
+
+
+def validation_gate(s: Session, version: AIModelVersion) -> list[str]:
+    """Why validation does not allow ``version`` into production; empty when it does."""
+    if version.format == API_FORMAT or version.sha256 is None:
+        return []
+    result = latest_result_for_digest(s, version)
+    if result is None:
+        return [
+            f"validation: no validation of the current artifact (sha256 {version.sha256}) "
+            "has finished yet"
+        ]
+    reasons = []
+    if result.security_scan_status != "Passed":
+        reasons.append(
+            f"securityScanStatus: {result.security_scan_status} (validation {result.id})"
+        )
+    if result.functional_status != "Passed":
+        reasons.append(f"functionalStatus: {result.functional_status} (validation {result.id})")
+    return reasons
+
+
+class ValidationService:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, lease_seconds: int = 60, max_attempts: int = 3
+    ) -> None:
+        self.sessions = sessions
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+
+    # -- requests from users ---------------------------------------------------------------
+
+    def request(self, actor: Principal, model_name: str, version_number: str) -> ValidationRun:
+        from registry.services.versions import get_version
+
+        with self.sessions.begin() as s:
+            version = get_version(s, get_model(s, model_name), version_number)
+            if version.sha256 is None:
+                raise Conflict(
+                    f"version {version_number!r} has no artifact to validate"
+                    + (" (format API)" if version.format == API_FORMAT else "")
+                )
+            req = queue_validation(s, version, requested_by=actor.user_id)
+            audit.record(
+                s,
+                actor,
+                "validation_requested",
+                modelVersionId=version.id,
+                validationRequestId=req.id,
+                sha256=version.sha256,
+            )
+        return ValidationRun(req, None)
+
+    def list_runs(self, model_name: str, version_number: str) -> list[ValidationRun]:
+        """Every run of the version, newest first (results of runs deleted by hand included)."""
+        from registry.services.versions import get_version
+
+        with self.sessions() as s:
+            version = get_version(s, get_model(s, model_name), version_number)
+            rows = s.execute(
+                select(ValidationRequest, AIModelValidationResult)
+                .outerjoin(
+                    AIModelValidationResult,
+                    AIModelValidationResult.id == ValidationRequest.result_id,
+                )
+                .where(ValidationRequest.model_version_id == version.id)
+                .order_by(ValidationRequest.requested_at.desc())
+            ).all()
+            return [ValidationRun(req, res) for req, res in rows]
+
+    def get_run(self, run_id: uuid.UUID) -> ValidationRun:
+        """A run by its id, or by the id of the result it produced."""
+        with self.sessions() as s:
+            row = s.execute(
+                select(ValidationRequest, AIModelValidationResult)
+                .outerjoin(
+                    AIModelValidationResult,
+                    AIModelValidationResult.id == ValidationRequest.result_id,
+                )
+                .where(or_(ValidationRequest.id == run_id, ValidationRequest.result_id == run_id))
+            ).first()
+            if row is None:
+                raise NotFound(f"no validation {run_id}")
+            req, res = row
+            return ValidationRun(req, res)
+
+    def queue_depth(self) -> int:
+        from sqlalchemy import func
+
+        with self.sessions() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(ValidationRequest)
+                    .where(ValidationRequest.status != "Done")
+                )
+                or 0
+            )
+
+    # -- the worker's side ---------------------------------------------------------------
+
+    def claim(self, worker_id: str, *, now: datetime | None = None) -> ValidationJob | None:
+        """Take the oldest runnable request, or None. Safe with many workers."""
+        now = now or utcnow()
+        with self.sessions.begin() as s:
+            runnable = or_(
+                ValidationRequest.status == "Queued",
+                (ValidationRequest.status == "Running")
+                & (ValidationRequest.lease_expires_at < now),
+            )
+            stmt = (
+                select(ValidationRequest)
+                .where(runnable)
+                .order_by(ValidationRequest.requested_at)
+                .limit(1)
+            )
+            if s.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            req = s.scalar(stmt)
+            if req is None:
+                return None
+            if req.attempts >= self.max_attempts:
+                self._give_up(s, req, now=now)
+                return None
+            claimed = s.execute(
+                update(ValidationRequest)
+                .where(
+                    ValidationRequest.id == req.id,
+                    ValidationRequest.status == req.status,
+                    ValidationRequest.attempts == req.attempts,
+                )
+                .values(
+                    status="Running",
+                    lease_owner=worker_id,
+                    lease_expires_at=now + self.lease,
+                    attempts=req.attempts + 1,
+                    started_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            if claimed != 1:
+                return None  # another worker got there first (SQLite compare-and-set)
+            version = s.get_one(AIModelVersion, req.model_version_id)
+            model = s.get_one(AIModel, version.model_id)
+            return ValidationJob(
+                request_id=req.id,
+                model_version_id=version.id,
+                model_name=model.name,
+                version_number=version.version_number,
+                format=version.format,
+                parameters=version.parameters,
+                sha256=req.sha256,
+                source_path=version.source_path or "",
+                attempts=req.attempts + 1,
+                baseline_p95_ms=self._production_p95(s, model, exclude=version.id),
+            )
+
+    def _give_up(self, s: Session, req: ValidationRequest, *, now: datetime) -> None:
+        """A run that killed its worker ``max_attempts`` times: record a Failed result."""
+        log.error("validation %s failed %d attempts; recording it as Failed", req.id, req.attempts)
+        self._store(
+            s,
+            req,
+            security="Failed",
+            functional="Failed",
+            benchmark=None,
+            results={
+                "sha256": req.sha256,
+                "error": f"the validation did not finish in "
+                f"{req.attempts} attempts (the worker died or timed out each time)",
+            },
+            now=now,
+        )
+
+    @staticmethod
+    def _production_p95(s: Session, model: AIModel, *, exclude: uuid.UUID) -> float | None:
+        """p95 latency of the model's current Production version, for regression checks."""
+        row = s.execute(
+            select(AIModelValidationResult.performance_benchmark)
+            .join(AIModelVersion, AIModelVersion.validation_result_id == AIModelValidationResult.id)
+            .where(
+                AIModelVersion.model_id == model.id,
+                AIModelVersion.status == "Production",
+                AIModelVersion.id != exclude,
+            )
+            .order_by(AIModelVersion.updated_at.desc())
+            .limit(1)
+        ).first()
+        if row is None or not isinstance(row[0], dict):
+            return None
+        p95 = (row[0].get("latencyMs") or {}).get("p95")
+        return float(p95) if isinstance(p95, (int, float)) else None
+
+    def renew(self, job: ValidationJob, worker_id: str) -> bool:
+        """Extend the lease; False if this worker no longer holds it."""
+        with self.sessions.begin() as s:
+            renewed = s.execute(
+                update(ValidationRequest)
+                .where(
+                    ValidationRequest.id == job.request_id,
+                    ValidationRequest.lease_owner == worker_id,
+                    ValidationRequest.status == "Running",
+                )
+                .values(lease_expires_at=utcnow() + self.lease)
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(renewed == 1)
+
+    def complete(
+        self,
+        job: ValidationJob,
+        worker_id: str,
+        *,
+        security: str,
+        functional: str,
+        benchmark: dict[str, Any] | None,
+        results: dict[str, Any],
+    ) -> AIModelValidationResult | None:
+        """Store the result. None if this worker lost the run to another (its result is
+        dropped: exactly one result per run)."""
+        with self.sessions.begin() as s:
+            req = s.get(ValidationRequest, job.request_id, with_for_update=True)
+            if req is None or req.status != "Running" or req.lease_owner != worker_id:
+                log.warning(
+                    "validation %s: lease lost; dropping this worker's result", job.request_id
+                )
+                return None
+            return self._store(
+                s,
+                req,
+                security=security,
+                functional=functional,
+                benchmark=benchmark,
+                results=results,
+                now=utcnow(),
+            )
+
+    def _store(
+        self,
+        s: Session,
+        req: ValidationRequest,
+        *,
+        security: str,
+        functional: str,
+        benchmark: dict[str, Any] | None,
+        results: dict[str, Any],
+        now: datetime,
+    ) -> AIModelValidationResult:
+        result = AIModelValidationResult(
+            model_version_id=req.model_version_id,
+            validation_timestamp=now,
+            security_scan_status=security,
+            functional_status=functional,
+            performance_benchmark=benchmark,
+            results=results,
+            validated_by_user_id=req.requested_by_user_id,
+            artifact_sha256=req.sha256,
+            created_at=now,
+        )
+        s.add(result)
+        s.flush()
+        req.status = "Done"
+        req.finished_at = now
+        req.result_id = result.id
+        req.lease_owner = None
+        req.lease_expires_at = None
+        version = s.get(AIModelVersion, req.model_version_id, with_for_update=True)
+        if version is not None and version.sha256 == req.sha256:
+            version.validation_result_id = result.id
+        if req.requested_by_user_id is not None:
+            actor = Principal(
+                user_id=req.requested_by_user_id, api_client_id=None, scopes=frozenset()
+            )
+            audit.record(
+                s,
+                actor,
+                "version_validated",
+                modelVersionId=req.model_version_id,
+                validationResultId=result.id,
+                sha256=req.sha256,
+                securityScanStatus=security,
+                functionalStatus=functional,
+            )
+        s.flush()
+        return result
