@@ -243,9 +243,21 @@ def serve(
         registry.store.describe(),
     )
     log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    uvicorn.run(
-        application, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
-    )
+    if settings.worker_enabled:
+        from validators.worker import start_worker_thread
+
+        worker_thread, stop_worker = start_worker_thread(registry)
+    try:
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if settings.worker_enabled:
+            stop_worker.set()
+            worker_thread.join(timeout=10)
 
 
 def _write_credentials(path: Path, url: str, token: str) -> None:
@@ -594,11 +606,115 @@ def versions_transition(
     version: str,
     status: Annotated[str, typer.Argument(help="Production, Deprecated, Archived or Failed")],
     reason: Annotated[str | None, typer.Option(help="Why; kept in the audit log")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override a closed gate (admin key, needs --reason)")
+    ] = False,
 ) -> None:
     """Move a version through its lifecycle (Staged → Production → Deprecated → Archived)."""
     with api() as client:
-        v = client.transition(model, version, status, reason)
+        v = client.transition(model, version, status, reason, force=force)
     out.print(f"{model} {version} is now [bold]{v.status}[/]")
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    model: str,
+    version: str,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most")] = 1800,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate VERSION of MODEL again: security scan, functional check and benchmark.
+
+    With --wait, shows a spinner until the run is done, prints the findings, and exits 1 if a
+    check failed.
+    """
+    import time
+
+    with api() as client:
+        run = client.request_validation(model, version)
+        if not wait:
+            if as_json:
+                _emit_json(run)
+            else:
+                out.print(f"validation {run.id} queued for {model} {version}")
+            return
+        deadline = time.monotonic() + timeout
+        with err.status(f"validating {model} {version} ...") as spinner:
+            while run.status != "Done":
+                if time.monotonic() > deadline:
+                    fail(f"validation {run.id} is still {run.status} after {timeout:.0f} s")
+                time.sleep(1)
+                run = client.get_validation(str(run.id))
+                spinner.update(f"validating {model} {version}: {run.status} ...")
+    if as_json:
+        _emit_json(run)
+    else:
+        _print_validation(run)
+    result = run.result
+    if result is None or "Failed" in (result.security_scan_status, result.functional_status):
+        raise typer.Exit(1)
+
+
+def _print_validation(run: Any) -> None:
+    result = run.result
+    if result is None:
+        out.print(f"validation {run.id}: {run.status}")
+        return
+    out.print(f"validation {run.id} of sha256 {run.sha256}", highlight=False)
+    out.print(f"  security scan  [bold]{result.security_scan_status}[/]")
+    out.print(f"  functional     [bold]{result.functional_status}[/]")
+    latency = (result.performance_benchmark or {}).get("latencyMs") or {}
+    if latency:
+        out.print(
+            f"  latency        p50 {latency.get('p50', 0):.2f} ms, p95 {latency.get('p95', 0):.2f}"
+            f" ms, p99 {latency.get('p99', 0):.2f} ms",
+            highlight=False,
+        )
+    results = result.results or {}
+    findings = list(results.get("findings", []))
+    findings += (results.get("security") or {}).get("findings", [])
+    findings += (results.get("functional") or {}).get("findings", [])
+    if findings:
+        _table(
+            f"{len(findings)} finding(s)",
+            ("severity", "rule", "location", "message"),
+            [
+                (
+                    f.get("severity", ""),
+                    f.get("ruleId", ""),
+                    f.get("location", ""),
+                    f.get("message", ""),
+                )
+                for f in findings
+            ],
+        )
+    elif results.get("error"):
+        out.print(f"  error          {results['error']}", highlight=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the validation worker alone (``modelreg serve`` runs one too)."""
+    import signal
+    import threading
+
+    from registry.services import build_registry
+    from validators.worker import ValidationWorker
+
+    settings = _settings()
+    _logging(settings.log_level)
+    registry = build_registry(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        ValidationWorker(registry).run_forever(stop)
+    finally:
+        registry.close()
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -664,6 +780,58 @@ def keys_revoke(api_key: Annotated[str, typer.Argument(help="The public key id, 
     with api() as client:
         key = client.revoke_key(api_key)
     out.print(f"revoked key [bold]{key.api_key}[/] ({key.name})")
+
+
+# -- security scan --------------------------------------------------------------------------
+
+
+@app.command()
+def scan(
+    path: Annotated[Path, typer.Argument(help="A model file or folder (scanned recursively)")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output: table, json or sarif (SARIF 2.1.0)")
+    ] = "table",
+    threshold: Annotated[
+        str, typer.Option(help="Lowest severity that fails: LOW, MEDIUM, HIGH or CRITICAL")
+    ] = "HIGH",
+    allow_com_microsoft: Annotated[
+        bool,
+        typer.Option("--allow-com-microsoft", help="Allow ONNX operators of com.microsoft"),
+    ] = False,
+) -> None:
+    """Scan a model artifact for malicious content, locally (no server needed).
+
+    Pickles are read as data and never loaded. Exit codes: 0 clean; 1 malicious (a finding at
+    or above the threshold); 2 too large (a resource limit stopped the scan); 3 scan error.
+    A malicious finding outranks a scan error or a limit: the exit code is then 1.
+    """
+    import dataclasses
+
+    from validators.report import Severity
+    from validators.security import scan_artifact
+    from validators.security.policy import DEFAULT_POLICY
+    from validators.security.render import EXIT_CODES, findings_table, summary_line
+    from validators.security.sarif import to_sarif
+
+    if fmt not in ("table", "json", "sarif"):
+        fail(f"--format must be table, json or sarif, not {fmt!r}", code=3)
+    if threshold.upper() not in Severity.__members__:
+        fail(f"--threshold must be LOW, MEDIUM, HIGH or CRITICAL, not {threshold!r}", code=3)
+    policy = dataclasses.replace(
+        DEFAULT_POLICY,
+        threshold=Severity[threshold.upper()],
+        allow_com_microsoft=allow_com_microsoft or DEFAULT_POLICY.allow_com_microsoft,
+    )
+    report = scan_artifact(path, policy)
+    if fmt == "json":
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif fmt == "sarif":
+        typer.echo(json.dumps(to_sarif(report), indent=2))
+    else:
+        if report.findings:
+            out.print(findings_table(report))
+        out.print(summary_line(report))
+    raise typer.Exit(EXIT_CODES[report.verdict])
 
 
 def main() -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
 from registry.services import Registry
+from tests.conftest import LiveServer
 from tests.helpers import (
     assert_problem,
     audit_actions,
     audit_rows,
     make_model,
     make_version,
+    pass_validation,
     upload,
 )
 
@@ -102,10 +106,13 @@ def test_api_format_versions_need_an_http_endpoint(
         assert_problem(response, 422, "endpoint")
 
 
-def test_list_newest_first_with_status_filter_and_cursor(http: httpx.Client, model: str) -> None:
+def test_list_newest_first_with_status_filter_and_cursor(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
     for i in range(5):
         make_version(http, model, f"{i}.0")
     upload(http, model, "1.0", b"a")
+    pass_validation(registry)
     http.post(f"/api/v1/models/{model}/versions/1.0/transitions", json={"status": "Production"})
     seen: list[str] = []
     params: dict[str, str | int] = {"limit": 2}
@@ -161,6 +168,7 @@ def test_allowed_transitions(
 ) -> None:
     make_version(http, model, "1.0")
     upload(http, model, "1.0", b"weights")
+    pass_validation(registry)
     for status in moves:
         response = http.post(
             f"/api/v1/models/{model}/versions/1.0/transitions",
@@ -187,10 +195,11 @@ def test_allowed_transitions(
     ],
 )
 def test_refused_transitions_list_the_allowed_moves(
-    http: httpx.Client, model: str, moves: list[str], refused: str
+    http: httpx.Client, model: str, registry: Registry, moves: list[str], refused: str
 ) -> None:
     make_version(http, model, "1.0")
     upload(http, model, "1.0", b"weights")
+    pass_validation(registry)
     for status in moves:
         http.post(f"/api/v1/models/{model}/versions/1.0/transitions", json={"status": status})
     before = http.get(f"/api/v1/models/{model}/versions/1.0").json()
@@ -221,3 +230,76 @@ def test_production_gate_needs_an_artifact(http: httpx.Client, model: str) -> No
         f"/api/v1/models/{model}/versions/ext/transitions", json={"status": "Production"}
     )
     assert response.status_code == 200
+
+
+def test_production_gate_needs_a_passed_validation_of_the_current_digest(
+    server: LiveServer, http: httpx.Client, model: str, registry: Registry
+) -> None:
+    make_version(http, model, "1.0")
+    upload(http, model, "1.0", b"weights")
+    path = f"/api/v1/models/{model}/versions/1.0/transitions"
+    problem = assert_problem(http.post(path, json={"status": "Production"}), 409, "validation")
+    assert "no validation of the current artifact" in problem["failedChecks"][0]
+
+    assert pass_validation(registry, security="Failed", functional="Skipped") == 1
+    problem = assert_problem(http.post(path, json={"status": "Production"}), 409)
+    assert [c.split(" (")[0] for c in problem["failedChecks"]] == [
+        "securityScanStatus: Failed",
+        "functionalStatus: Skipped",
+    ]
+
+    writer = http.post("/api/v1/keys", json={"name": "w", "scopes": ["models:write"]}).json()
+    forced = httpx.post(
+        server.url + path,
+        json={"status": "Production", "force": True, "reason": "trust me"},
+        headers={"Authorization": f"Bearer {writer['token']}"},
+    )
+    assert_problem(forced, 403, "admin")
+    assert_problem(http.post(path, json={"status": "Production", "force": True}), 422, "reason")
+    assert http.get(f"/api/v1/models/{model}/versions/1.0").json()["status"] == "Staged"
+
+    rerun = http.post(f"/api/v1/models/{model}/versions/1.0/validations")
+    assert rerun.status_code == 202
+    assert rerun.json()["status"] == "Queued"
+    assert pass_validation(registry) == 1
+    assert http.post(path, json={"status": "Production"}).status_code == 200
+
+
+def test_admin_can_force_a_closed_gate_and_it_is_audited(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
+    make_version(http, model, "1.0")
+    upload(http, model, "1.0", b"weights")
+    response = http.post(
+        f"/api/v1/models/{model}/versions/1.0/transitions",
+        json={"status": "Production", "force": True, "reason": "hotfix, validated by hand"},
+    )
+    assert response.status_code == 200
+    (row,) = audit_rows(registry, "version_transitioned")
+    assert row.details is not None
+    assert row.details["reason"] == "hotfix, validated by hand"
+    assert row.details["forced"] is True
+    assert "no validation" in row.details["overriddenChecks"][0]
+
+
+def test_validation_runs_are_listed_and_bound_to_the_digest(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
+    make_version(http, model, "1.0")
+    uploaded = upload(http, model, "1.0", b"weights").json()
+    runs = http.get(f"/api/v1/models/{model}/versions/1.0/validations").json()
+    assert [(r["status"], r["sha256"], r["result"]) for r in runs] == [
+        ("Queued", uploaded["sha256"], None)
+    ]
+    pass_validation(registry)
+    (run,) = http.get(f"/api/v1/models/{model}/versions/1.0/validations").json()
+    assert run["status"] == "Done"
+    assert run["result"]["artifactSha256"] == uploaded["sha256"]
+    assert run["result"]["securityScanStatus"] == "Passed"
+    version = http.get(f"/api/v1/models/{model}/versions/1.0").json()
+    assert version["validationResultId"] == run["result"]["id"]
+    by_run = http.get(f"/api/v1/validations/{run['id']}").json()
+    by_result = http.get(f"/api/v1/validations/{run['result']['id']}").json()
+    assert by_run == by_result == run
+    assert_problem(http.get(f"/api/v1/validations/{uuid.uuid4()}"), 404)
+    assert "version_validated" in audit_actions(registry)

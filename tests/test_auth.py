@@ -12,6 +12,8 @@ from registry.services import Registry
 from tests.conftest import LiveServer
 from tests.helpers import assert_problem, make_model, make_version
 
+ANY_ID = "00000000-0000-4000-8000-000000000000"
+
 ROUTES = [
     pytest.param("GET", "/api/v1/models", "models:read", id="list-models"),
     pytest.param("POST", "/api/v1/models", "models:write", id="create-model"),
@@ -26,6 +28,13 @@ ROUTES = [
     pytest.param(
         "POST", "/api/v1/models/m/versions/1/transitions", "models:write", id="transition"
     ),
+    pytest.param(
+        "POST", "/api/v1/models/m/versions/1/validations", "models:write", id="request-validation"
+    ),
+    pytest.param(
+        "GET", "/api/v1/models/m/versions/1/validations", "models:read", id="list-validations"
+    ),
+    pytest.param("GET", f"/api/v1/validations/{ANY_ID}", "models:read", id="show-validation"),
     pytest.param("GET", "/api/v1/keys", "admin", id="list-keys"),
     pytest.param("POST", "/api/v1/keys", "admin", id="create-key"),
     pytest.param("POST", "/api/v1/keys/mr_x/revoke", "admin", id="revoke-key"),
@@ -47,7 +56,13 @@ def test_every_api_route_is_in_the_matrix(server: LiveServer) -> None:
     }
     covered = {(p.values[0], p.values[1]) for p in ROUTES}
     normalized = {
-        (m, p.replace("{name}", "m").replace("{version}", "1").replace("{api_key}", "mr_x"))
+        (
+            m,
+            p.replace("{name}", "m")
+            .replace("{version}", "1")
+            .replace("{api_key}", "mr_x")
+            .replace("{validation_id}", ANY_ID),
+        )
         for m, p in ops
     }
     assert normalized <= covered

@@ -16,7 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from registry import migrate
+from registry.services import Registry
 from tests.conftest import LiveServer, free_port
+from tests.helpers import pass_validation
+from tests.onnx_models import add_model, nan_model, write
+from validators.worker import start_worker_thread
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def run(cli: CliRunner, *args: str, code: int = 0) -> str:
     return result.output
 
 
-def test_model_and_version_workflow(cli: CliRunner, tmp_path: Path) -> None:
+def test_model_and_version_workflow(cli: CliRunner, tmp_path: Path, registry: Registry) -> None:
     artifact = tmp_path / "model.onnx"
     artifact.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
     run(
@@ -70,6 +75,7 @@ def test_model_and_version_workflow(cli: CliRunner, tmp_path: Path) -> None:
     assert (tmp_path / "out.onnx").read_bytes() == artifact.read_bytes()
 
     refused = run(cli, "versions", "transition", "text2img", "1.0", "Deprecated", code=1)
+    assert pass_validation(registry) == 1
     assert "409" in refused
     assert "Production" in refused
     assert "Production" in run(cli, "versions", "transition", "text2img", "1.0", "Production")
@@ -96,6 +102,30 @@ def test_upload_retry_reuses_the_version_left_without_artifact(
     artifact.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     output = run(cli, "versions", "upload", "m", "2.0", str(artifact), "--format", "SafeTensors")
     assert "weights.safetensors" in output
+
+
+def test_validate_waits_and_prints_the_findings(
+    cli: CliRunner, tmp_path: Path, registry: Registry
+) -> None:
+    good = write(tmp_path / "good.onnx", add_model())
+    bad = write(tmp_path / "bad.onnx", nan_model())
+    run(cli, "models", "create", "m", "--task", "ImageGeneration")
+    run(cli, "versions", "upload", "m", "1", str(good))
+    run(cli, "versions", "upload", "m", "2", str(bad))
+    thread, stop = start_worker_thread(registry)
+    try:
+        passed = run(cli, "validate", "m", "1", "--wait", "--timeout", "120")
+        assert "security scan  Passed" in passed
+        assert "functional     Passed" in passed
+        assert "p95" in passed
+        failed = run(cli, "validate", "m", "2", "--wait", "--timeout", "120", code=1)
+        assert "functional     Failed" in failed
+        assert "finding" in failed
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    queued = run(cli, "validate", "m", "1")
+    assert "queued" in queued
 
 
 def test_errors_are_readable(cli: CliRunner) -> None:
@@ -241,7 +271,8 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
     assert "modelreg db upgrade" in refused.stderr
     upgraded = _modelreg("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "head:    0001" in _modelreg("db", "current", env=env).stdout
+    current, head = _modelreg("db", "current", env=env).stdout.splitlines()
+    assert current.split()[-1] == head.split()[-1] == migrate.head_revision(empty_pg_url)
     proc = _serve(env, port)
     try:
         _wait_ready(f"http://127.0.0.1:{port}", proc)

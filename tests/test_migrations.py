@@ -51,7 +51,7 @@ def test_upgrade_downgrade_upgrade_has_no_drift(database_url: str) -> None:
     assert _tables(database_url) == set()
 
     migrate.upgrade(database_url)
-    assert SEED_TABLES | {"artifact_upload"} == _tables(database_url)
+    assert _tables(database_url) == SEED_TABLES | {"artifact_upload", "validation_request"}
     assert _diff(database_url) == []
 
 

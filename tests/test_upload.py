@@ -230,12 +230,16 @@ def test_upload_then_download(
     with registry.sessions() as s:
         logged = list(s.scalars(select(UsageLog).where(UsageLog.action_type == "version_uploaded")))
     assert len(logged) == 1
-    assert logged[0].details == {
+    details = dict(logged[0].details or {})
+    queued = details.pop("validationRequestId")
+    assert details == {
         "modelVersionId": version["id"],
         "sourcePath": key,
         "sha256": sha(data),
         "sizeBytes": size,
     }
+    (run,) = http.get(f"{VERSION_PATH}/validations").json()  # queued with the upload
+    assert (run["id"], run["status"], run["sha256"]) == (queued, "Queued", sha(data))
     assert stored(registry, moto) == [key]
     assert leases(registry) == []
     if moto is not None and isinstance(registry.store, S3Store) and size == LARGE:

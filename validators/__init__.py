@@ -1,5 +1,7 @@
-"""Artifact validators: security scan, functional check and benchmark.
+"""Artifact validators: the security scan, the functional check and the benchmark.
 
-Empty for now: the validators issue fills it. Until then the promotion gate checks only that
-an artifact exists (``registry.services.versions.promotion_gate``).
+Each validator is a function from (artifact, policy) to a frozen report and never touches the
+database: ``security.scan_artifact``, ``functional.check_model``, ``benchmark.benchmark_model``.
+``worker`` claims queued runs from the registry, runs the three in a child process
+(``run.validate_artifact``) and stores the result through the registry's ValidationService.
 """

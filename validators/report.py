@@ -31,8 +31,12 @@ class Finding:
     location: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"severity": str(self.severity), "ruleId": self.rule_id,
-                "message": self.message, "location": self.location}
+        return {
+            "severity": str(self.severity),
+            "ruleId": self.rule_id,
+            "message": self.message,
+            "location": self.location,
+        }
 
 
 #: A scan's overall verdict. ``too-large`` is fail-closed but is not ``malicious``.

@@ -1,0 +1,186 @@
+"""Scanner throughput and memory against picklescan, on the same files in the same run.
+
+    python -m bench.scan_speed [--only numpy500,floats45,onnx1g] [--repeat 3] [--json out.json]
+
+Files, generated once in a temporary folder on the local disk:
+
+- ``numpy500``: a ~500 MB benign pickle of one numpy array (float32, random values);
+- ``floats45``: a ~45 MB opcode-heavy pickle, a list of 5 million floats;
+- ``onnx1g``: a ~1 GB ONNX model whose weights are external data (``weights.bin``).
+
+Each scanner runs in a fresh process per file and repeat, so that its peak RSS (``ru_maxrss``
+of that process) is its own; the time is the scan call alone, without interpreter start and
+imports. Scanners: modelreg's ``scan_artifact`` and picklescan's ``scan_file_path`` (or
+``scan_directory_path`` for the ONNX folder). modelreg's target: at least picklescan's MB/s on
+each file, with a peak RSS under 150 MB whatever the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MB = 1_000_000
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+scanner, target = sys.argv[1], Path(sys.argv[2])
+if scanner == "modelreg":
+    from validators.security import scan_artifact
+    t0 = time.perf_counter()
+    report = scan_artifact(target)
+    seconds = time.perf_counter() - t0
+    summary = {"status": report.status, "verdict": report.verdict,
+               "findings": [f.rule_id for f in report.findings][:10],
+               "bytesScanned": report.bytes_scanned}
+else:
+    from picklescan.scanner import scan_directory_path, scan_file_path
+    t0 = time.perf_counter()
+    result = scan_directory_path(str(target)) if target.is_dir() else scan_file_path(str(target))
+    seconds = time.perf_counter() - t0
+    summary = {"scannedFiles": result.scanned_files, "issues": result.issues_count,
+               "scanError": result.scan_err}
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": seconds, "peakRssBytes": rss, "summary": summary}))
+"""
+
+
+def make_numpy(path: Path, size: int) -> None:
+    import numpy as np
+
+    array = np.random.default_rng(0).random(size // 4, dtype=np.float32)
+    with path.open("wb") as fh:
+        pickle.dump(array, fh, protocol=4)
+
+
+def make_floats(path: Path, count: int) -> None:
+    import random
+
+    rng = random.Random(0)
+    with path.open("wb") as fh:
+        pickle.dump([rng.random() for _ in range(count)], fh, protocol=4)
+
+
+def make_onnx(folder: Path, size: int) -> None:
+    from onnx import TensorProto, helper
+
+    folder.mkdir()
+    elements = size // 4
+    with (folder / "weights.bin").open("wb") as fh:
+        block = os.urandom(1 << 24)
+        written = 0
+        while written < elements * 4:
+            n = min(len(block), elements * 4 - written)
+            fh.write(block[:n])
+            written += n
+    weights = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[elements])
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "weights.bin"), ("offset", "0"), ("length", str(size))):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [elements])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [elements])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "big", [x], [y], [weights]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+
+
+def total_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_scanner(scanner: str, target: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, scanner, str(target)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="numpy500,floats45,onnx1g")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the files (tests)")
+    args = parser.parse_args()
+    wanted = args.only.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="modelreg-scan-bench-"))
+    rows: list[dict[str, Any]] = []
+    try:
+        files: dict[str, Path] = {}
+        if "numpy500" in wanted:
+            files["numpy500"] = tmp / "array.pkl"
+            make_numpy(files["numpy500"], int(500 * MB * args.scale))
+        if "floats45" in wanted:
+            files["floats45"] = tmp / "floats.pkl"
+            make_floats(files["floats45"], int(5_000_000 * args.scale))
+        if "onnx1g" in wanted:
+            files["onnx1g"] = tmp / "onnx-model"
+            make_onnx(files["onnx1g"], int(1000 * MB * args.scale))
+        for name, target in files.items():
+            size = total_size(target)
+            for scanner in ("modelreg", "picklescan"):
+                runs = [run_scanner(scanner, target) for _ in range(args.repeat)]
+                seconds = statistics.median(r["seconds"] for r in runs)
+                rows.append(
+                    {
+                        "file": name,
+                        "sizeBytes": size,
+                        "scanner": scanner,
+                        "medianSeconds": seconds,
+                        "mbPerSecond": size / MB / seconds,
+                        "peakRssBytes": max(r["peakRssBytes"] for r in runs),
+                        "summary": runs[-1]["summary"],
+                    }
+                )
+                print(
+                    f"{name:9} {scanner:10} {seconds:8.3f} s {size / MB / seconds:9.1f} MB/s "
+                    f"peak RSS {max(r['peakRssBytes'] for r in runs) / MB:6.0f} MB  "
+                    f"{json.dumps(runs[-1]['summary'])}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"{'file':9} {'size MB':>8} {'modelreg MB/s':>14} {'picklescan MB/s':>16} "
+        f"{'speed ratio':>12} {'modelreg RSS MB':>16} {'picklescan RSS MB':>18}"
+    )
+    for name in files:
+        ours = next(r for r in rows if r["file"] == name and r["scanner"] == "modelreg")
+        theirs = next(r for r in rows if r["file"] == name and r["scanner"] == "picklescan")
+        print(
+            f"{name:9} {ours['sizeBytes'] / MB:8.0f} {ours['mbPerSecond']:14.1f} "
+            f"{theirs['mbPerSecond']:16.1f} {ours['mbPerSecond'] / theirs['mbPerSecond']:11.2f}x "
+            f"{ours['peakRssBytes'] / MB:16.0f} {theirs['peakRssBytes'] / MB:18.0f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

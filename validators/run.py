@@ -1,0 +1,73 @@
+"""One validation: the three validators over one artifact, in a child process of the worker.
+
+The worker runs this in a process of its own so that a validator that crashes (a native
+library's segfault) or hangs takes down only this process: the worker records a Failed status
+with the reason and carries on. The security scan comes first and reads the artifact as data;
+only an artifact that passed it is loaded by onnxruntime for the functional check and the
+benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+BUNDLE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b")
+
+
+def is_bundle(path: Path) -> bool:
+    """A zip or (gzipped) tar bundle, by content."""
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    return head.startswith(BUNDLE_MAGIC) or head[257:262] == b"ustar"
+
+
+def validate_artifact(
+    path: Path,
+    *,
+    workdir: Path,
+    fmt: str | None,
+    parameters: dict[str, Any] | None,
+    baseline_p95_ms: float | None = None,
+) -> dict[str, Any]:
+    """Run the three validators; the statuses, the benchmark and every finding."""
+    from validators.benchmark import benchmark_model
+    from validators.functional import check_model
+    from validators.security import scan_artifact
+    from validators.security.archives import safe_extract
+    from validators.security.policy import DEFAULT_POLICY
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    security = scan_artifact(path, DEFAULT_POLICY)
+    timings["securitySeconds"] = round(time.perf_counter() - started, 4)
+    out: dict[str, Any] = {"security": security.to_dict(), "timings": timings}
+    if security.status != "Passed":
+        out["securityStatus"] = "Failed" if security.status == "Failed" else security.status
+        out["functionalStatus"] = "Skipped"
+        out["functional"] = {
+            "status": "Skipped",
+            "reason": "the security scan did not pass: the artifact is not loaded",
+        }
+        out["benchmark"] = None
+        return out
+    out["securityStatus"] = "Passed"
+    model_path = path
+    if is_bundle(path):
+        model_path = workdir / "bundle"
+        model_path.mkdir(mode=0o700)
+        safe_extract(path, model_path, policy=DEFAULT_POLICY)
+    started = time.perf_counter()
+    functional = check_model(model_path, parameters=parameters, fmt=fmt)
+    timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
+    out["functional"] = functional.to_dict()
+    out["functionalStatus"] = functional.status
+    out["benchmark"] = None
+    if functional.status == "Passed":
+        started = time.perf_counter()
+        out["benchmark"] = benchmark_model(
+            model_path, parameters=parameters, baseline_p95_ms=baseline_p95_ms
+        )
+        timings["benchmarkSeconds"] = round(time.perf_counter() - started, 4)
+    return out
