@@ -8,7 +8,7 @@ Files, generated once in a temporary folder on the local disk:
 - ``floats45``: a ~45 MB opcode-heavy pickle, a list of 5 million floats;
 - ``onnx1g``: a ~1 GB ONNX model whose weights are external data (``weights.bin``).
 
-Each scanner runs in a fresh process per file and repeat, so that its peak RSS (``ru_maxrss``
+Each scanner runs in a fresh process per file and repeat, so that its peak RSS (``VmHWM``
 of that process) is its own; the time is the scan call alone, without interpreter start and
 imports. Scanners: modelreg's ``scan_artifact`` and picklescan's ``scan_file_path`` (or
 ``scan_directory_path`` for the ONNX folder). modelreg's target: at least picklescan's MB/s on
@@ -33,7 +33,7 @@ from typing import Any
 MB = 1_000_000
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 scanner, target = sys.argv[1], Path(sys.argv[2])
 if scanner == "modelreg":
@@ -51,7 +51,9 @@ else:
     seconds = time.perf_counter() - t0
     summary = {"scannedFiles": result.scanned_files, "issues": result.issues_count,
                "scanError": result.scan_err}
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+status = Path("/proc/self/status").read_text()
+rss = int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) * 1024
 print(json.dumps({"seconds": seconds, "peakRssBytes": rss, "summary": summary}))
 """
 
