@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from validators.report import Severity
+from validators.report import Finding, Severity
+from validators.security.pickle_scan import scan_pickle
+from validators.security.policy import DEFAULT_POLICY
 
 # -- a tiny opcode assembler ------------------------------------------------------------------
 
@@ -583,3 +585,13 @@ def sklearn_samples() -> list[Sample]:
         joblib.dump(value, buffer)
         out.append(Sample(f"sklearn-{name}-joblib", buffer.getvalue(), None))
     return out
+
+
+def scan(data: bytes) -> list[Finding]:
+    """Scan ``data`` as one pickle file with the default policy."""
+    return scan_pickle(io.BytesIO(data), location="model.bin", policy=DEFAULT_POLICY)
+
+
+def worst(findings: list[Finding]) -> Severity:
+    """The highest severity among ``findings`` (LOW when there is none)."""
+    return max((f.severity for f in findings), default=Severity.LOW)

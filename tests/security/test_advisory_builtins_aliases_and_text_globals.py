@@ -10,22 +10,11 @@ single advisory id.)
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from tests.security import corpus_pickle as c
-from validators.report import Finding, Severity
-from validators.security.pickle_scan import scan_pickle
-from validators.security.policy import DEFAULT_POLICY
-
-
-def scan(data: bytes) -> list[Finding]:
-    return scan_pickle(io.BytesIO(data), location="model.bin", policy=DEFAULT_POLICY)
-
-
-def worst(findings: list[Finding]) -> Severity:
-    return max((f.severity for f in findings), default=Severity.LOW)
+from tests.security.corpus_pickle import scan, worst
+from validators.report import Severity
 
 
 @pytest.mark.parametrize(

@@ -12,26 +12,16 @@ ModelScan issue threads and Trail of Bits' "Sleepy Pickle" write-up; no single a
 from __future__ import annotations
 
 import io
+import pickle
 
+import numpy as np
 import pytest
 
 from tests.security import corpus_pickle as c
-from validators.report import Finding, Severity
+from tests.security.corpus_pickle import scan, worst
+from validators.report import Severity
 from validators.security.pickle_scan import scan_pickle
 from validators.security.policy import DEFAULT_POLICY
-
-
-def scan(data: bytes) -> list[Finding]:
-    return scan_pickle(io.BytesIO(data), location="model.bin", policy=DEFAULT_POLICY)
-
-
-def worst(findings: list[Finding]) -> Severity:
-    return max((f.severity for f in findings), default=Severity.LOW)
-
-
-import pickle  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 
 def test_payload_after_a_benign_pickle() -> None:

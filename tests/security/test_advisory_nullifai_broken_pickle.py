@@ -9,22 +9,12 @@ before the error, and a parse error after any import is itself HIGH.
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from tests.security import corpus_pickle as c
-from validators.report import Finding, Severity
-from validators.security.pickle_scan import scan_pickle
+from tests.security.corpus_pickle import scan, worst
+from validators.report import Severity
 from validators.security.policy import DEFAULT_POLICY
-
-
-def scan(data: bytes) -> list[Finding]:
-    return scan_pickle(io.BytesIO(data), location="model.bin", policy=DEFAULT_POLICY)
-
-
-def worst(findings: list[Finding]) -> Severity:
-    return max((f.severity for f in findings), default=Severity.LOW)
 
 
 def test_dangerous_import_before_a_break_is_critical() -> None:
