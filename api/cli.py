@@ -624,23 +624,33 @@ def validate(
     model: str,
     version: str,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result")] = False,
+    new: Annotated[
+        bool, typer.Option("--new", help="Queue a new run even if one is already pending")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most")] = 1800,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate VERSION of MODEL again: security scan, functional check and benchmark.
+    """Validate VERSION of MODEL: security scan, functional check and benchmark.
 
-    With --wait, shows a spinner until the run is done, prints the findings, and exits 1 if a
-    check failed.
+    Follows the run already queued for the version (an upload queues one), or queues a new
+    one. With --wait, shows a spinner until the run is done, prints the findings, and exits 1
+    if a check failed.
     """
     import time
 
     with api() as client:
-        run = client.request_validation(model, version)
+        pending = (
+            []
+            if new
+            else [r for r in client.list_validations(model, version) if r.status != "Done"]
+        )
+        run = pending[0] if pending else client.request_validation(model, version)
         if not wait:
             if as_json:
                 _emit_json(run)
             else:
-                out.print(f"validation {run.id} queued for {model} {version}")
+                verb = "is pending" if pending else "queued"
+                out.print(f"validation {run.id} {verb} for {model} {version}")
             return
         deadline = time.monotonic() + timeout
         with err.status(f"validating {model} {version} ...") as spinner:

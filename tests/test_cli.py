@@ -126,6 +126,9 @@ def test_validate_waits_and_prints_the_findings(
         thread.join(timeout=30)
     queued = run(cli, "validate", "m", "1")
     assert "queued" in queued
+    assert "is pending" in run(cli, "validate", "m", "1")  # follows the run, no duplicate
+    assert "queued" in run(cli, "validate", "m", "1", "--new")
+    assert len(json.loads(run(cli, "validate", "m", "1", "--json"))["id"]) == 36
 
 
 def test_errors_are_readable(cli: CliRunner) -> None:
