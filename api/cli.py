@@ -844,6 +844,67 @@ def scan(
     raise typer.Exit(EXIT_CODES[report.verdict])
 
 
+# -- model server ---------------------------------------------------------------------------
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option("--model", help="Model name, served as /v2/models/NAME")],
+    version: Annotated[str, typer.Option("--version", help="Model version it reports")],
+    port: Annotated[int, typer.Option(help="Port to listen on")],
+    sha256: Annotated[
+        str, typer.Option("--sha256", help="Expected SHA-256 of the artifact (64 hex digits)")
+    ],
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    artifact: Annotated[
+        Path | None, typer.Option("--artifact", help="A local ONNX file", dir_okay=False)
+    ] = None,
+    artifact_key: Annotated[
+        str | None,
+        typer.Option("--artifact-key", help="Key of the ONNX object in the configured store"),
+    ] = None,
+) -> None:
+    """Serve one ONNX model over the Open Inference Protocol (KServe v2 REST) until SIGTERM.
+
+    The artifact is hashed first (an --artifact-key is downloaded to a private temporary
+    directory); if its SHA-256 is not --sha256, nothing is served and the exit code is 2.
+    """
+    import re
+
+    from deployers.model_server import ArtifactMismatch, ModelLoadError, run_model_server
+    from registry.errors import RegistryError
+
+    if (artifact is None) == (artifact_key is None):
+        fail("give exactly one of --artifact PATH or --artifact-key KEY", code=2)
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        fail(f"--sha256 must be 64 hex digits, got {sha256!r}", code=2)
+    settings = _settings()
+    _logging(settings.log_level)
+    store = None
+    if artifact_key is not None:
+        from registry.storage import create_store
+
+        store = create_store(settings)
+    try:
+        run_model_server(
+            model_name=model,
+            version=version,
+            sha256=sha256,
+            host=host,
+            port=port,
+            artifact=artifact,
+            artifact_key=artifact_key,
+            store=store,
+            log_level=settings.log_level,
+        )
+    except ArtifactMismatch as exc:
+        fail(str(exc), code=2)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    except (RegistryError, OSError) as exc:
+        fail(f"cannot read the artifact: {exc}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,4 +1,6 @@
-"""Deployers: local model-server processes and Kubernetes, behind one interface.
+"""Deployers: what runs model versions, behind one ``observe``/``apply`` interface.
 
-Empty for now: the rollouts issue fills it.
+So far: ``model_server``, the Open Inference Protocol (KServe v2) REST server that
+``modelreg serve-model`` runs for one version. The local and Kubernetes deployers, which
+start and adopt those servers, come with the rollouts and Kubernetes issues.
 """
