@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
 from typing import Any
 
 import httpx
@@ -81,3 +83,30 @@ def pass_validation(
         )
         done += 1
     return done
+
+
+class RawUpload:
+    """A PUT written by hand on a socket, so that a test can stop in the middle of the body."""
+
+    def __init__(self, port: int, token: str, *, length: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        head = (
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        answer = http.client.HTTPResponse(self.sock)
+        try:
+            answer.begin()
+            return answer.status, dict(answer.getheaders()), answer.read()
+        finally:
+            answer.close()
+
+    def close(self) -> None:
+        self.sock.close()

@@ -12,10 +12,8 @@ server per store, on SQLite, so that the tables stay cheap.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import random
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +32,7 @@ from registry.storage import ArtifactStore
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
 from tests.conftest import LiveServer
-from tests.helpers import PROBLEM, assert_problem
+from tests.helpers import PROBLEM, RawUpload, assert_problem
 from tests.s3server import CuttingProxy, MiB, MotoS3
 
 pytest_plugins = ["tests.s3server"]
@@ -109,33 +107,6 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.02)
 
 
-class RawUpload:
-    """A PUT written by hand on a socket, so that a test can stop in the middle of the body."""
-
-    def __init__(self, port: int, token: str, *, length: int, path: str = ARTIFACT) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        head = (
-            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode())
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        answer = http.client.HTTPResponse(self.sock)
-        try:
-            answer.begin()
-            return answer.status, dict(answer.getheaders()), answer.read()
-        finally:
-            answer.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 # -- fixtures: one server per test ---------------------------------------------------------
 
 
@@ -181,7 +152,7 @@ def raw(server: LiveServer, admin_token: str) -> Iterator[Callable[..., RawUploa
     opened: list[RawUpload] = []
 
     def start(**kwargs: Any) -> RawUpload:
-        opened.append(RawUpload(server.port, admin_token, **kwargs))
+        opened.append(RawUpload(server.port, admin_token, **{"path": ARTIFACT, **kwargs}))
         return opened[-1]
 
     yield start
