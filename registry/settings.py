@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     validation_lease_seconds: int = 60
     worker_poll_seconds: float = 1.0
 
+    auth_cache_seconds: float = 5.0
+    """How long a verified API token is trusted without a database lookup. A revocation takes
+    effect at once in the process that revoked it, and within this time in the others."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

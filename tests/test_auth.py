@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from sqlalchemy import select
 
 from registry.auth import hash_secret
+from registry.errors import Unauthorized
 from registry.models import APIClient, UsageLog
 from registry.services import Registry
 from tests.conftest import LiveServer
@@ -173,3 +176,41 @@ def test_bootstrap_happens_once(registry: Registry) -> None:
     principal = registry.keys.authenticate(first.token)
     assert principal.allows("models:write")
     assert principal.allows("admin")
+
+
+def test_verified_keys_are_cached_and_revocation_clears_the_cache(registry: Registry) -> None:
+    from sqlalchemy import event
+
+    from registry.services.keys import KeyService
+
+    issued = registry.keys.bootstrap_admin()
+    assert issued is not None
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(registry.engine, "before_cursor_execute", count)
+    try:
+        registry.keys.authenticate(issued.token)
+        looked_up = len(statements)
+        assert looked_up >= 1
+        for _ in range(5):
+            registry.keys.authenticate(issued.token)
+        assert len(statements) == looked_up  # served from the cache
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", count)
+
+    # Another replica revokes: this one trusts its cache until it expires, then refuses.
+    short = KeyService(registry.sessions, cache_seconds=0.3)
+    short.authenticate(issued.token)
+    other_replica = KeyService(registry.sessions)
+    admin = other_replica.authenticate(issued.token)  # now cached in that replica too
+    other_replica.revoke(admin, issued.info.api_key)
+    short.authenticate(issued.token)  # still cached here
+    time.sleep(0.4)
+    with pytest.raises(Unauthorized):
+        short.authenticate(issued.token)
+    # The process that revoked it refuses at once, although it had the key cached.
+    with pytest.raises(Unauthorized):
+        other_replica.authenticate(issued.token)

@@ -47,7 +47,7 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
         engine=engine,
         sessions=sessions,
         store=store,
-        keys=KeyService(sessions),
+        keys=KeyService(sessions, cache_seconds=settings.auth_cache_seconds),
         models=ModelService(sessions, store=store),
         versions=VersionService(
             sessions,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -67,14 +69,43 @@ def _info(client: APIClient, user: User) -> KeyInfo:
 
 
 class KeyService:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    """API keys. Verified tokens are cached for ``cache_seconds`` (authentication is on every
+    request's path); a revocation clears this process's cache at once, and other processes
+    within ``cache_seconds``."""
+
+    MAX_CACHED = 10_000
+
+    def __init__(self, sessions: sessionmaker[Session], *, cache_seconds: float = 5.0) -> None:
         self.sessions = sessions
+        self.cache_seconds = cache_seconds
+        # sha256 of the whole token -> (expiry on the monotonic clock, api key, principal)
+        self._verified: dict[str, tuple[float, str, Principal]] = {}
 
     def authenticate(self, token: str) -> Principal:
         parts = split_token(token)
         if parts is None:
             raise Unauthorized("malformed API token: expected <apiKey>.<secret>")
-        api_key, secret = parts
+        fingerprint = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._verified.get(fingerprint)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[2]
+        principal = self._verify(*parts)
+        if self.cache_seconds > 0:
+            if len(self._verified) >= self.MAX_CACHED:
+                self._verified.clear()
+            self._verified[fingerprint] = (
+                time.monotonic() + self.cache_seconds,
+                parts[0],
+                principal,
+            )
+        return principal
+
+    def _forget(self, api_key: str) -> None:
+        for fingerprint, (_expiry, key, _principal) in list(self._verified.items()):
+            if key == api_key:
+                self._verified.pop(fingerprint, None)
+
+    def _verify(self, api_key: str, secret: str) -> Principal:
         with self.sessions() as s:
             row = s.execute(
                 select(APIClient, User)
@@ -174,7 +205,9 @@ class KeyService:
                 client.updated_at = utcnow()
                 audit.record(s, actor, "api_key_revoked", apiClientId=client.id, apiKey=api_key)
             s.flush()
-            return _info(client, user)
+            info = _info(client, user)
+        self._forget(api_key)  # after the commit: this process stops trusting it at once
+        return info
 
     def bootstrap_admin(self) -> IssuedKey | None:
         """On a registry with no key at all, create the admin user and an admin key."""
