@@ -278,3 +278,23 @@ def test_modelreg_worker_runs_alone_and_stops_on_sigterm(
     assert proc.returncode == 0, output
     assert "validated m 1.0: security Passed, functional Passed" in output
     assert "stopped" in output
+
+
+def test_a_bundle_is_unpacked_after_the_scan_and_its_model_validated(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
+    import io
+    import tarfile
+
+    data = add_model()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.onnx")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    make_version(http, model, "1.0")
+    upload(http, model, "1.0", buffer.getvalue(), filename="model.tar.gz")
+    assert ValidationWorker(registry).run_once()
+    (result,) = _results(registry)
+    assert (result.security_scan_status, result.functional_status) == ("Passed", "Passed")
+    assert result.performance_benchmark is not None

@@ -13,15 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-BUNDLE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b")
-
-
-def is_bundle(path: Path) -> bool:
-    """A zip or (gzipped) tar bundle, by content."""
-    with path.open("rb") as fh:
-        head = fh.read(512)
-    return head.startswith(BUNDLE_MAGIC) or head[257:262] == b"ustar"
-
 
 def validate_artifact(
     path: Path,
@@ -36,6 +27,7 @@ def validate_artifact(
     from validators.functional import check_model
     from validators.security import scan_artifact
     from validators.security.archives import safe_extract
+    from validators.security.formats import BUNDLE_FORMATS, detect_format
     from validators.security.policy import DEFAULT_POLICY
 
     timings: dict[str, float] = {}
@@ -54,7 +46,7 @@ def validate_artifact(
         return out
     out["securityStatus"] = "Passed"
     model_path = path
-    if is_bundle(path):
+    if detect_format(path) in BUNDLE_FORMATS:
         model_path = workdir / "bundle"
         model_path.mkdir(mode=0o700)
         safe_extract(path, model_path, policy=DEFAULT_POLICY)

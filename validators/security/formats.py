@@ -31,6 +31,10 @@ class Format(StrEnum):
     UNKNOWN = "unknown"
 
 
+#: Formats that are bundles: unpacked (after the scan) before the model in them is loaded.
+BUNDLE_FORMATS = frozenset({Format.ZIP, Format.TAR, Format.GZIP})
+
+
 # ModelProto's fields (onnx.proto3) and their wire types: 0 varint, 2 length-delimited.
 _MODEL_FIELDS: dict[int, int] = {
     1: 0,  # ir_version
