@@ -49,6 +49,9 @@ VERSION_STATUSES = ("Staged", "Production", "Deprecated", "Archived", "Failed")
 CHECK_STATUSES = ("Passed", "Failed", "Pending", "Skipped")
 ENVIRONMENTS = ("staging", "production", "testing")
 DEPLOYMENT_STATUSES = ("Initiated", "Deploying", "Active", "Inactive", "Failed", "RolledBack")
+DEPLOYMENT_TARGETS = ("local", "kubernetes")
+ROUTE_ROLES = ("stable", "canary", "active", "preview")
+DEPLOYMENT_STRATEGIES = ("canary", "blue_green", "rolling_update")
 SOCIAL_PROVIDERS = ("google", "facebook", "apple")
 SUBSCRIPTION_TIERS = ("Free", "Pro", "Team", "Enterprise")
 
@@ -325,9 +328,39 @@ class AIModelDeployment(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
+    # Added by modelreg: the rollout's spec and its persisted progress (docs/schema.md).
+    # ``model_version_id`` is the *desired* version; what *serves* lives in deployment_route.
+    target: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="local", server_default="local"
+    )
+    strategy_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    spec_hash: Mapped[str | None] = mapped_column(String(64))
+    stable_deployment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ai_model_deployment.id", ondelete="SET NULL")
+    )
+    step_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    traffic_weight: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    hold_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    requested_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    conditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    desired_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    observed_state: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    next_reconcile_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scale_down_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
     __table_args__ = (
         CheckConstraint(_in("environment", ENVIRONMENTS), name="environment"),
         CheckConstraint(_in("status", DEPLOYMENT_STATUSES), name="status"),
+        CheckConstraint(_in("target", DEPLOYMENT_TARGETS), name="target"),
+        CheckConstraint("traffic_weight >= 0 AND traffic_weight <= 100", name="traffic_weight"),
         Index("idx_aimodeldeployment_versionid_env", "model_version_id", "environment"),
         Index("idx_aimodeldeployment_status", "status"),
         Index("idx_aimodeldeployment_environment", "environment"),
@@ -426,3 +459,88 @@ class ValidationRequest(Base):
         Index("idx_validationrequest_status_requestedat", "status", "requested_at"),
         Index("idx_validationrequest_versionid", "model_version_id"),
     )
+
+
+class DeploymentRoute(Base):
+    """Added by modelreg: what *serves* a model in an environment now, one row per deployment
+    that takes traffic (or is previewed). The endpoint-resolution API reads only this table;
+    the controller writes it after the deployer has made the workloads ready, so a rollout's
+    desired state never leaks into what clients are told."""
+
+    __tablename__ = "deployment_route"
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_deployment.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model.id", ondelete="CASCADE"), nullable=False
+    )
+    environment: Mapped[str] = mapped_column(String(50), nullable=False)
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="CASCADE"), nullable=False
+    )
+    version_number: Mapped[str] = mapped_column(String(50), nullable=False)
+    url: Mapped[str] = mapped_column(String(1024), nullable=False)
+    weight: Mapped[int] = mapped_column(Integer, nullable=False)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (
+        CheckConstraint("weight >= 0 AND weight <= 100", name="weight"),
+        CheckConstraint(_in("role", ROUTE_ROLES), name="role"),
+        Index("idx_deploymentroute_modelid_env", "model_id", "environment"),
+    )
+
+
+class RoutingState(Base):
+    """Added by modelreg: one row whose ``generation`` goes up in the same transaction as any
+    change to deployment_route. API replicas poll it to drop their endpoint cache."""
+
+    __tablename__ = "routing_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class DeploymentEvent(Base):
+    """Added by modelreg: the append-only ledger of every rollout step, verdict, promotion,
+    abort and rollback, with its actor and reason. ``traffic`` events carry the full set of
+    routes after the change, so "what served model M in environment E at time T" is the last
+    ``traffic`` event before T."""
+
+    __tablename__ = "deployment_event"
+
+    id: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model_deployment.id", ondelete="CASCADE"), nullable=False
+    )
+    model_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("ai_model.id", ondelete="CASCADE"), nullable=False
+    )
+    environment: Mapped[str] = mapped_column(String(50), nullable=False)
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("ai_model_version.id", ondelete="SET NULL")
+    )
+    version_number: Mapped[str | None] = mapped_column(String(50))
+    at: Mapped[datetime] = _created_at()
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        Index("idx_deploymentevent_deploymentid", "deployment_id", "id"),
+        Index("idx_deploymentevent_modelid_env_at", "model_id", "environment", "at"),
+    )
+
+
+class ControllerLease(Base):
+    """Added by modelreg: leader election. The controller that holds an unexpired lease acts;
+    the others wait. It works the same on PostgreSQL and SQLite."""
+
+    __tablename__ = "controller_lease"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

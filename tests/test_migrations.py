@@ -22,6 +22,14 @@ SEED_TABLES = {
     "ai_model_deployment",
     "ai_model_feedback",
 }
+ADDED_TABLES = {
+    "artifact_upload",
+    "validation_request",
+    "deployment_route",
+    "routing_state",
+    "deployment_event",
+    "controller_lease",
+}
 
 
 def _diff(url: str) -> list[object]:
@@ -51,7 +59,7 @@ def test_upgrade_downgrade_upgrade_has_no_drift(database_url: str) -> None:
     assert _tables(database_url) == set()
 
     migrate.upgrade(database_url)
-    assert _tables(database_url) == SEED_TABLES | {"artifact_upload", "validation_request"}
+    assert _tables(database_url) == SEED_TABLES | ADDED_TABLES
     assert _diff(database_url) == []
 
 
