@@ -1,0 +1,146 @@
+"""The deployer interface: ``observe(target)`` and ``apply(target, workloads)``.
+
+A *target* is one model in one environment on one kind of infrastructure. Each deployment row
+owns one *workload*: the model-server replicas of its version. An action handed to ``apply`` is
+an end state ("deployment D runs version V with 2 replicas"; 0 replicas means stopped and
+gone), never a delta, so applying the same list twice is harmless. ``apply`` touches only the
+workloads it is given; ``observe`` reports every workload of the target that it finds.
+
+Traffic weights are not the deployer's business: the controller records them in the routing
+table that the endpoint-resolution API serves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+__all__ = [
+    "Deployer",
+    "DeployerError",
+    "Instance",
+    "PermanentError",
+    "Target",
+    "TemporaryError",
+    "VersionRef",
+    "Workload",
+    "WorkloadStatus",
+]
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """What a deployer needs to know about the version it runs."""
+
+    id: uuid.UUID
+    number: str
+    format: str
+    sha256: str | None = None
+    artifact_key: str | None = None
+    endpoint: str | None = None
+    """For format ``API``: the URL that serves it. No process runs for such a version."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    """``local`` or ``kubernetes``."""
+    model: str
+    model_id: uuid.UUID
+    environment: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """An end state: deployment ``deployment_id`` runs ``version`` with ``replicas`` replicas."""
+
+    deployment_id: uuid.UUID
+    version: VersionRef
+    replicas: int
+    role: str = "stable"
+    """``stable``, ``canary``, ``active`` or ``preview``: for names and labels only."""
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running replica."""
+
+    url: str
+    ready: bool
+    pid: int | None = None
+    port: int | None = None
+    started_at: datetime | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "ready": self.ready,
+            "pid": self.pid,
+            "port": self.port,
+            "startedAt": self.started_at.isoformat() if self.started_at else None,
+            "name": self.name,
+        }
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """What ``observe`` saw of one deployment's workload."""
+
+    deployment_id: uuid.UUID
+    version_id: uuid.UUID
+    replicas: int
+    """Replicas asked for by the last ``apply``."""
+    ready_replicas: int
+    url: str | None
+    """Where traffic for this workload goes (a Service URL, or the first ready replica)."""
+    instances: tuple[Instance, ...] = ()
+    failure: str | None = None
+    """Set when the workload cannot become ready without a change (a crash loop, a digest
+    mismatch, a progress deadline): the reason, for a failed verdict."""
+    restarts: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.failure is None and self.replicas > 0 and self.ready_replicas >= self.replicas
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deploymentId": str(self.deployment_id),
+            "modelVersionId": str(self.version_id),
+            "replicas": self.replicas,
+            "readyReplicas": self.ready_replicas,
+            "url": self.url,
+            "failure": self.failure,
+            "restarts": self.restarts,
+            "instances": [i.to_dict() for i in self.instances],
+        }
+
+
+Observed = Mapping[uuid.UUID, WorkloadStatus]
+
+
+class DeployerError(Exception):
+    """Base class of what a deployer raises."""
+
+
+class TemporaryError(DeployerError):
+    """Worth retrying with backoff (a conflict, throttling, a 5xx, a refused connection)."""
+
+
+class PermanentError(DeployerError):
+    """Retrying will not help (a bad request, forbidden, invalid): the rollout fails."""
+
+
+class Deployer(Protocol):
+    def observe(self, target: Target) -> dict[uuid.UUID, WorkloadStatus]:
+        """Every workload of ``target``, by deployment id. Absent workloads are not listed."""
+        ...
+
+    def apply(self, target: Target, workloads: Sequence[Workload]) -> None:
+        """Make each workload's end state true. Idempotent; must not block on readiness."""
+        ...
