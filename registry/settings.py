@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     """How long a verified API token is trusted without a database lookup. A revocation takes
     effect at once in the process that revoked it, and within this time in the others."""
 
+    controller_enabled: bool = True
+    """Run the rollout controller inside ``modelreg serve``."""
+    controller_interval_seconds: float = 2.0
+    """How often the controller passes over every deployment."""
+    controller_lease_seconds: float = 15.0
+    """Leader election: a controller that stops renewing its lease loses it after this."""
+    server_state_dir: Path | None = None
+    """Where the local deployer records its model-server processes. Empty: ``data_dir/servers``."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
@@ -78,6 +87,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'modelreg.db'}"
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
+        if self.server_state_dir is None:
+            self.server_state_dir = self.data_dir / "servers"
         if self.s3_part_size < 5 * MiB:
             raise ValueError("MODELREG_S3_PART_SIZE must be at least 5 MiB (the S3 minimum)")
         return self

@@ -8,6 +8,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import create_db_engine, create_session_factory
+from registry.services.deployments import DeploymentService
+from registry.services.endpoints import EndpointService
 from registry.services.keys import KeyService
 from registry.services.models import ModelService
 from registry.services.validations import ValidationService
@@ -28,6 +30,8 @@ class Registry:
     models: ModelService
     versions: VersionService
     validations: ValidationService
+    deployments: DeploymentService
+    endpoints: EndpointService
 
     def check_database(self) -> None:
         """Raise if the database does not answer a trivial query."""
@@ -35,6 +39,7 @@ class Registry:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
+        self.endpoints.close()
         self.engine.dispose()
 
 
@@ -42,6 +47,7 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
     engine = create_db_engine(settings.database_url)
     sessions = create_session_factory(engine)
     store = store or create_store(settings)
+    endpoints = EndpointService(sessions)
     return Registry(
         settings=settings,
         engine=engine,
@@ -56,4 +62,6 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
             lease_seconds=settings.upload_lease_seconds,
         ),
         validations=ValidationService(sessions, lease_seconds=settings.validation_lease_seconds),
+        deployments=DeploymentService(sessions, on_routes_changed=endpoints.invalidate),
+        endpoints=endpoints,
     )

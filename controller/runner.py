@@ -1,0 +1,91 @@
+"""Running the controller: an APScheduler job that makes one pass every few seconds.
+
+``start_controller`` is used by ``modelreg serve`` (the controller runs beside the API) and by
+``modelreg controller`` (alone). The job is registered with ``max_instances=1`` and
+``coalesce=True``: a slow pass is never overlapped by the next one, and missed runs collapse
+into one. Several controllers may point at one database; the lease makes exactly one act.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from controller.reconcile import Controller
+from deployers.local import LocalDeployer, child_env
+from registry.types import utcnow
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from registry.services import Registry
+
+log = logging.getLogger("modelreg.controller")
+
+
+def build_controller(registry: Registry, *, holder: str | None = None) -> Controller:
+    settings = registry.settings
+    assert settings.server_state_dir is not None
+    local = LocalDeployer(state_dir=settings.server_state_dir, env=child_env(settings))
+    return Controller(
+        registry.deployments,
+        deployers={"local": local},
+        holder=holder,
+        lease_ttl=timedelta(seconds=settings.controller_lease_seconds),
+    )
+
+
+class ControllerRunner:
+    def __init__(self, controller: Controller, *, interval: float) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.controller = controller
+        self.interval = interval
+        self.scheduler: BackgroundScheduler = BackgroundScheduler(daemon=True)
+        self.scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=interval,
+            id="reconcile",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+
+    def tick(self) -> None:
+        """One pass; never raises (the scheduler would only log it less clearly)."""
+        try:
+            result = self.controller.run_pass()
+        except Exception:
+            log.exception("controller pass failed; the next one retries")
+            return
+        if result.leader and result.errors:
+            log.warning(
+                "controller pass over %d deployment(s): %d error(s)",
+                result.deployments,
+                result.errors,
+            )
+
+    def start(self) -> None:
+        log.info("controller %s started: a pass every %gs", self.controller.holder, self.interval)
+        self.scheduler.start()
+        self.scheduler.modify_job("reconcile", next_run_time=utcnow())
+
+    def stop(self) -> None:
+        """Stop passing and hand the lease back. Model servers keep running."""
+        self.scheduler.shutdown(wait=True)
+        try:
+            self.controller.release()
+        except Exception:
+            log.warning("could not release the controller lease; it expires by itself")
+        log.info("controller %s stopped", self.controller.holder)
+
+
+def start_controller(registry: Registry, *, holder: str | None = None) -> ControllerRunner:
+    runner = ControllerRunner(
+        build_controller(registry, holder=holder),
+        interval=registry.settings.controller_interval_seconds,
+    )
+    runner.start()
+    return runner

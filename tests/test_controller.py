@@ -1,0 +1,532 @@
+"""The controller's pass, against a fake deployer, on SQLite and PostgreSQL, with a fixed clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from controller.analysis import HealthAnalysis
+from controller.reconcile import Controller
+from deployers.base import PermanentError, Target, TemporaryError, WorkloadStatus
+from registry.auth import Principal
+from registry.models import AIModelVersion, DeploymentEvent
+from registry.services import Registry, build_registry
+from registry.services.deployments import DeploymentView
+from registry.services.routing import current_routes
+from tests.fakes import FakeDeployer
+from tests.helpers import pass_validation
+
+# The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
+# rollback still instant?) read the wall clock.
+T0 = datetime.now(UTC).replace(microsecond=0)
+STEPS = [{"weight": 10, "pause": "60s"}, {"weight": 50, "pause": "60s"}, {"weight": 100}]
+
+
+@pytest.fixture
+def actor(registry: Registry, admin_token: str) -> Principal:
+    return registry.keys.authenticate(admin_token)
+
+
+@pytest.fixture
+def deployer() -> FakeDeployer:
+    return FakeDeployer()
+
+
+@pytest.fixture
+def controller(registry: Registry, deployer: FakeDeployer) -> Controller:
+    return make_controller(registry, deployer, holder="test-1")
+
+
+def no_traffic(_url: str) -> str:
+    """The fake deployer's servers have served no inference requests."""
+    return ""
+
+
+def make_controller(
+    registry: Registry, deployer: FakeDeployer, *, holder: str, **kwargs: Any
+) -> Controller:
+    return Controller(
+        registry.deployments,
+        deployers={"local": deployer},
+        analysis=HealthAnalysis(scrape=no_traffic),
+        holder=holder,
+        **kwargs,
+    )
+
+
+def add_version(registry: Registry, actor: Principal, model: str, number: str) -> None:
+    try:
+        registry.models.get(model)
+    except Exception:
+        registry.models.create(actor, name=model, provider="Internal", task_type="ImageGeneration")
+    registry.versions.create(actor, model, version_number=number)
+    registry.versions.upload(actor, model, number, [f"weights {number}".encode()])
+    pass_validation(registry)
+
+
+def deploy(
+    registry: Registry,
+    actor: Principal,
+    model: str,
+    number: str,
+    *,
+    strategy: str = "canary",
+    environment: str = "production",
+    **params: Any,
+) -> uuid.UUID:
+    dep = registry.deployments.create(
+        actor,
+        model_name=model,
+        version_number=number,
+        environment=environment,
+        strategy=strategy,
+        params=params,
+    )
+    return dep.id
+
+
+def passes(controller: Controller, *times: datetime) -> None:
+    for now in times:
+        result = controller.run_pass(now=now)
+        assert result.leader
+        assert not result.errors, result.failures
+
+
+def view(registry: Registry, dep_id: uuid.UUID) -> DeploymentView:
+    return registry.deployments.get(dep_id)
+
+
+def weights(registry: Registry, model: str, environment: str = "production") -> dict[str, int]:
+    with registry.sessions() as s:
+        model_id = registry.models.get(model).id
+        return {
+            r.version_number: r.weight
+            for r in current_routes(s, model_id=model_id, environment=environment)
+        }
+
+
+def kinds(registry: Registry, dep_id: uuid.UUID) -> list[str]:
+    return [e.kind for e in registry.deployments.events(dep_id)]
+
+
+def lifecycle(registry: Registry, model: str) -> dict[str, str]:
+    with registry.sessions() as s:
+        model_id = registry.models.get(model).id
+        rows = s.scalars(select(AIModelVersion).where(AIModelVersion.model_id == model_id))
+        return {v.version_number: v.status for v in rows}
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def live_v1(registry: Registry, actor: Principal, controller: Controller) -> uuid.UUID:
+    """text2img 1.0 Active in production, 2.0 uploaded and validated."""
+    add_version(registry, actor, "text2img", "1.0")
+    add_version(registry, actor, "text2img", "2.0")
+    dep = deploy(registry, actor, "text2img", "1.0")
+    passes(controller, at(0), at(1))
+    assert view(registry, dep).status == "Active"
+    return dep
+
+
+def test_first_rollout_goes_active_and_serves(
+    registry: Registry, actor: Principal, controller: Controller, deployer: FakeDeployer
+) -> None:
+    add_version(registry, actor, "text2img", "1.0")
+    dep = deploy(registry, actor, "text2img", "1.0")
+    assert view(registry, dep).status == "Initiated"
+    passes(controller, at(0))
+    assert view(registry, dep).status == "Deploying"
+    assert weights(registry, "text2img") == {}, "nothing is routed before it is ready"
+    passes(controller, at(1))
+    current = view(registry, dep)
+    assert current.status == "Active"
+    assert current.traffic_weight == 100
+    assert current.endpoint == "http://127.0.0.1:9100"
+    assert weights(registry, "text2img") == {"1.0": 100}
+    assert lifecycle(registry, "text2img") == {"1.0": "Production"}
+    assert kinds(registry, dep) == [
+        "created",
+        "deploying",
+        "verdict",
+        "promoted",
+        "traffic",
+    ]
+    assert deployer.running() == {"1.0": 1}
+
+
+def test_canary_walks_its_steps_and_retires_the_old_version(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS, scaleDownDelay="5m")
+    passes(controller, at(10))
+    assert weights(registry, "text2img") == {"1.0": 100}
+    passes(controller, at(11))
+    assert view(registry, dep).traffic_weight == 10
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}
+    passes(controller, at(40))
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}, "the pause is not over"
+    passes(controller, at(71))
+    assert weights(registry, "text2img") == {"1.0": 50, "2.0": 50}
+    assert view(registry, dep).step_index == 1
+    passes(controller, at(131))
+    assert view(registry, dep).status == "Active"
+    assert weights(registry, "text2img") == {"2.0": 100}
+    old = view(registry, live_v1)
+    assert old.status == "Inactive"
+    assert old.scale_down_at == at(131) + timedelta(minutes=5)
+    assert lifecycle(registry, "text2img") == {"1.0": "Deprecated", "2.0": "Production"}
+    assert deployer.running() == {"1.0": 1, "2.0": 1}, "the old servers wait for scaleDownDelay"
+    passes(controller, at(300))
+    assert deployer.running() == {"1.0": 1, "2.0": 1}
+    passes(controller, at(432), at(433))
+    assert deployer.running() == {"2.0": 1}
+    assert view(registry, live_v1).finished_at is not None
+    steps = [e for e in registry.deployments.events(dep) if e.kind == "step"]
+    assert [e.details["weight"] for e in steps] == [10, 50]
+    assert all(e.actor == "controller" for e in steps)
+
+
+def test_a_failing_candidate_is_rolled_back_and_stable_keeps_serving(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(controller, at(10), at(11))
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}
+    deployer.fail_versions["2.0"] = "model server exited with code 1"
+    passes(controller, at(20))
+    current = view(registry, dep)
+    assert current.status == "RolledBack"
+    assert current.traffic_weight == 0
+    assert weights(registry, "text2img") == {"1.0": 100}
+    assert deployer.running() == {"1.0": 1}
+    assert view(registry, live_v1).status == "Active"
+    rolled = [e for e in registry.deployments.events(dep) if e.kind == "rolled_back"]
+    assert "exited with code 1" in (rolled[0].reason or "")
+    assert lifecycle(registry, "text2img") == {"1.0": "Production", "2.0": "Staged"}
+
+
+def test_abort_promote_pause_resume_requests(
+    registry: Registry, actor: Principal, controller: Controller, live_v1: uuid.UUID
+) -> None:
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(controller, at(10), at(11))
+    registry.deployments.request(actor, dep, "pause", reason="looking at dashboards")
+    passes(controller, at(200))
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}, "paused: no step"
+    registry.deployments.request(actor, dep, "resume")
+    passes(controller, at(201))
+    assert weights(registry, "text2img") == {"1.0": 50, "2.0": 50}
+    registry.deployments.request(actor, dep, "abort", reason="bad outputs")
+    assert view(registry, dep).status == "Deploying", "the API only records the request"
+    passes(controller, at(202))
+    assert view(registry, dep).status == "RolledBack"
+    assert weights(registry, "text2img") == {"1.0": 100}
+    ledger = registry.deployments.events(dep)
+    aborted = next(e for e in ledger if e.kind == "aborted")
+    assert aborted.actor.startswith("key:")
+    assert [e.kind for e in ledger if e.kind.endswith(("requested", "paused", "resumed"))] == [
+        "paused",
+        "resumed",
+        "abort_requested",
+    ]
+    second = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(controller, at(300), at(301))
+    registry.deployments.request(actor, second, "promote")
+    passes(controller, at(302))
+    assert view(registry, second).status == "Active"
+    assert weights(registry, "text2img") == {"2.0": 100}
+
+
+def test_rollback_is_instant_while_the_old_servers_are_up(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    dep = deploy(registry, actor, "text2img", "2.0", steps=[{"weight": 100}])
+    passes(controller, at(10), at(11))
+    assert weights(registry, "text2img") == {"2.0": 100}
+    back = registry.deployments.rollback(actor, "text2img", "production", reason="regression")
+    assert back.id == live_v1
+    assert weights(registry, "text2img") == {"1.0": 100}, "switched in the request itself"
+    assert view(registry, live_v1).status == "Active"
+    assert view(registry, dep).status == "Inactive"
+    assert lifecycle(registry, "text2img") == {"1.0": "Production", "2.0": "Deprecated"}
+    passes(controller, at(12))
+    assert weights(registry, "text2img") == {"1.0": 100}
+    assert deployer.running() == {"1.0": 1, "2.0": 1}
+
+
+def test_rollback_after_scale_down_rolls_the_old_version_out_again(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    deploy(registry, actor, "text2img", "2.0", steps=[{"weight": 100}], scaleDownDelay="10s")
+    passes(controller, at(10), at(11), at(30), at(31))
+    assert deployer.running() == {"2.0": 1}
+    again = registry.deployments.rollback(actor, "text2img", "production")
+    assert again.id != live_v1
+    assert weights(registry, "text2img") == {"2.0": 100}
+    passes(controller, at(40), at(41), at(42))
+    assert view(registry, again.id).status == "Active"
+    assert weights(registry, "text2img") == {"1.0": 100}
+
+
+def test_a_new_controller_resumes_at_the_same_step(
+    registry: Registry, actor: Principal, deployer: FakeDeployer
+) -> None:
+    first = make_controller(
+        registry, deployer, holder="crashed", lease_ttl=timedelta(milliseconds=300)
+    )
+    add_version(registry, actor, "text2img", "1.0")
+    add_version(registry, actor, "text2img", "2.0")
+    deploy(registry, actor, "text2img", "1.0")
+    passes(first, at(0), at(1))
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(first, at(10), at(11))
+    started = view(registry, dep).step_started_at
+    assert started == at(11)
+    second = make_controller(registry, deployer, holder="restarted")
+    assert not second.run_pass(now=at(80)).leader, "the crashed one's lease has not expired"
+    time.sleep(0.4)
+    applied_before = len(deployer.workloads)
+    passes(second, at(50))
+    assert view(registry, dep).step_index == 0, "the pause counts from the stored step start"
+    assert view(registry, dep).step_started_at == started
+    passes(second, at(72))
+    assert weights(registry, "text2img") == {"1.0": 50, "2.0": 50}
+    assert len(deployer.workloads) == applied_before, "no duplicate workloads"
+
+
+@pytest.mark.parametrize("rounds", [15])
+def test_two_controllers_never_both_act(
+    settings: Any, registry: Registry, actor: Principal, deployer: FakeDeployer, rounds: int
+) -> None:
+    other_registry = build_registry(settings)
+    try:
+        one = make_controller(registry, deployer, holder="one")
+        two = Controller(
+            other_registry.deployments,
+            deployers={"local": deployer},
+            analysis=HealthAnalysis(scrape=no_traffic),
+            holder="two",
+        )
+        add_version(registry, actor, "text2img", "1.0")
+        add_version(registry, actor, "text2img", "2.0")
+        deploy(registry, actor, "text2img", "1.0")
+        passes(one, at(-2), at(-1))
+        one.release()
+        dep = deploy(registry, actor, "text2img", "2.0", steps=[{"weight": 50}, {"weight": 100}])
+        leaders: list[tuple[str, bool]] = []
+        barrier = threading.Barrier(2)
+
+        def run(ctl: Controller) -> None:
+            for i in range(rounds):
+                barrier.wait()
+                leaders.append((ctl.holder, ctl.run_pass(now=at(i * 61)).leader))
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in (one, two)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        acting = {holder for holder, leader in leaders if leader}
+        assert len(acting) == 1, leaders
+        assert sum(leader for _, leader in leaders) == rounds
+        with registry.sessions() as s:
+            steps = s.scalars(
+                select(DeploymentEvent.details).where(
+                    DeploymentEvent.deployment_id == dep, DeploymentEvent.kind == "step"
+                )
+            ).all()
+        assert [d["weight"] for d in steps if d] == [50], "each step happened exactly once"
+        assert view(registry, dep).status == "Active"
+    finally:
+        other_registry.close()
+
+
+class FlakyDeployer(FakeDeployer):
+    """Observing one model fails; the others are fine."""
+
+    broken_model: str = ""
+
+    def observe(self, target: Target) -> dict[uuid.UUID, WorkloadStatus]:
+        if target.model == self.broken_model:
+            raise TemporaryError("connection refused")
+        return super().observe(target)
+
+
+def test_a_temporary_error_backs_off_and_does_not_stop_the_others(
+    registry: Registry, actor: Principal
+) -> None:
+    deployer = FlakyDeployer()
+    deployer.broken_model = "broken"
+    controller = make_controller(registry, deployer, holder="t")
+    add_version(registry, actor, "broken", "1.0")
+    add_version(registry, actor, "fine", "1.0")
+    bad = deploy(registry, actor, "broken", "1.0")
+    good = deploy(registry, actor, "fine", "1.0")
+    result = controller.run_pass(now=at(0))
+    assert result.errors == 1
+    assert "connection refused" in result.failures[str(bad)]
+    controller.run_pass(now=at(1))
+    assert view(registry, good).status == "Active"
+    broken = view(registry, bad)
+    assert broken.status == "Initiated"
+    assert broken.retry_count == 1
+    error = next(c for c in broken.conditions if c["type"] == "ReconcileError")
+    assert error["status"] == "True"
+    assert "connection refused" in error["message"]
+    deployer.broken_model = ""
+    passes(controller, at(10), at(11))
+    healed = view(registry, bad)
+    assert healed.status == "Active"
+    assert healed.retry_count == 0
+
+
+def test_a_permanent_error_fails_the_rollout_with_its_reason(
+    registry: Registry, actor: Principal, deployer: FakeDeployer, controller: Controller
+) -> None:
+    add_version(registry, actor, "text2img", "1.0")
+    dep = deploy(registry, actor, "text2img", "1.0")
+    deployer.raise_on_apply = PermanentError("403 Forbidden: the service account cannot create")
+    controller.run_pass(now=at(0))
+    failed = view(registry, dep)
+    assert failed.status == "Failed"
+    assert "403 Forbidden" in (failed.conditions and str(failed.conditions))
+    assert "failed" in kinds(registry, dep)
+
+
+def test_undeploy_takes_it_out_of_service(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    registry.deployments.request(actor, live_v1, "undeploy")
+    passes(controller, at(10), at(11))
+    assert view(registry, live_v1).status == "Inactive"
+    assert weights(registry, "text2img") == {}
+    assert deployer.running() == {}
+    assert view(registry, live_v1).finished_at is not None
+
+
+def test_blue_green_previews_then_switches_at_once(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    live_v1: uuid.UUID,
+) -> None:
+    dep = deploy(registry, actor, "text2img", "2.0", strategy="blue_green", previewDuration="30s")
+    passes(controller, at(10), at(11))
+    with registry.sessions() as s:
+        model_id = registry.models.get("text2img").id
+        routes = current_routes(s, model_id=model_id, environment="production")
+    assert {(r.version_number, r.weight, r.role) for r in routes} == {
+        ("1.0", 100, "stable"),
+        ("2.0", 0, "preview"),
+    }
+    passes(controller, at(30))
+    assert weights(registry, "text2img") == {"1.0": 100, "2.0": 0}
+    passes(controller, at(42))
+    assert weights(registry, "text2img") == {"2.0": 100}
+    assert view(registry, dep).status == "Active"
+    traffic = [e for e in registry.deployments.events(dep) if e.kind == "traffic"]
+    assert [[(r["versionNumber"], r["weight"]) for r in e.details["routes"]] for e in traffic][
+        -1
+    ] == [("2.0", 100)], "one write switches all traffic"
+
+
+def test_rolling_update_replaces_replicas_one_by_one(
+    registry: Registry, actor: Principal, controller: Controller, deployer: FakeDeployer
+) -> None:
+    add_version(registry, actor, "text2img", "1.0")
+    add_version(registry, actor, "text2img", "2.0")
+    deploy(registry, actor, "text2img", "1.0", replicas=2)
+    passes(controller, at(0), at(1))
+    assert deployer.running() == {"1.0": 2}
+    dep = deploy(registry, actor, "text2img", "2.0", strategy="rolling_update", replicas=2)
+    passes(controller, at(10))
+    assert deployer.running() == {"1.0": 2, "2.0": 1}
+    passes(controller, at(11))
+    assert weights(registry, "text2img") == {"1.0": 50, "2.0": 50}
+    assert deployer.running() == {"1.0": 1, "2.0": 1}
+    passes(controller, at(12), at(13), at(14))
+    assert view(registry, dep).status == "Active"
+    assert weights(registry, "text2img") == {"2.0": 100}
+    passes(controller, at(15), at(16))
+    assert deployer.running() == {"2.0": 2}
+
+
+def test_history_answers_what_served_at_a_time(
+    registry: Registry, actor: Principal, controller: Controller, live_v1: uuid.UUID
+) -> None:
+    deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(controller, at(10), at(11))
+    time.sleep(0.05)
+    middle = datetime.now(UTC)
+    time.sleep(0.05)
+    passes(controller, at(72))
+    _, serving = registry.deployments.history("text2img", "production", at=middle)
+    assert serving is not None
+    assert {r["versionNumber"]: r["weight"] for r in serving} == {"1.0": 90, "2.0": 10}
+    _, now_serving = registry.deployments.history("text2img", "production", at=datetime.now(UTC))
+    assert now_serving is not None
+    assert {r["versionNumber"]: r["weight"] for r in now_serving} == {"1.0": 50, "2.0": 50}
+
+
+def test_api_format_versions_roll_out_like_any_other(
+    registry: Registry, actor: Principal, settings: Any
+) -> None:
+    """A version of format API runs no process: the real local deployer registers its URL."""
+    from deployers.local import LocalDeployer, child_env
+
+    assert settings.server_state_dir is not None
+    local = LocalDeployer(state_dir=settings.server_state_dir, env=child_env(settings))
+    controller = Controller(
+        registry.deployments,
+        deployers={"local": local},
+        analysis=HealthAnalysis(scrape=no_traffic),
+        holder="api-format",
+    )
+    registry.models.create(actor, name="vendor", provider="Vendor", task_type="TextGeneration")
+    for number, url in (("1", "https://v1.example.com"), ("2", "https://v2.example.com")):
+        registry.versions.create(
+            actor, "vendor", version_number=number, fmt="API", parameters={"endpoint": url}
+        )
+    deploy(registry, actor, "vendor", "1")
+    passes(controller, at(0), at(1))
+    with registry.sessions() as s:
+        model_id = registry.models.get("vendor").id
+        assert [r.url for r in current_routes(s, model_id=model_id, environment="production")] == [
+            "https://v1.example.com"
+        ]
+    dep = deploy(registry, actor, "vendor", "2", steps=[{"weight": 25, "pause": "10s"}])
+    passes(controller, at(10), at(11))
+    assert weights(registry, "vendor") == {"1": 75, "2": 25}
+    passes(controller, at(22))
+    assert view(registry, dep).status == "Active"
+    assert weights(registry, "vendor") == {"2": 100}
+    assert not list(settings.server_state_dir.glob("instances/*.json")), "no process ran"
