@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from registry.auth import ALL_SCOPES
-from registry.models import TASK_TYPES, VERSION_STATUSES
+from registry.models import (
+    DEPLOYMENT_STATUSES,
+    DEPLOYMENT_STRATEGIES,
+    DEPLOYMENT_TARGETS,
+    ENVIRONMENTS,
+    TASK_TYPES,
+    VERSION_STATUSES,
+)
 from registry.services.versions import FORMATS
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -201,3 +208,136 @@ class ValidationRunOut(OutBody):
             attempts=req.attempts,
             result=ValidationResultOut.model_validate(run.result) if run.result else None,
         )
+
+
+Environment = Literal[ENVIRONMENTS]  # type: ignore[valid-type]
+DeploymentStatus = Literal[DEPLOYMENT_STATUSES]  # type: ignore[valid-type]
+Strategy = Literal[DEPLOYMENT_STRATEGIES]  # type: ignore[valid-type]
+DeployTarget = Literal[DEPLOYMENT_TARGETS]  # type: ignore[valid-type]
+
+
+class DeploymentCreate(InBody):
+    model: str = Field(pattern=MODEL_NAME_PATTERN, examples=["text2img"])
+    version_number: str | None = Field(default=None, pattern=VERSION_PATTERN, examples=["1.1"])
+    model_version_id: uuid.UUID | None = None
+    environment: Environment = "production"
+    deployment_strategy: Strategy = "canary"
+    strategy_params: dict[str, Any] | None = Field(
+        default=None,
+        examples=[
+            {
+                "steps": [{"weight": 10, "pause": "60s"}, {"weight": 50, "pause": "60s"}],
+                "replicas": 1,
+            }
+        ],
+        description="canary: `steps` [{weight, pause}]; blue_green: `previewDuration`, "
+        "`autoPromote`; rolling_update: `pause`; all: `replicas`, `resources`, "
+        "`scaleDownDelay`, `maxHold`, `onHoldTimeout`, `analysis` {maxErrorRate, minRequests, "
+        "requireTraffic}. See docs/rollouts.md.",
+    )
+    target: DeployTarget = "local"
+
+
+class ActionIn(InBody):
+    reason: str | None = Field(default=None, max_length=2_000)
+
+
+class DeploymentProgress(OutBody):
+    step_index: int
+    step_count: int | None
+    step_started_at: datetime | None
+    traffic_weight: int = Field(description="The candidate's share of traffic, 0-100")
+    paused: bool
+    hold_since: datetime | None
+
+
+class DeploymentOut(OutBody):
+    id: uuid.UUID
+    model: str
+    model_id: uuid.UUID
+    model_version_id: uuid.UUID
+    version_number: str
+    environment: str
+    status: str
+    deployment_strategy: str
+    strategy_params: dict[str, Any]
+    target: str
+    endpoint: str | None
+    progress: DeploymentProgress
+    conditions: list[dict[str, Any]]
+    requested_action: dict[str, Any] | None
+    stable_deployment_id: uuid.UUID | None
+    spec_hash: str | None
+    desired_state: dict[str, Any] | None
+    observed_state: dict[str, Any] | None
+    scale_down_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, view: Any) -> DeploymentOut:
+        steps = None
+        if view.strategy == "canary":
+            steps = len(view.params.get("steps") or ()) or 3
+        elif view.strategy == "rolling_update":
+            steps = int(view.params.get("replicas", 1))
+        elif view.strategy == "blue_green":
+            steps = 1
+        return cls(
+            id=view.id,
+            model=view.model_name,
+            model_id=view.model_id,
+            model_version_id=view.version.id,
+            version_number=view.version.number,
+            environment=view.environment,
+            status=view.status,
+            deployment_strategy=view.strategy,
+            strategy_params=view.params,
+            target=view.target,
+            endpoint=view.endpoint,
+            progress=DeploymentProgress(
+                step_index=view.step_index,
+                step_count=steps,
+                step_started_at=view.step_started_at,
+                traffic_weight=view.traffic_weight,
+                paused=view.paused,
+                hold_since=view.hold_since,
+            ),
+            conditions=view.conditions,
+            requested_action=view.requested_action,
+            stable_deployment_id=view.stable_deployment_id,
+            spec_hash=view.spec_hash,
+            desired_state=view.desired_state,
+            observed_state=view.observed_state,
+            scale_down_at=view.scale_down_at,
+            finished_at=view.finished_at,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+class DeploymentPage(OutBody):
+    items: list[DeploymentOut]
+    next_cursor: str | None
+
+
+class DeploymentEventOut(OutBody):
+    id: int
+    deployment_id: uuid.UUID
+    at: datetime
+    kind: str
+    actor: str
+    reason: str | None
+    version_number: str | None
+    details: dict[str, Any]
+
+
+class HistoryOut(OutBody):
+    model: str
+    environment: str
+    events: list[DeploymentEventOut]
+    serving_at: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="With `at`: the endpoints (version, url, weight) that served at that time",
+    )

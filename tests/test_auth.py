@@ -41,6 +41,21 @@ ROUTES = [
     pytest.param("GET", "/api/v1/keys", "admin", id="list-keys"),
     pytest.param("POST", "/api/v1/keys", "admin", id="create-key"),
     pytest.param("POST", "/api/v1/keys/mr_x/revoke", "admin", id="revoke-key"),
+    pytest.param("GET", "/api/v1/models/m/endpoint", "models:read", id="resolve-endpoint"),
+    pytest.param("GET", "/api/v1/deployments", "models:read", id="list-deployments"),
+    pytest.param("POST", "/api/v1/deployments", "deployments:write", id="deploy"),
+    pytest.param("GET", f"/api/v1/deployments/{ANY_ID}", "models:read", id="show-deployment"),
+    pytest.param(
+        "GET", f"/api/v1/deployments/{ANY_ID}/events", "models:read", id="deployment-events"
+    ),
+    *[
+        pytest.param(
+            "POST", f"/api/v1/deployments/{ANY_ID}/{action}", "deployments:write", id=action
+        )
+        for action in ("promote", "pause", "resume", "abort", "undeploy")
+    ],
+    pytest.param("POST", "/api/v1/models/m/rollback", "deployments:write", id="rollback"),
+    pytest.param("GET", "/api/v1/models/m/history", "models:read", id="history"),
     pytest.param("DELETE", "/api/v1/models/m", "models:write", id="delete-model"),
 ]
 
@@ -64,7 +79,9 @@ def test_every_api_route_is_in_the_matrix(server: LiveServer) -> None:
             p.replace("{name}", "m")
             .replace("{version}", "1")
             .replace("{api_key}", "mr_x")
-            .replace("{validation_id}", ANY_ID),
+            .replace("{validation_id}", ANY_ID)
+            .replace("{deployment_id}", ANY_ID)
+            .replace("{action}", "abort"),
         )
         for m, p in ops
     }

@@ -1,0 +1,183 @@
+"""/api/v1/models/{name}/endpoint: which endpoint should serve this request. The hot path.
+
+The answer comes from ``registry.services.endpoints`` with its JSON already serialized; the
+route only splices in the pick. Three things keep a request short (numbers in
+docs/benchmarks.md, "Endpoint resolution"):
+
+* The route and its auth dependency are ``async``, so that a request whose answer and token are
+  both cached never leaves the event loop. A hop to the thread pool costs more than the whole
+  answer, and under load the pool's threads fight for the GIL.
+* Auth is still ``api.deps.require(Scope.MODELS_READ)``, the one check every route uses. Only
+  *where* it runs is decided here: on the event loop when this process verified the same token
+  recently (``KeyService`` then answers from its cache, without I/O), in the thread pool
+  otherwise (a first sight, an unknown or a wrong token: these may query the database, and must
+  not block the loop).
+* ``EndpointRoute`` reads the four parameters itself instead of FastAPI's generic dependency
+  and validation machinery (which cost more than the rest of the request). The route is still
+  declared with ordinary FastAPI annotations, so the OpenAPI document is the same, and it
+  applies the same checks with the same 401/403/422 problem answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import Field
+
+from api.deps import _bearer, get_registry, require
+from api.schemas import MODEL_NAME_PATTERN, ModelName, OutBody
+from api.streaming import if_none_match_matches
+from registry.auth import Principal, Scope
+from registry.models import ENVIRONMENTS
+from registry.services import Registry
+
+_check_read = require(Scope.MODELS_READ)
+#: Tokens this process verified recently are re-checked on the event loop for this share of
+#: ``auth_cache_seconds`` after their last check in the thread pool (the key cache keeps a
+#: verified token for at least that long, unless it is revoked here, which only costs one
+#: database lookup on the loop).
+_ON_LOOP_SHARE = 0.5
+_MAX_WARM = 10_000
+
+
+async def read_scope(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    """``require(Scope.MODELS_READ)``, run on the event loop when that costs no I/O."""
+    if credentials is None:
+        return _check_read(request, credentials)  # raises 401, no I/O
+    state = request.app.state
+    warm: dict[str, float] | None = getattr(state, "endpoint_warm_tokens", None)
+    if warm is None:
+        warm = state.endpoint_warm_tokens = {}
+    fingerprint = hashlib.sha256(credentials.credentials.encode()).hexdigest()
+    now = time.monotonic()
+    if warm.get(fingerprint, 0.0) > now:
+        try:
+            return _check_read(request, credentials)
+        except Exception:
+            warm.pop(fingerprint, None)  # revoked (or lost its scope): back to the thread pool
+            raise
+    warm.pop(fingerprint, None)
+    principal = await run_in_threadpool(_check_read, request, credentials)
+    if len(warm) >= _MAX_WARM:
+        warm.clear()
+    registry: Registry = request.app.state.registry
+    warm[fingerprint] = now + registry.keys.cache_seconds * _ON_LOOP_SHARE
+    return principal
+
+
+Reader = Annotated[Principal, Depends(read_scope)]
+Reg = Annotated[Registry, Depends(get_registry)]
+Environment = Literal[ENVIRONMENTS]  # type: ignore[valid-type]
+
+JSON = "application/json"
+KEY_MAX = 200
+
+
+class Endpoint(OutBody):
+    version_number: str
+    model_version_id: str
+    deployment_id: str
+    url: str
+    weight: int = Field(ge=0, le=100)
+    role: Literal["stable", "canary", "active", "preview"]
+
+
+class SelectedEndpoint(OutBody):
+    version_number: str
+    model_version_id: str
+    url: str
+
+
+class EndpointAnswer(OutBody):
+    model: str
+    environment: str
+    generation: int = Field(description="The routing generation this answer was read at")
+    endpoints: list[Endpoint] = Field(
+        description="Every endpoint of the model in the environment, in the sticky-pick order: "
+        "role canary, active, stable, preview, then by version number"
+    )
+    selected: SelectedEndpoint | None = Field(
+        description="A weighted pick among the endpoints with weight > 0 (sticky with `key`); "
+        "null only when every endpoint has weight 0"
+    )
+
+
+class EndpointRoute(APIRoute):
+    """Serves ``resolve_endpoint`` without FastAPI's per-request dependency solving."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return handle_resolve
+
+
+_NAME = re.compile(MODEL_NAME_PATTERN)
+
+
+async def handle_resolve(request: Request) -> Response:
+    """What FastAPI would do for ``resolve_endpoint``'s signature, written out: auth first
+    (so an anonymous caller learns nothing), then the path and query checks."""
+    principal = await read_scope(request, await _bearer(request))
+    name: str = request.path_params["name"]
+    query = request.query_params
+    environment = query.get("environment", "production")
+    key = query.get("key")
+    errors: list[dict[str, Any]] = []
+    if not _NAME.match(name):
+        msg = f"String should match pattern '{MODEL_NAME_PATTERN}'"
+        errors.append({"loc": ("path", "name"), "msg": msg, "type": "string_pattern_mismatch"})
+    if environment not in ENVIRONMENTS:
+        msg = "Input should be " + ", ".join(repr(e) for e in ENVIRONMENTS)
+        errors.append({"loc": ("query", "environment"), "msg": msg, "type": "literal_error"})
+    if key is not None and not 1 <= len(key) <= KEY_MAX:
+        msg = f"String should have 1 to {KEY_MAX} characters"
+        errors.append({"loc": ("query", "key"), "msg": msg, "type": "string_length"})
+    if errors:
+        raise RequestValidationError(errors)
+    return await resolve_endpoint(
+        name, principal, request.app.state.registry, request, environment=environment, key=key
+    )
+
+
+router = APIRouter(prefix="/models", tags=["endpoints"], route_class=EndpointRoute)
+
+
+@router.get(
+    "/{name}/endpoint",
+    response_model=EndpointAnswer,
+    summary="Resolve the endpoint that serves a model now",
+    description="The weighted set of endpoints serving the model in the environment (for "
+    "example 90/10 during a canary) and one weighted pick. With `key` (a user id, a session "
+    "id) the pick is sticky: the same key gets the same endpoint while the set is unchanged, "
+    "and a key on a rollout's candidate stays on it as the candidate's weight grows. "
+    "`ETag` identifies the set (not the pick); `If-None-Match` gives 304. "
+    "404 when the model does not exist, or when nothing serves it in the environment.",
+    responses={304: {"description": "The endpoint set has not changed since that ETag"}},
+)
+async def resolve_endpoint(
+    name: ModelName,
+    _: Reader,
+    reg: Reg,
+    request: Request,
+    environment: Annotated[Environment, Query(description="Deployment environment")] = "production",
+    key: Annotated[
+        str | None,
+        Query(min_length=1, max_length=KEY_MAX, description="Makes the pick sticky to this key"),
+    ] = None,
+) -> Response:
+    answer = reg.endpoints.cached(name, environment)
+    if answer is None:
+        answer = await run_in_threadpool(reg.endpoints.resolve, name, environment)
+    headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
+    if if_none_match_matches(request.headers.get("if-none-match"), answer.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(answer.body(key), media_type=JSON, headers=headers)
