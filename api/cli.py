@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from api.client import Client
+    from api.schemas import DeploymentEventOut, DeploymentOut
     from registry.settings import Settings
 
 app = typer.Typer(
@@ -38,10 +39,14 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models.", no_args_is_help=True)
 versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (needs an admin key).", no_args_is_help=True)
+deployments_app = typer.Typer(
+    help="Rollouts: list, inspect, follow and steer deployments.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(versions_app, name="versions")
 app.add_typer(keys_app, name="keys")
+app.add_typer(deployments_app, name="deployments")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -247,6 +252,10 @@ def serve(
         from validators.worker import start_worker_thread
 
         worker_thread, stop_worker = start_worker_thread(registry)
+    if settings.controller_enabled:
+        from controller.runner import start_controller
+
+        controller_runner = start_controller(registry)
     try:
         uvicorn.run(
             application,
@@ -255,6 +264,8 @@ def serve(
             log_level=settings.log_level.lower(),
         )
     finally:
+        if settings.controller_enabled:
+            controller_runner.stop()
         if settings.worker_enabled:
             stop_worker.set()
             worker_thread.join(timeout=10)
@@ -725,6 +736,601 @@ def worker() -> None:
         ValidationWorker(registry).run_forever(stop)
     finally:
         registry.close()
+
+
+@app.command()
+def controller() -> None:
+    """Run the rollout controller alone, until SIGTERM or Ctrl-C.
+
+    ``modelreg serve`` runs one too. Several controllers may share a database: a lease makes
+    exactly one act.
+    """
+    import signal
+    import threading
+
+    from controller.runner import start_controller
+    from registry.services import build_registry
+
+    settings = _settings()
+    _logging(settings.log_level)
+    registry = build_registry(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        runner = start_controller(registry)
+        try:
+            stop.wait()
+        finally:
+            runner.stop()
+    finally:
+        registry.close()
+
+
+# -- deployments ----------------------------------------------------------------------------
+
+TERMINAL_STATUSES = ("Active", "RolledBack", "Failed", "Inactive")
+"""Where a rollout ends; ``watch`` stops there (exit 0 only for Active)."""
+
+EnvOpt = Annotated[str, typer.Option("--env", help="Environment: staging, production or testing")]
+ReasonOpt = Annotated[str | None, typer.Option(help="Why; kept in the deployment's ledger")]
+IntervalOpt = Annotated[float, typer.Option(help="Seconds between refreshes", min=0.05)]
+
+
+def _deployment_id(raw: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        fail(
+            f"{raw!r} is not a deployment id: give the full UUID (see `modelreg deployments list`)"
+        )
+
+
+def _canary_steps(steps: str | None, pause: str | None) -> list[dict[str, Any]]:
+    """``10,50,100`` and ``60s`` → ``[{weight: 10, pause: 60s}, …, {weight: 100, pause: 0s}]``."""
+    from registry.rollout_spec import DEFAULT_CANARY_STEPS
+
+    if steps is None:
+        weights = [int(str(step["weight"])) for step in DEFAULT_CANARY_STEPS]
+    else:
+        try:
+            weights = [int(w) for w in steps.split(",") if w.strip()]
+        except ValueError:
+            fail(f"--steps must be comma-separated weights such as 10,50,100, not {steps!r}")
+        if not weights:
+            fail("--steps needs at least one weight, such as 10,50,100")
+    wait = pause or "60s"
+    return [
+        {"weight": w, "pause": "0s" if i == len(weights) - 1 and w == 100 else wait}
+        for i, w in enumerate(weights)
+    ]
+
+
+def _strategy_params(
+    strategy: str,
+    *,
+    raw: str | None,
+    steps: str | None,
+    pause: str | None,
+    replicas: int | None,
+    preview_duration: str | None,
+    auto_promote: bool | None,
+    scale_down_delay: str | None,
+    max_hold: str | None,
+) -> dict[str, Any]:
+    """``--params`` with the flags merged over it."""
+    params: dict[str, Any] = {}
+    if raw is not None:
+        try:
+            value = json.loads(Path(raw[1:]).read_text() if raw.startswith("@") else raw)
+        except (OSError, ValueError) as exc:
+            fail(f"--params must be a JSON object or @file.json: {exc}")
+        if not isinstance(value, dict):
+            fail("--params must be a JSON object")
+        params.update(value)
+    if strategy == "canary":
+        if steps is not None or pause is not None:
+            params["steps"] = _canary_steps(steps, pause)
+    elif steps is not None:
+        fail(f"--steps is for the canary strategy, not {strategy}")
+    elif pause is not None:
+        if strategy != "rolling_update":
+            fail(f"--pause is for the canary and rolling_update strategies, not {strategy}")
+        params["pause"] = pause
+    if strategy != "blue_green" and (preview_duration is not None or auto_promote is not None):
+        fail(f"--preview-duration and --no-auto-promote are for blue_green, not {strategy}")
+    flags = {
+        "replicas": replicas,
+        "previewDuration": preview_duration,
+        "autoPromote": auto_promote,
+        "scaleDownDelay": scale_down_delay,
+        "maxHold": max_hold,
+    }
+    params.update({k: v for k, v in flags.items() if v is not None})
+    return params
+
+
+def _step(dep: DeploymentOut) -> str:
+    count = dep.progress.step_count
+    if not count:
+        return ""
+    if dep.status == "Active":
+        return f"{count}/{count}"
+    return f"{min(dep.progress.step_index + 1, count)}/{count}"
+
+
+def _status_style(status: str) -> str:
+    style = {"Active": "green", "Failed": "red", "RolledBack": "red", "Inactive": "dim"}.get(
+        status, "yellow"
+    )
+    return f"[{style}]{status}[/]"
+
+
+def _condition_rows(dep: DeploymentOut) -> list[tuple[str, ...]]:
+    return [
+        (
+            str(c.get("type", "")),
+            str(c.get("status", "")),
+            str(c.get("reason", "")),
+            str(c.get("message", "")),
+        )
+        for c in dep.conditions
+    ]
+
+
+def _event_rows(events: list[DeploymentEventOut]) -> list[tuple[str, ...]]:
+    return [
+        (str(e.id), _when(e.at), e.kind, e.version_number or "", e.actor, e.reason or "")
+        for e in events
+    ]
+
+
+EVENT_COLUMNS = ("#", "at", "kind", "version", "actor", "reason")
+
+
+def _endpoint_rows(answer: dict[str, Any]) -> list[tuple[str, ...]]:
+    selected = (answer.get("selected") or {}).get("url")
+    return [
+        (
+            str(e.get("versionNumber", "")),
+            str(e.get("role", "")),
+            f"{e.get('weight', 0)}%",
+            str(e.get("url", "")),
+            "yes" if selected is not None and e.get("url") == selected else "",
+        )
+        for e in answer.get("endpoints", [])
+    ]
+
+
+ENDPOINT_COLUMNS = ("version", "role", "weight", "url", "selected")
+
+
+def _print_created(dep: DeploymentOut) -> None:
+    out.print(
+        f"deployment [bold]{dep.id}[/] {_status_style(dep.status)}: {dep.model} "
+        f"{dep.version_number} to {dep.environment} ({dep.deployment_strategy})"
+    )
+    out.print(f"follow it with: modelreg deployments watch {dep.id}", highlight=False)
+
+
+def _watch_view(
+    dep: DeploymentOut, endpoints: dict[str, Any] | None, events: list[DeploymentEventOut]
+) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Any] = []
+    step = _step(dep)
+    head = (
+        f"[bold]{dep.model} {dep.version_number}[/] → {dep.environment} "
+        f"({dep.deployment_strategy}): {_status_style(dep.status)}"
+    )
+    if step:
+        head += f", step {step}"
+    head += f", candidate weight {dep.progress.traffic_weight}%"
+    if dep.progress.paused:
+        head += " [yellow](paused)[/]"
+    parts.append(Text.from_markup(head))
+    if endpoints is None:
+        parts.append(Text("endpoints: nothing serves yet"))
+    else:
+        table = Table(title="endpoints", title_justify="left")
+        for column in ENDPOINT_COLUMNS[:4]:
+            table.add_column(column, overflow="fold")
+        for row in _endpoint_rows(endpoints):
+            table.add_row(*row[:4])
+        parts.append(table)
+    gates = [c for c in dep.conditions if c.get("type") in ("Analysis", "Ready", "Failed")]
+    for c in gates:
+        parts.append(
+            Text(f"{c.get('type')}: {c.get('status')} {c.get('reason', '')} {c.get('message', '')}")
+        )
+    if events:
+        table = Table(title="newest events", title_justify="left")
+        for column in EVENT_COLUMNS:
+            table.add_column(column, overflow="fold")
+        for row in _event_rows(events[-8:]):
+            table.add_row(*row)
+        parts.append(table)
+    return Group(*parts)
+
+
+def _follow(client: Client, deployment_id: str, *, interval: float) -> DeploymentOut:
+    """A live view of the rollout, refreshed until its status is terminal."""
+    import time
+
+    from rich.live import Live
+
+    from api.client import ModelregError
+
+    events: list[DeploymentEventOut] = []
+
+    def snapshot() -> tuple[DeploymentOut, Any]:
+        dep = client.deployment(deployment_id)
+        after = events[-1].id if events else 0
+        events.extend(client.deployment_events(deployment_id, after=after))
+        try:
+            endpoints: dict[str, Any] | None = client.endpoint(dep.model, dep.environment)
+        except ModelregError as exc:
+            if exc.status != 404:
+                raise
+            endpoints = None
+        return dep, _watch_view(dep, endpoints, events)
+
+    dep, view = snapshot()
+    with Live(view, console=out, refresh_per_second=4, transient=False) as live:
+        while dep.status not in TERMINAL_STATUSES:
+            time.sleep(interval)
+            dep, view = snapshot()
+            live.update(view, refresh=True)
+    if not out.is_terminal:
+        out.line()  # Live ends a redirected render without one
+    return dep
+
+
+def _exit_for(dep: DeploymentOut) -> None:
+    if dep.status != "Active":
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    model: str,
+    version: str,
+    env: EnvOpt = "production",
+    strategy: Annotated[str, typer.Option(help="canary, blue_green or rolling_update")] = "canary",
+    steps: Annotated[
+        str | None,
+        typer.Option(help="Canary traffic weights, e.g. 10,50,100 [default: 10,50,100]"),
+    ] = None,
+    pause: Annotated[
+        str | None,
+        typer.Option(help="Pause after each canary step (or rolling replica), e.g. 60s"),
+    ] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="Model-server replicas")] = None,
+    preview_duration: Annotated[
+        str | None, typer.Option(help="blue_green: how long the preview runs, e.g. 30s")
+    ] = None,
+    auto_promote: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-promote/--no-auto-promote",
+            help="blue_green: promote after the preview [default: yes]",
+            show_default=False,
+        ),
+    ] = None,
+    scale_down_delay: Annotated[
+        str | None,
+        typer.Option(help="How long the old version keeps its servers (instant rollback)"),
+    ] = None,
+    max_hold: Annotated[
+        str | None, typer.Option(help="How long an inconclusive verdict may hold a step")
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option("--params", help="strategyParams as JSON or @file.json; flags win"),
+    ] = None,
+    target: Annotated[str, typer.Option(help="local or kubernetes")] = "local",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the rollout; exit 1 unless it ends Active")
+    ] = False,
+    interval: IntervalOpt = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll VERSION of MODEL out to an environment (production needs a passed validation)."""
+    strategy_params = _strategy_params(
+        strategy,
+        raw=params,
+        steps=steps,
+        pause=pause,
+        replicas=replicas,
+        preview_duration=preview_duration,
+        auto_promote=auto_promote,
+        scale_down_delay=scale_down_delay,
+        max_hold=max_hold,
+    )
+    with api() as client:
+        dep = client.deploy(
+            model,
+            version,
+            environment=env,
+            strategy=strategy,
+            params=strategy_params,
+            target=target,
+        )
+        if as_json and not wait:
+            _emit_json(dep)
+            return
+        if not as_json:
+            _print_created(dep)
+        if not wait:
+            return
+        if as_json:
+            import time
+
+            while dep.status not in TERMINAL_STATUSES:
+                time.sleep(interval)
+                dep = client.deployment(str(dep.id))
+        else:
+            dep = _follow(client, str(dep.id), interval=interval)
+    if as_json:
+        _emit_json(dep)
+    else:
+        out.print(f"deployment {dep.id} ended {_status_style(dep.status)}")
+    _exit_for(dep)
+
+
+@deployments_app.command("list")
+def deployments_list(
+    model: Annotated[str | None, typer.Option(help="Only this model")] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Initiated, Deploying, Active, Inactive, Failed or RolledBack"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List deployments, newest first."""
+    with api() as client:
+        items = client.deployments(model=model, environment=env, status=status, limit=limit).items
+    if as_json:
+        _emit_json(items)
+        return
+    _table(
+        f"{len(items)} deployment(s)",
+        ("id", "model", "version", "env", "strategy", "status", "step", "weight", "created"),
+        [
+            (
+                str(d.id)[:8],
+                d.model,
+                d.version_number,
+                d.environment,
+                d.deployment_strategy,
+                d.status,
+                _step(d),
+                f"{d.progress.traffic_weight}%",
+                _when(d.created_at),
+            )
+            for d in items
+        ],
+    )
+
+
+@deployments_app.command("show")
+def deployments_show(deployment_id: str, as_json: JsonOpt = False) -> None:
+    """Show a deployment: status, progress, conditions, endpoint and observed servers."""
+    dep_id = _deployment_id(deployment_id)
+    with api() as client:
+        dep = client.deployment(dep_id)
+    if as_json:
+        _emit_json(dep)
+        return
+    table = Table(title=f"deployment {dep.id}", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column(overflow="fold")
+    progress = dep.progress
+    rows = [
+        ("model", f"{dep.model} {dep.version_number}"),
+        ("environment", dep.environment),
+        ("status", _status_style(dep.status) + (" (paused)" if progress.paused else "")),
+        ("strategy", f"{dep.deployment_strategy} {json.dumps(dep.strategy_params)}"),
+        ("target", dep.target),
+        ("step", _step(dep)),
+        ("weight", f"{progress.traffic_weight}%"),
+        ("step started", _when(progress.step_started_at)),
+        ("holding since", _when(progress.hold_since)),
+        ("endpoint", dep.endpoint or ""),
+        ("stable", str(dep.stable_deployment_id or "")),
+        ("requested", json.dumps(dep.requested_action) if dep.requested_action else ""),
+        ("created", _when(dep.created_at)),
+        ("finished", _when(dep.finished_at)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+    if dep.conditions:
+        _table("conditions", ("type", "status", "reason", "message"), _condition_rows(dep))
+    instances = _observed_instances(dep)
+    if instances:
+        _table("observed instances", ("version", "url", "ready", "pid"), instances)
+
+
+def _observed_instances(dep: DeploymentOut) -> list[tuple[str, ...]]:
+    """The servers the controller last observed: this deployment's, and its stable's."""
+    rows: list[tuple[str, ...]] = []
+    for slot, workload in (dep.observed_state or {}).items():
+        if not isinstance(workload, dict):
+            continue
+        label = dep.version_number if slot == "workload" else slot
+        ready = f"{workload.get('readyReplicas', 0)}/{workload.get('replicas', 0)} ready"
+        instances = workload.get("instances") or []
+        if not instances:
+            rows.append((label, str(workload.get("url") or ""), ready, ""))
+        for i in instances:
+            rows.append(
+                (
+                    label,
+                    str(i.get("url", "")),
+                    "ready" if i.get("ready") else "not ready",
+                    str(i.get("pid") or ""),
+                )
+            )
+    return rows
+
+
+@deployments_app.command("events")
+def deployments_events(deployment_id: str, as_json: JsonOpt = False) -> None:
+    """A deployment's ledger: steps, verdicts, promotions, aborts and rollbacks."""
+    dep_id = _deployment_id(deployment_id)
+    with api() as client:
+        events = client.deployment_events(dep_id)
+    if as_json:
+        _emit_json(events)
+        return
+    _table(f"{len(events)} event(s) of {dep_id}", EVENT_COLUMNS, _event_rows(events))
+
+
+@deployments_app.command("watch")
+def deployments_watch(deployment_id: str, interval: IntervalOpt = 1.0) -> None:
+    """Follow a rollout live until it ends: exit 0 if it ends Active, 1 otherwise."""
+    dep_id = _deployment_id(deployment_id)
+    with api() as client:
+        dep = _follow(client, dep_id, interval=interval)
+    out.print(f"deployment {dep.id} is {_status_style(dep.status)}")
+    _exit_for(dep)
+
+
+def _action(action: str, deployment_id: str, reason: str | None) -> None:
+    dep_id = _deployment_id(deployment_id)
+    with api() as client:
+        dep = client.deployment_action(dep_id, action, reason)
+    out.print(
+        f"{action} requested for deployment {dep.id} ({dep.model} {dep.version_number}, "
+        f"{_status_style(dep.status)}); the controller carries it out on its next pass"
+    )
+
+
+@deployments_app.command("promote")
+def deployments_promote(deployment_id: str, reason: ReasonOpt = None) -> None:
+    """Complete the remaining steps now: all traffic to the candidate."""
+    _action("promote", deployment_id, reason)
+
+
+@deployments_app.command("pause")
+def deployments_pause(deployment_id: str, reason: ReasonOpt = None) -> None:
+    """Hold the rollout at its current step (a failed verdict still rolls back)."""
+    _action("pause", deployment_id, reason)
+
+
+@deployments_app.command("resume")
+def deployments_resume(deployment_id: str, reason: ReasonOpt = None) -> None:
+    """Let a paused rollout go on."""
+    _action("resume", deployment_id, reason)
+
+
+@deployments_app.command("abort")
+def deployments_abort(deployment_id: str, reason: ReasonOpt = None) -> None:
+    """All traffic back to the stable version; the candidate stops (RolledBack)."""
+    _action("abort", deployment_id, reason)
+
+
+@deployments_app.command("undeploy")
+def deployments_undeploy(deployment_id: str, reason: ReasonOpt = None) -> None:
+    """Take an Active deployment out of service (Inactive); its servers stop."""
+    _action("undeploy", deployment_id, reason)
+
+
+@app.command()
+def rollback(
+    model: str, env: EnvOpt = "production", reason: ReasonOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Serve the previous Active version of MODEL again (instant while its servers are up)."""
+    with api() as client:
+        dep = client.rollback(model, env, reason)
+    if as_json:
+        _emit_json(dep)
+        return
+    out.print(
+        f"rolling {model} in {env} back to {dep.version_number}: deployment {dep.id} "
+        f"{_status_style(dep.status)}"
+    )
+    out.print(f"follow it with: modelreg deployments watch {dep.id}", highlight=False)
+
+
+@app.command()
+def history(
+    model: str,
+    env: EnvOpt = "production",
+    at: Annotated[
+        str | None,
+        typer.Option(help="ISO 8601 time (UTC without an offset): also show what served then"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What served MODEL in an environment, and when: the deployment ledger, oldest first."""
+    if at is not None:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            fail(f"--at must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {at!r}")
+    with api() as client:
+        result = client.history(model, env, at=at)
+    if as_json:
+        _emit_json(result)
+        return
+    _table(
+        f"{model} in {env}: {len(result.events)} event(s)",
+        EVENT_COLUMNS,
+        _event_rows(result.events),
+    )
+    if result.serving_at is not None:
+        _table(
+            f"served at {at}",
+            ("version", "role", "weight", "url"),
+            [
+                (
+                    str(r.get("versionNumber", "")),
+                    str(r.get("role", "")),
+                    f"{r.get('weight', 0)}%",
+                    str(r.get("url", "")),
+                )
+                for r in result.serving_at
+            ],
+        )
+
+
+@app.command()
+def endpoint(
+    model: str,
+    env: EnvOpt = "production",
+    key: Annotated[
+        str | None, typer.Option(help="A user or session id: makes the pick sticky")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The endpoints serving MODEL now, with their weights, and the one picked."""
+    with api() as client:
+        answer = client.endpoint(model, env, key)
+    if as_json:
+        _emit_json(answer)
+        return
+    _table(
+        f"{model} in {env} (generation {answer.get('generation')})",
+        ENDPOINT_COLUMNS,
+        _endpoint_rows(answer),
+    )
+    selected = answer.get("selected")
+    if selected:
+        out.print(
+            f"selected: {selected.get('versionNumber')} at {selected.get('url')}", highlight=False
+        )
+    else:
+        out.print("selected: none (every endpoint has weight 0)")
 
 
 # -- keys -----------------------------------------------------------------------------------

@@ -19,7 +19,17 @@ from urllib.parse import quote
 
 import httpx
 
-from api.schemas import KeyCreated, KeyOut, ModelOut, ValidationRunOut, VersionOut
+from api.schemas import (
+    DeploymentEventOut,
+    DeploymentOut,
+    DeploymentPage,
+    HistoryOut,
+    KeyCreated,
+    KeyOut,
+    ModelOut,
+    ValidationRunOut,
+    VersionOut,
+)
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -347,6 +357,111 @@ class Client:
             finally:
                 tmp.unlink(missing_ok=True)
         return digest.hexdigest(), size
+
+    # -- deployments -------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        model: str,
+        version: str,
+        *,
+        environment: str,
+        strategy: str,
+        params: dict[str, Any] | None,
+        target: str = "local",
+    ) -> DeploymentOut:
+        """Ask for a rollout (202): the controller carries it out; poll ``deployment(id)``."""
+        body = {
+            "model": model,
+            "versionNumber": version,
+            "environment": environment,
+            "deploymentStrategy": strategy,
+            "strategyParams": params,
+            "target": target,
+        }
+        return DeploymentOut.model_validate(
+            self._request("POST", "/api/v1/deployments", json=body).json()
+        )
+
+    def deployments(
+        self,
+        model: str | None = None,
+        environment: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> DeploymentPage:
+        """One page of deployments, newest first; pass ``next_cursor`` on for the next."""
+        params = {
+            "model": model,
+            "environment": environment,
+            "status": status,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        params = {k: v for k, v in params.items() if v is not None}
+        return DeploymentPage.model_validate(
+            self._request("GET", "/api/v1/deployments", params=params).json()
+        )
+
+    def deployment(self, deployment_id: str) -> DeploymentOut:
+        return DeploymentOut.model_validate(
+            self._request("GET", f"/api/v1/deployments/{_seg(deployment_id)}").json()
+        )
+
+    def deployment_events(self, deployment_id: str, after: int = 0) -> list[DeploymentEventOut]:
+        events = self._request(
+            "GET", f"/api/v1/deployments/{_seg(deployment_id)}/events", params={"after": after}
+        ).json()
+        return [DeploymentEventOut.model_validate(e) for e in events]
+
+    def deployment_action(
+        self, deployment_id: str, action: str, reason: str | None = None
+    ) -> DeploymentOut:
+        """``promote``, ``pause``, ``resume``, ``abort`` or ``undeploy`` (carried out by the
+        controller's next pass)."""
+        return DeploymentOut.model_validate(
+            self._request(
+                "POST",
+                f"/api/v1/deployments/{_seg(deployment_id)}/{_seg(action)}",
+                json={"reason": reason},
+            ).json()
+        )
+
+    def rollback(self, model: str, environment: str, reason: str | None = None) -> DeploymentOut:
+        """Serve the previous Active version again; returns the deployment that will serve."""
+        return DeploymentOut.model_validate(
+            self._request(
+                "POST",
+                f"/api/v1/models/{_seg(model)}/rollback",
+                params={"environment": environment},
+                json={"reason": reason},
+            ).json()
+        )
+
+    def history(self, model: str, environment: str, at: str | None = None) -> HistoryOut:
+        """The model's deployment ledger in the environment; with ``at`` (ISO 8601) also what
+        served at that time."""
+        params = {"environment": environment, "at": at}
+        return HistoryOut.model_validate(
+            self._request(
+                "GET",
+                f"/api/v1/models/{_seg(model)}/history",
+                params={k: v for k, v in params.items() if v is not None},
+            ).json()
+        )
+
+    def endpoint(
+        self, model: str, environment: str = "production", key: str | None = None
+    ) -> dict[str, Any]:
+        """The weighted endpoints serving the model, and one pick (sticky with ``key``)."""
+        params = {"environment": environment, "key": key}
+        result: dict[str, Any] = self._request(
+            "GET",
+            f"/api/v1/models/{_seg(model)}/endpoint",
+            params={k: v for k, v in params.items() if v is not None},
+        ).json()
+        return result
 
     # -- keys --------------------------------------------------------------------------------
 
