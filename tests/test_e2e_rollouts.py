@@ -1,0 +1,491 @@
+"""End to end, with real processes: ``modelreg serve`` on the embedded defaults (SQLite, local
+artifacts, the validation worker and the controller in one process), and one real
+``modelreg serve-model`` process per deployed version.
+
+The two versions compute different things (y = x + 1 and y = x + 2), so an inference call
+through the resolved endpoint says which version answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.onnx_models import add_model
+
+T = TypeVar("T")
+KEYS = [f"user-{i}" for i in range(300)]
+TERMINAL = ("Active", "RolledBack", "Failed")
+
+
+class Modelreg:
+    """One ``modelreg serve`` process and an authenticated client for it."""
+
+    def __init__(self, home: Path, *, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+        self.env.update(
+            HOME=str(home),
+            MODELREG_DATA_DIR=str(home / "data"),
+            MODELREG_CREDENTIALS_FILE=str(home / "credentials"),
+            MODELREG_CONTROLLER_INTERVAL_SECONDS="0.5",
+            MODELREG_WORKER_POLL_SECONDS="0.2",
+            MODELREG_CONTROLLER_LEASE_SECONDS="3",
+            MODELREG_LOG_LEVEL="INFO",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http: httpx.Client | None = None
+
+    def start(self) -> Modelreg:
+        log = (self.home / "serve.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"modelreg serve exited:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"modelreg serve did not start:\n{self.log()}")
+            time.sleep(0.1)
+        token = (self.home / "credentials").read_text().split("token = ")[1].strip()
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        return self
+
+    def log(self) -> str:
+        return (self.home / "serve.log").read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no lease release; model servers keep running."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        if self.http is not None:
+            self.http.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.http is not None:
+            self.http.close()
+
+    def server_pids(self) -> dict[str, int]:
+        """Live model-server processes the local deployer recorded: instance file → pid."""
+        pids = {}
+        for record in (self.home / "data" / "servers" / "instances").glob("*.json"):
+            try:
+                pid = int(json.loads(record.read_text())["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if Path(f"/proc/{pid}").exists():
+                pids[record.name] = pid
+        return pids
+
+    def kill_servers(self) -> None:
+        for pid in self.server_pids().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # -- the API --------------------------------------------------------------------------
+
+    @property
+    def api(self) -> httpx.Client:
+        assert self.http is not None
+        return self.http
+
+    def version(self, model: str, number: str, artifact: bytes) -> None:
+        api = self.api
+        if api.get(f"/api/v1/models/{model}").status_code == 404:
+            created = api.post(
+                "/api/v1/models",
+                json={"name": model, "taskType": "ImageGeneration", "provider": "Internal"},
+            )
+            assert created.status_code == 201, created.text
+        made = api.post(f"/api/v1/models/{model}/versions", json={"versionNumber": number})
+        assert made.status_code == 201, made.text
+        put = api.put(
+            f"/api/v1/models/{model}/versions/{number}/artifact",
+            content=artifact,
+            params={"filename": "model.onnx"},
+        )
+        assert put.status_code == 201, put.text
+
+    def validated(self, model: str, number: str) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            runs = self.api.get(f"/api/v1/models/{model}/versions/{number}/validations").json()
+            return runs[0] if runs and runs[0]["status"] == "Done" else None
+
+        return wait_for(done, what=f"validation of {model} {number}", timeout=120)
+
+    def deploy(self, model: str, number: str, **body: Any) -> dict[str, Any]:
+        response = self.api.post(
+            "/api/v1/deployments",
+            json={"model": model, "versionNumber": number, "environment": "production", **body},
+        )
+        assert response.status_code == 202, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def deployment(self, dep_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.get(f"/api/v1/deployments/{dep_id}").json()
+        return result
+
+    def until_status(self, dep_id: str, *statuses: str, timeout: float = 90) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            dep = self.deployment(dep_id)
+            if dep["status"] in statuses:
+                return dep
+            return None
+
+        try:
+            return wait_for(reached, what=f"deployment {dep_id} {statuses}", timeout=timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"{self.deployment(dep_id)}\n{self.events(dep_id)}\n{self.log()}"
+            ) from None
+
+    def events(self, dep_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api.get(f"/api/v1/deployments/{dep_id}/events").json()
+        return result
+
+    def resolve(
+        self, model: str, *, key: str | None = None, environment: str = "production"
+    ) -> dict[str, Any] | None:
+        params = {"environment": environment, **({"key": key} if key else {})}
+        response = self.api.get(f"/api/v1/models/{model}/endpoint", params=params)
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def weights(self, model: str, environment: str = "production") -> dict[str, int]:
+        answer = self.resolve(model, environment=environment)
+        if answer is None:
+            return {}
+        return {e["versionNumber"]: e["weight"] for e in answer["endpoints"]}
+
+    def until_weights(
+        self, model: str, expected: dict[str, int], *, environment: str = "production"
+    ) -> None:
+        wait_for(
+            lambda: self.weights(model, environment) == expected or None,
+            what=f"weights {expected}",
+            timeout=90,
+        )
+
+
+def wait_for(check: Callable[[], T | None], *, what: str, timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def infer(url: str, model: str) -> float:
+    """What the model at ``url`` adds to zero."""
+    response = httpx.post(
+        f"{url}/v2/models/{model}/infer",
+        json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}]},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    value: float = response.json()["outputs"][0]["data"][0]
+    return value
+
+
+def selected_versions(mr: Modelreg, model: str) -> dict[str, str]:
+    picks = {}
+    for key in KEYS:
+        answer = mr.resolve(model, key=key)
+        assert answer is not None
+        picks[key] = answer["selected"]["versionNumber"]
+    return picks
+
+
+@pytest.fixture(scope="module")
+def modelreg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Modelreg]:
+    mr = Modelreg(tmp_path_factory.mktemp("e2e")).start()
+    try:
+        yield mr
+    finally:
+        mr.stop()
+        mr.kill_servers()
+
+
+@pytest.fixture(scope="module")
+def two_versions(modelreg: Modelreg) -> str:
+    """text2img 1.0 (x + 1) and 1.1 (x + 2), both validated."""
+    modelreg.version("text2img", "1.0", add_model(constant=1.0))
+    modelreg.version("text2img", "1.1", add_model(constant=2.0))
+    for number in ("1.0", "1.1"):
+        run = modelreg.validated("text2img", number)
+        assert run["result"]["securityScanStatus"] == "Passed", run
+        assert run["result"]["functionalStatus"] == "Passed", run
+    return "text2img"
+
+
+def test_canary_from_first_deploy_to_promotion(modelreg: Modelreg, two_versions: str) -> None:
+    model = two_versions
+    first = modelreg.deploy(model, "1.0")
+    active = modelreg.until_status(first["id"], *TERMINAL)
+    assert active["status"] == "Active", active
+    answer = modelreg.resolve(model)
+    assert answer is not None
+    assert [(e["versionNumber"], e["weight"]) for e in answer["endpoints"]] == [("1.0", 100)]
+    assert infer(answer["selected"]["url"], model) == 1.0
+
+    canary = modelreg.deploy(
+        model,
+        "1.1",
+        strategyParams={
+            "steps": [
+                {"weight": 10, "pause": "3s"},
+                {"weight": 50, "pause": "3s"},
+                {"weight": 100},
+            ]
+        },
+    )
+    modelreg.until_weights(model, {"1.0": 90, "1.1": 10})
+    at_10 = selected_versions(modelreg, model)
+    on_candidate = {k for k, v in at_10.items() if v == "1.1"}
+    assert 10 <= len(on_candidate) <= 60, "about 10% of 300 keys"
+    urls = {e["versionNumber"]: e["url"] for e in modelreg.resolve(model)["endpoints"]}  # type: ignore[index]
+    assert infer(urls["1.0"], model) == 1.0
+    assert infer(urls["1.1"], model) == 2.0
+
+    modelreg.until_weights(model, {"1.0": 50, "1.1": 50})
+    at_50 = selected_versions(modelreg, model)
+    assert all(at_50[k] == "1.1" for k in on_candidate), "sticky keys stay on the candidate"
+
+    done = modelreg.until_status(canary["id"], *TERMINAL)
+    assert done["status"] == "Active", done
+    assert modelreg.weights(model) == {"1.1": 100}
+    old = modelreg.deployment(first["id"])
+    assert old["status"] == "Inactive"
+    versions = {
+        v["versionNumber"]: v["status"]
+        for v in modelreg.api.get(f"/api/v1/models/{model}/versions").json()["items"]
+    }
+    assert versions == {"1.0": "Deprecated", "1.1": "Production"}
+    steps = [e["details"]["weight"] for e in modelreg.events(canary["id"]) if e["kind"] == "step"]
+    assert steps == [10, 50]
+
+    # Roll back by hand: instant, because 1.0's server is inside its scaleDownDelay.
+    back = modelreg.api.post(f"/api/v1/models/{model}/rollback", json={"reason": "e2e"})
+    assert back.status_code == 202, back.text
+    assert modelreg.weights(model) == {"1.0": 100}
+    answer = modelreg.resolve(model)
+    assert answer is not None
+    assert infer(answer["selected"]["url"], model) == 1.0
+
+
+def test_a_broken_candidate_rolls_back_while_stable_keeps_serving(modelreg: Modelreg) -> None:
+    model = "broken-demo"
+    modelreg.version(model, "1.0", add_model(constant=1.0))
+    modelreg.version(model, "2.0", b"this is not an onnx model")
+    modelreg.validated(model, "1.0")
+    modelreg.validated(model, "2.0")
+    stable = modelreg.deploy(model, "1.0", environment="staging")
+    assert modelreg.until_status(stable["id"], *TERMINAL)["status"] == "Active"
+
+    served: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with httpx.Client(headers=modelreg.api.headers, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.get(
+                        f"{modelreg.url}/api/v1/models/{model}/endpoint",
+                        params={"environment": "staging"},
+                    ).json()
+                    url = answer["selected"]["url"]
+                    served.append(infer(url, model))
+                except Exception as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.05)
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        candidate = modelreg.deploy(
+            model,
+            "2.0",
+            environment="staging",
+            strategyParams={"steps": [{"weight": 50, "pause": "5s"}, {"weight": 100}]},
+        )
+        ended = modelreg.until_status(candidate["id"], *TERMINAL, timeout=120)
+    finally:
+        stop.set()
+        caller.join()
+    assert ended["status"] == "RolledBack", ended
+    assert not failures, failures[:5]
+    assert served
+    assert set(served) == {1.0}
+    reason = next(e for e in modelreg.events(candidate["id"]) if e["kind"] == "rolled_back")
+    assert "exited with code" in reason["reason"]
+    assert modelreg.weights(model, "staging") == {"1.0": 100}
+
+
+def test_abort_and_manual_promote(modelreg: Modelreg) -> None:
+    model = "abort-demo"
+    modelreg.version(model, "1.0", add_model(constant=1.0))
+    modelreg.version(model, "2.0", add_model(constant=2.0))
+    modelreg.validated(model, "1.0")
+    modelreg.validated(model, "2.0")
+    assert modelreg.until_status(modelreg.deploy(model, "1.0")["id"], *TERMINAL)["status"] == (
+        "Active"
+    )
+    slow = {"steps": [{"weight": 20, "pause": "1h"}, {"weight": 100}]}
+    canary = modelreg.deploy(model, "2.0", strategyParams=slow)
+    modelreg.until_weights(model, {"1.0": 80, "2.0": 20})
+    aborted = modelreg.api.post(
+        f"/api/v1/deployments/{canary['id']}/abort", json={"reason": "halfway"}
+    )
+    assert aborted.status_code == 202
+    state = modelreg.until_status(canary["id"], "RolledBack")
+    assert state["progress"]["trafficWeight"] == 0
+    assert modelreg.weights(model) == {"1.0": 100}
+    ledger = modelreg.events(canary["id"])
+    kinds = [e["kind"] for e in ledger]
+    assert kinds.index("abort_requested") < kinds.index("aborted")
+    assert next(e for e in ledger if e["kind"] == "aborted")["actor"].startswith("key:")
+    wait_for(
+        lambda: modelreg.deployment(canary["id"])["finishedAt"] is not None or None,
+        what="the aborted candidate's server to stop",
+    )
+
+    again = modelreg.deploy(model, "2.0", strategyParams=slow)
+    modelreg.until_weights(model, {"1.0": 80, "2.0": 20})
+    promoted = modelreg.api.post(f"/api/v1/deployments/{again['id']}/promote")
+    assert promoted.status_code == 202
+    assert modelreg.until_status(again["id"], *TERMINAL)["status"] == "Active"
+    assert modelreg.weights(model) == {"2.0": 100}
+
+
+def test_blue_green_previews_then_switches_atomically(modelreg: Modelreg) -> None:
+    model = "bluegreen-demo"
+    modelreg.version(model, "1.0", add_model(constant=1.0))
+    modelreg.version(model, "2.0", add_model(constant=2.0))
+    modelreg.validated(model, "1.0")
+    modelreg.validated(model, "2.0")
+    assert modelreg.until_status(modelreg.deploy(model, "1.0")["id"], *TERMINAL)["status"] == (
+        "Active"
+    )
+    green = modelreg.deploy(
+        model, "2.0", deploymentStrategy="blue_green", strategyParams={"previewDuration": "4s"}
+    )
+
+    def preview() -> dict[str, Any] | None:
+        answer = modelreg.resolve(model)
+        if answer is None:
+            return None
+        return next((e for e in answer["endpoints"] if e["role"] == "preview"), None)
+
+    endpoint = wait_for(preview, what="the preview endpoint", timeout=90)
+    assert endpoint["versionNumber"] == "2.0"
+    assert endpoint["weight"] == 0
+    assert infer(endpoint["url"], model) == 2.0, "the preview answers before the switch"
+    seen: set[tuple[tuple[str, int], ...]] = set()
+    while modelreg.deployment(green["id"])["status"] not in TERMINAL:
+        answer = modelreg.resolve(model)
+        assert answer is not None
+        seen.add(tuple(sorted((e["versionNumber"], e["weight"]) for e in answer["endpoints"])))
+        assert answer["selected"]["versionNumber"] in ("1.0", "2.0")
+    assert modelreg.deployment(green["id"])["status"] == "Active"
+    seen.add(tuple(sorted(modelreg.weights(model).items())))
+    assert seen <= {(("1.0", 100), ("2.0", 0)), (("2.0", 100),)}, seen
+
+
+def test_rolling_update(modelreg: Modelreg) -> None:
+    model = "rolling-demo"
+    modelreg.version(model, "1.0", add_model(constant=1.0))
+    modelreg.version(model, "2.0", add_model(constant=2.0))
+    modelreg.validated(model, "1.0")
+    modelreg.validated(model, "2.0")
+    first = modelreg.deploy(model, "1.0", strategyParams={"replicas": 2})
+    assert modelreg.until_status(first["id"], *TERMINAL)["status"] == "Active"
+    rolling = modelreg.deploy(
+        model, "2.0", deploymentStrategy="rolling_update", strategyParams={"replicas": 2}
+    )
+    modelreg.until_weights(model, {"1.0": 50, "2.0": 50})
+    assert modelreg.until_status(rolling["id"], *TERMINAL)["status"] == "Active"
+    assert modelreg.weights(model) == {"2.0": 100}
+    instances = modelreg.deployment(rolling["id"])["observedState"]["workload"]["instances"]
+    assert len(instances) == 2
+
+
+def test_sigkill_mid_canary_resumes_without_duplicates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    mr = Modelreg(tmp_path_factory.mktemp("e2e-kill")).start()
+    try:
+        model = "restart-demo"
+        mr.version(model, "1.0", add_model(constant=1.0))
+        mr.version(model, "2.0", add_model(constant=2.0))
+        mr.validated(model, "1.0")
+        mr.validated(model, "2.0")
+        assert mr.until_status(mr.deploy(model, "1.0")["id"], *TERMINAL)["status"] == "Active"
+        canary = mr.deploy(
+            model,
+            "2.0",
+            strategyParams={
+                "steps": [{"weight": 10, "pause": "6s"}, {"weight": 60, "pause": "2s"}],
+            },
+        )
+        mr.until_weights(model, {"1.0": 90, "2.0": 10})
+        before = mr.deployment(canary["id"])
+        pids = mr.server_pids()
+        assert len(pids) == 2
+        mr.kill()
+        assert mr.server_pids() == pids, "model servers outlive the controller"
+        mr.start()
+        assert mr.weights(model) == {"1.0": 90, "2.0": 10}, "the routes are where they were"
+        resumed = mr.deployment(canary["id"])
+        assert resumed["progress"]["stepIndex"] == 0
+        assert resumed["progress"]["stepStartedAt"] == before["progress"]["stepStartedAt"]
+        mr.until_weights(model, {"1.0": 40, "2.0": 60})
+        assert mr.server_pids() == pids, "adopted, not started again"
+        assert mr.until_status(canary["id"], *TERMINAL)["status"] == "Active"
+        steps = [e["details"]["weight"] for e in mr.events(canary["id"]) if e["kind"] == "step"]
+        assert steps == [10, 60], "no step was taken twice"
+    finally:
+        mr.stop()
+        mr.kill_servers()
