@@ -173,6 +173,31 @@ def roll_back(progress: Progress, *, observed: Observed, kind: str, reason: str)
     )
 
 
+def stop_if_failed(
+    progress: Progress,
+    *,
+    observed: Observed,
+    verdict: Verdict,
+    request: Request,
+    subject: str = "the candidate",
+) -> Plan | None:
+    """What ends any rollout at once: an abort request, a candidate that failed (a crash
+    loop, a refused artifact), or a failed verdict. None when the rollout goes on."""
+    if request.action == "abort":
+        return roll_back(progress, observed=observed, kind="aborted", reason="aborted by request")
+    candidate = observed.candidate
+    if progress.status != "Initiated" and candidate is not None and candidate.failure:
+        return roll_back(
+            progress,
+            observed=observed,
+            kind="rolled_back",
+            reason=f"{subject} failed: {candidate.failure}",
+        )
+    if progress.status != "Initiated" and verdict.outcome is Outcome.FAILED:
+        return roll_back(progress, observed=observed, kind="rolled_back", reason=verdict.reason)
+    return None
+
+
 def promote(spec: RolloutSpec, progress: Progress, *, reason: str, consumed: bool) -> Plan:
     """All traffic to the candidate: it becomes Active (the controller retires the old one)."""
     return Plan(

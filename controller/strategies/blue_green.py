@@ -20,8 +20,8 @@ from controller.strategies.base import (
     Verdict,
     hold,
     promote,
-    roll_back,
     start,
+    stop_if_failed,
 )
 
 
@@ -34,20 +34,14 @@ def plan_blue_green(
     now: datetime,
     request: Request = Request(),
 ) -> Plan:
-    if request.action == "abort":
-        return roll_back(progress, observed=observed, kind="aborted", reason="aborted by request")
+    stopped = stop_if_failed(
+        progress, observed=observed, verdict=verdict, request=request, subject="the preview"
+    )
+    if stopped is not None:
+        return stopped
     if progress.status == "Initiated":
         return start(spec, progress)
     candidate = observed.candidate
-    if candidate is not None and candidate.failure:
-        return roll_back(
-            progress,
-            observed=observed,
-            kind="rolled_back",
-            reason=f"the preview failed: {candidate.failure}",
-        )
-    if verdict.outcome is Outcome.FAILED:
-        return roll_back(progress, observed=observed, kind="rolled_back", reason=verdict.reason)
     previewing = (
         ScaleCandidate(spec.replicas),
         Route(0, preview=progress.step_started_at is not None),

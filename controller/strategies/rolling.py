@@ -22,7 +22,7 @@ from controller.strategies.base import (
     Verdict,
     hold,
     promote,
-    roll_back,
+    stop_if_failed,
 )
 
 
@@ -36,9 +36,11 @@ def plan_rolling(
     request: Request = Request(),
 ) -> Plan:
     total = spec.replicas
-    if request.action == "abort":
-        plan = roll_back(progress, observed=observed, kind="aborted", reason="aborted by request")
-        return _restore_stable(plan, observed)
+    stopped = stop_if_failed(
+        progress, observed=observed, verdict=verdict, request=request, subject="the new replicas"
+    )
+    if stopped is not None:
+        return _restore_stable(stopped, observed)
     if progress.status == "Initiated":
         first = 1 if observed.has_stable else total
         return Plan(
@@ -48,17 +50,6 @@ def plan_rolling(
             requeue_after=SOON,
         )
     candidate = observed.candidate
-    if candidate is not None and candidate.failure:
-        plan = roll_back(
-            progress,
-            observed=observed,
-            kind="rolled_back",
-            reason=f"the new replicas failed: {candidate.failure}",
-        )
-        return _restore_stable(plan, observed)
-    if verdict.outcome is Outcome.FAILED:
-        plan = roll_back(progress, observed=observed, kind="rolled_back", reason=verdict.reason)
-        return _restore_stable(plan, observed)
     if not observed.has_stable:
         if candidate is not None and candidate.ready:
             return promote(
