@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import DB_UNAVAILABLE_ERRORS
 from registry.errors import NotFound, Unavailable
-from registry.models import AIModel, DeploymentRoute
-from registry.services.routing import RouteEntry, read_generation
+from registry.models import AIModel
+from registry.services.routing import RouteEntry, current_routes, read_generation
 
 log = logging.getLogger("modelreg.endpoints")
 
@@ -243,23 +243,7 @@ class EndpointService:
             model_id = s.scalar(select(AIModel.id).where(AIModel.name == model_name))
             if model_id is None:
                 return NotFound(f"no model named {model_name!r}", reason="no-such-model")
-            rows = s.scalars(
-                select(DeploymentRoute).where(
-                    DeploymentRoute.model_id == model_id,
-                    DeploymentRoute.environment == environment,
-                )
-            ).all()
-            routes = [
-                RouteEntry(
-                    deployment_id=r.deployment_id,
-                    model_version_id=r.model_version_id,
-                    version_number=r.version_number,
-                    url=r.url,
-                    weight=r.weight,
-                    role=r.role,
-                )
-                for r in rows
-            ]
+            routes = current_routes(s, model_id=model_id, environment=environment)
         if not routes:
             return NotFound(
                 f"model {model_name!r} exists, but nothing serves it in {environment}",
