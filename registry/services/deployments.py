@@ -444,6 +444,8 @@ class DeploymentService:
                     deployment_id=previous.id,
                     actor=who,
                     reason=f"rollback: {why}",
+                    model_version_id=prev_version.id,
+                    version_number=prev_version.version_number,
                 )
                 if environment == "production":
                     self._lifecycle(s, promoted=prev_version, retired=cur_version)
@@ -732,6 +734,8 @@ class DeploymentService:
                     deployment_id=dep.id,
                     actor=actor,
                     reason=outcome.reason or outcome.status,
+                    model_version_id=version.id,
+                    version_number=version.version_number,
                 )
             s.flush()
         if outcome.routes is not None:

@@ -68,9 +68,12 @@ def set_routes(
     deployment_id: uuid.UUID,
     actor: str,
     reason: str,
+    model_version_id: uuid.UUID | None = None,
+    version_number: str | None = None,
 ) -> bool:
     """Make ``routes`` the whole routing set of (model, environment). Returns False (and writes
-    nothing) when it already is."""
+    nothing) when it already is. The ``traffic`` event names the deployment (and version)
+    whose change it was."""
     wanted = sorted((r for r in routes), key=lambda r: str(r.deployment_id))
     have = sorted(
         current_routes(s, model_id=model_id, environment=environment),
@@ -107,6 +110,8 @@ def set_routes(
             deployment_id=deployment_id,
             model_id=model_id,
             environment=environment,
+            model_version_id=model_version_id,
+            version_number=version_number,
             at=now,
             kind="traffic",
             actor=actor,
