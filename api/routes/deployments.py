@@ -31,7 +31,7 @@ from registry.services import Registry
 router = APIRouter(tags=["deployments"])
 
 Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Deployer = Annotated[Principal, Depends(require(Scope.DEPLOYMENTS_WRITE))]
+Operator = Annotated[Principal, Depends(require(Scope.DEPLOYMENTS_WRITE))]
 Reg = Annotated[Registry, Depends(get_registry)]
 Action = Literal["promote", "pause", "resume", "abort", "undeploy"]
 
@@ -54,7 +54,7 @@ ACTION_HELP = {
     "`failedChecks` otherwise). One rollout per model and environment at a time.",
 )
 def create_deployment(
-    body: DeploymentCreate, actor: Deployer, reg: Reg, response: Response
+    body: DeploymentCreate, actor: Operator, reg: Reg, response: Response
 ) -> DeploymentOut:
     dep = reg.deployments.create(
         actor,
@@ -126,7 +126,7 @@ def deployment_events(
 def deployment_action(
     deployment_id: uuid.UUID,
     action: Action,
-    actor: Deployer,
+    actor: Operator,
     reg: Reg,
     body: Annotated[ActionIn | None, Body()] = None,
 ) -> DeploymentOut:
@@ -145,7 +145,7 @@ def deployment_action(
 )
 def rollback(
     name: ModelName,
-    actor: Deployer,
+    actor: Operator,
     reg: Reg,
     environment: Environment = "production",
     body: Annotated[ActionIn | None, Body()] = None,
