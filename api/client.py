@@ -23,6 +23,10 @@ from api.schemas import (
     DeploymentEventOut,
     DeploymentOut,
     DeploymentPage,
+    FeedbackBatchOut,
+    FeedbackCompareOut,
+    FeedbackPage,
+    FeedbackSummaryOut,
     HistoryOut,
     KeyCreated,
     KeyOut,
@@ -475,4 +479,56 @@ class Client:
     def revoke_key(self, api_key: str) -> KeyOut:
         return KeyOut.model_validate(
             self._request("POST", f"/api/v1/keys/{_seg(api_key)}/revoke").json()
+        )
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    def submit_feedback(self, items: list[dict[str, Any]]) -> FeedbackBatchOut:
+        """Submit feedback items (camelCase fields): which were kept, which rejected and why.
+        Raises :class:`ModelregError` (422) when every item is rejected."""
+        body: dict[str, Any] = items[0] if len(items) == 1 else {"items": items}
+        return FeedbackBatchOut.model_validate(
+            self._request("POST", "/api/v1/feedback", json=body).json()
+        )
+
+    def list_feedback(
+        self,
+        model: str,
+        version: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> FeedbackPage:
+        """One page of a version's feedback, newest first (``next_cursor`` for the next)."""
+        params = {"since": since, "until": until, "limit": limit, "cursor": cursor}
+        return FeedbackPage.model_validate(
+            self._request(
+                "GET",
+                f"{self._vpath(model, version)}/feedback",
+                params={k: v for k, v in params.items() if v is not None},
+            ).json()
+        )
+
+    def feedback_summary(
+        self, model: str, version: str, *, since: str | None = None, until: str | None = None
+    ) -> FeedbackSummaryOut:
+        params = {"since": since, "until": until}
+        return FeedbackSummaryOut.model_validate(
+            self._request(
+                "GET",
+                f"{self._vpath(model, version)}/feedback/summary",
+                params={k: v for k, v in params.items() if v is not None},
+            ).json()
+        )
+
+    def compare_feedback(self, model: str, environment: str = "production") -> FeedbackCompareOut:
+        """The versions serving now, each summarized over the current rollout window."""
+        return FeedbackCompareOut.model_validate(
+            self._request(
+                "GET",
+                f"/api/v1/models/{_seg(model)}/feedback/compare",
+                params={"environment": environment},
+            ).json()
         )

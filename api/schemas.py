@@ -341,3 +341,139 @@ class HistoryOut(OutBody):
         default=None,
         description="With `at`: the endpoints (version, url, weight) that served at that time",
     )
+
+
+# -- feedback ----------------------------------------------------------------------------------
+
+MAX_FEEDBACK_BATCH = 1_000
+
+
+class FeedbackIn(InBody):
+    """One item of feedback: on ``modelVersionId``, or on ``model`` and ``versionNumber``."""
+
+    model_version_id: uuid.UUID | None = None
+    model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN, examples=["text2img"])
+    version_number: str | None = Field(default=None, pattern=VERSION_PATTERN, examples=["1.0"])
+    generation_request_id: uuid.UUID | None = None
+    rating: int | None = Field(default=None, ge=1, le=5, strict=True)
+    comment: str | None = Field(default=None, max_length=10_000)
+    details: dict[str, Any] | None = None
+
+
+class FeedbackBatchIn(InBody):
+    """Up to 1,000 items. Each is checked on its own: bad ones are rejected with their index
+    and reason, good ones are kept."""
+
+    items: list[Any] = Field(
+        min_length=1,
+        json_schema_extra={"maxItems": MAX_FEEDBACK_BATCH, "items": FeedbackIn.model_json_schema()},
+        description="Feedback items (the fields of a single item)",
+    )
+
+
+class FeedbackKept(OutBody):
+    index: int
+    id: uuid.UUID
+
+
+class FeedbackRejected(OutBody):
+    index: int
+    reason: str
+
+
+class FeedbackBatchOut(OutBody):
+    kept: list[FeedbackKept]
+    rejected: list[FeedbackRejected]
+
+    @classmethod
+    def of(cls, result: Any) -> FeedbackBatchOut:
+        return cls(
+            kept=[FeedbackKept(index=k.index, id=k.id) for k in result.kept],
+            rejected=[FeedbackRejected(index=r.index, reason=r.reason) for r in result.rejected],
+        )
+
+
+class FeedbackOut(OutBody):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    model_version_id: uuid.UUID | None
+    generation_request_id: uuid.UUID | None
+    rating: int | None
+    comment: str | None
+    details: dict[str, Any] | None
+    feedback_timestamp: datetime
+
+
+class FeedbackPage(OutBody):
+    items: list[FeedbackOut]
+    next_cursor: str | None
+
+
+class FeedbackSummaryOut(OutBody):
+    model_version_id: uuid.UUID
+    count: int = Field(description="Items in the window, rated or not")
+    rated: int = Field(description="Items with a rating")
+    mean: float | None = Field(description="Mean rating; null without ratings")
+    distribution: dict[str, int] = Field(description='Ratings by value, "1" to "5"')
+    positive_share: float | None = Field(description="Share of ratings >= 4")
+    positive_low: float | None = Field(description="Wilson 95% interval of positiveShare: low")
+    positive_high: float | None = Field(description="Wilson 95% interval of positiveShare: high")
+    since: datetime | None
+    until: datetime | None
+
+    @classmethod
+    def of(cls, summary: Any) -> FeedbackSummaryOut:
+        return cls(
+            model_version_id=summary.model_version_id,
+            count=summary.count,
+            rated=summary.rated,
+            mean=summary.mean,
+            distribution={str(k): n for k, n in summary.distribution.items()},
+            positive_share=summary.positive_share,
+            positive_low=summary.positive_low,
+            positive_high=summary.positive_high,
+            since=summary.since,
+            until=summary.until,
+        )
+
+
+class ServingFeedbackOut(OutBody):
+    deployment_id: uuid.UUID
+    model_version_id: uuid.UUID
+    version_number: str
+    role: str
+    weight: int
+    summary: FeedbackSummaryOut
+
+
+class FeedbackCompareOut(OutBody):
+    model: str
+    environment: str
+    window_start: datetime | None = Field(
+        description="Start of the current window: the rollout step's start, else the last "
+        "traffic change; null when neither exists (all feedback counts)"
+    )
+    window_source: Literal["rollout step", "traffic change", "all time"]
+    until: datetime
+    versions: list[ServingFeedbackOut]
+
+    @classmethod
+    def of(cls, comparison: Any) -> FeedbackCompareOut:
+        return cls(
+            model=comparison.model,
+            environment=comparison.environment,
+            window_start=comparison.window_start,
+            window_source=comparison.window_source,
+            until=comparison.until,
+            versions=[
+                ServingFeedbackOut(
+                    deployment_id=route.deployment_id,
+                    model_version_id=route.model_version_id,
+                    version_number=route.version_number,
+                    role=route.role,
+                    weight=route.weight,
+                    summary=FeedbackSummaryOut.of(summary),
+                )
+                for route, summary in comparison.serving
+            ],
+        )

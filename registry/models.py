@@ -393,6 +393,13 @@ class AIModelFeedback(Base):
         Index("idx_aimodelfeedback_userid", "user_id"),
         Index("idx_aimodelfeedback_generationrequestid", "generation_request_id"),
         Index("idx_aimodelfeedback_modelversionid", "model_version_id"),
+        # Added by modelreg: a version's feedback over a time window (summaries, rollout gates).
+        Index(
+            "idx_aimodelfeedback_versionid_timestamp",
+            "model_version_id",
+            "feedback_timestamp",
+            postgresql_include=["rating"],
+        ),
     )
 
 

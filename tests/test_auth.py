@@ -57,6 +57,15 @@ ROUTES = [
     pytest.param("POST", "/api/v1/models/m/rollback", "deployments:write", id="rollback"),
     pytest.param("GET", "/api/v1/models/m/history", "models:read", id="history"),
     pytest.param("DELETE", "/api/v1/models/m", "models:write", id="delete-model"),
+    pytest.param("POST", "/api/v1/feedback", "feedback:write", id="submit-feedback"),
+    pytest.param("GET", "/api/v1/models/m/versions/1/feedback", "models:read", id="list-feedback"),
+    pytest.param(
+        "GET",
+        "/api/v1/models/m/versions/1/feedback/summary",
+        "models:read",
+        id="feedback-summary",
+    ),
+    pytest.param("GET", "/api/v1/models/m/feedback/compare", "models:read", id="compare-feedback"),
 ]
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.db import create_db_engine, create_session_factory
 from registry.services.deployments import DeploymentService
 from registry.services.endpoints import EndpointService
+from registry.services.feedback import FeedbackService
 from registry.services.keys import KeyService
 from registry.services.models import ModelService
 from registry.services.validations import ValidationService
@@ -32,6 +33,7 @@ class Registry:
     validations: ValidationService
     deployments: DeploymentService
     endpoints: EndpointService
+    feedback: FeedbackService
 
     def check_database(self) -> None:
         """Raise if the database does not answer a trivial query."""
@@ -64,4 +66,5 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
         validations=ValidationService(sessions, lease_seconds=settings.validation_lease_seconds),
         deployments=DeploymentService(sessions, on_routes_changed=endpoints.invalidate),
         endpoints=endpoints,
+        feedback=FeedbackService(sessions),
     )
