@@ -10,8 +10,18 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api import metrics
 from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
-from api.routes import deployments, endpoints, health, keys, models, validations, versions
+from api.routes import (
+    deployments,
+    endpoints,
+    feedback,
+    health,
+    keys,
+    models,
+    validations,
+    versions,
+)
 from registry.services import Registry, build_registry
 from registry.settings import Settings
 
@@ -45,7 +55,10 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.registry = registry
     app.state.settings = settings
     app.state.upload_executor = upload_executor
+    app.state.metrics_database = metrics.scrape_registry(registry)
     install_problem_handlers(app)
+    # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.
+    app.add_middleware(metrics.MetricsMiddleware, routes=app)
     app.include_router(health.router)
     for router in (
         endpoints.router,  # first: the hot path, matched before every other route
@@ -54,8 +67,12 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         validations.router,
         keys.router,
         deployments.router,
+        feedback.router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=problem_responses(*COMMON_ERRORS))
+    # Last: scrapes are rare, API requests should not try its pattern first. It needs no key
+    # (Prometheus scrapes it) and exposes no secret; see api/metrics.py.
+    app.include_router(metrics.router)
     _problem_only_errors(app)
     return app
 

@@ -37,6 +37,7 @@ from api.deps import _bearer, get_registry, require
 from api.schemas import MODEL_NAME_PATTERN, ModelName, OutBody
 from api.streaming import if_none_match_matches
 from registry.auth import Principal, Scope
+from registry.metrics import ENDPOINT_RESOLUTIONS
 from registry.models import ENVIRONMENTS
 from registry.services import Registry
 
@@ -113,6 +114,23 @@ class EndpointAnswer(OutBody):
     )
 
 
+_RESOLUTION_COUNTERS: dict[tuple[str, str, bool], Any] = {}
+
+
+def count_resolution(model: str, environment: str, *, hit: bool) -> None:
+    """``modelreg_endpoint_resolutions_total{model,environment,cache}``, one dict lookup a
+    request. Only answered resolutions count: a name that resolved exists, so clients cannot
+    mint label values with made-up names (those 404s count by route template only)."""
+    key = (model, environment, hit)
+    child = _RESOLUTION_COUNTERS.get(key)
+    if child is None:
+        if len(_RESOLUTION_COUNTERS) >= _MAX_WARM:  # bounds the cache, not the labels
+            _RESOLUTION_COUNTERS.clear()
+        child = ENDPOINT_RESOLUTIONS.labels(model, environment, "hit" if hit else "miss")
+        _RESOLUTION_COUNTERS[key] = child
+    child.inc()
+
+
 class EndpointRoute(APIRoute):
     """Serves ``resolve_endpoint`` without FastAPI's per-request dependency solving."""
 
@@ -177,6 +195,9 @@ async def resolve_endpoint(
     answer = reg.endpoints.cached(name, environment)
     if answer is None:
         answer = await run_in_threadpool(reg.endpoints.resolve, name, environment)
+        count_resolution(name, environment, hit=False)
+    else:
+        count_resolution(name, environment, hit=True)
     headers = {"ETag": answer.etag, "Cache-Control": "no-cache"}
     if if_none_match_matches(request.headers.get("if-none-match"), answer.etag):
         return Response(status_code=304, headers=headers)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal
 from registry.errors import Conflict, NotFound
+from registry.metrics import VALIDATION_DURATION, VALIDATIONS
 from registry.models import (
     AIModel,
     AIModelValidationResult,
@@ -264,6 +265,7 @@ class ValidationService:
             },
             now=now,
         )
+        VALIDATIONS.labels(result="failed").inc()
 
     @staticmethod
     def _production_p95(s: Session, model: AIModel, *, exclude: uuid.UUID) -> float | None:
@@ -317,15 +319,23 @@ class ValidationService:
                     "validation %s: lease lost; dropping this worker's result", job.request_id
                 )
                 return None
-            return self._store(
+            now = utcnow()
+            started_at = req.started_at
+            result = self._store(
                 s,
                 req,
                 security=security,
                 functional=functional,
                 benchmark=benchmark,
                 results=results,
-                now=utcnow(),
+                now=now,
             )
+        # Counted once the result is committed: one sample per stored run.
+        passed = security == "Passed" and functional == "Passed"
+        VALIDATIONS.labels(result="passed" if passed else "failed").inc()
+        if started_at is not None:
+            VALIDATION_DURATION.observe(max(0.0, (now - started_at).total_seconds()))
+        return result
 
     def _store(
         self,

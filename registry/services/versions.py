@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
 from registry.errors import BadRequest, Conflict, Forbidden, GateClosed, Invalid, NotFound
+from registry.metrics import UPLOAD_BYTES, UPLOADS
 from registry.models import AIModel, AIModelVersion, ArtifactUpload
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
@@ -353,8 +354,35 @@ class VersionService:
         """Stream ``chunks`` into the version's artifact. All or nothing.
 
         On any failure (client gone, size limit, digest mismatch, store or database error) the
-        version row is unchanged and no object is left at the version's key.
+        version row is unchanged and no object is left at the version's key. Every call counts
+        once in ``modelreg_artifact_uploads_total{result}`` (completed or failed).
         """
+        try:
+            version = self._upload(
+                actor,
+                model_name,
+                version_number,
+                chunks,
+                filename=filename,
+                expected_sha256=expected_sha256,
+            )
+        except BaseException:
+            UPLOADS.labels(result="failed").inc()
+            raise
+        UPLOADS.labels(result="completed").inc()
+        UPLOAD_BYTES.inc(version.size_bytes or 0)
+        return version
+
+    def _upload(
+        self,
+        actor: Principal,
+        model_name: str,
+        version_number: str,
+        chunks: Iterable[bytes],
+        *,
+        filename: str | None,
+        expected_sha256: str | None,
+    ) -> AIModelVersion:
         if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
             raise BadRequest("X-Checksum-Sha256 must be 64 hexadecimal characters")
         claim = self._claim(actor, model_name, version_number, filename=filename)
