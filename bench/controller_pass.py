@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, make_url, text
 
-from controller.analysis import HealthAnalysis
+from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from registry import migrate
 from registry.models import AIModel, AIModelDeployment, AIModelVersion
@@ -132,7 +132,7 @@ def measure(kind: str, n: int, passes: int, workdir: Path) -> dict[str, Any]:
             controller = Controller(
                 registry.deployments,
                 deployers={"local": FakeDeployer()},
-                analysis=HealthAnalysis(scrape=lambda _url: ""),
+                analysis=StepAnalysis(scrape=lambda _url: ""),
                 holder="bench",
             )
             baseline = []

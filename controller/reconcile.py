@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller import strategies
-from controller.analysis import Analysis, HealthAnalysis
+from controller.analysis import Analysis, StepAnalysis
 from controller.strategies.base import (
     Observed,
     Outcome,
@@ -50,6 +50,7 @@ from deployers.base import (
     Workload,
     WorkloadStatus,
 )
+from registry import metrics
 from registry.rollout_spec import RolloutSpec, SpecError, parse_spec
 from registry.services.deployments import (
     DeploymentService,
@@ -64,6 +65,7 @@ from registry.types import utcnow
 log = logging.getLogger("modelreg.controller")
 
 ACTIVE_REQUEUE = timedelta(seconds=5)
+OUTCOME_EVENTS = ("promoted", "aborted", "rolled_back", "failed")
 RETIRED_REQUEUE = timedelta(seconds=2)
 
 
@@ -121,7 +123,7 @@ class Controller:
     ) -> None:
         self.deployments = deployments
         self.deployers = deployers
-        self.analysis = analysis or HealthAnalysis()
+        self.analysis = analysis or StepAnalysis()
         self.holder = holder or default_holder()
         self.lease_ttl = lease_ttl
         self.is_leader = False
@@ -140,6 +142,7 @@ class Controller:
             )
             self.is_leader = leader
         result = PassResult(leader=leader)
+        metrics.CONTROLLER_LEADER.set(1 if leader else 0)
         if not leader:
             return result
         now = now or utcnow()
@@ -160,6 +163,7 @@ class Controller:
             result.deployments += len(views)
             self._reconcile_target(views, now=now, result=result)
         result.seconds = time.perf_counter() - started
+        metrics.CONTROLLER_PASS_DURATION.observe(result.seconds)
         return result
 
     def release(self) -> None:
@@ -246,6 +250,7 @@ class Controller:
                 self._fail(view, str(exc), now=now, result=result)
         except (TemporaryError, Exception) as exc:  # one deployment never stops the pass
             if not isinstance(exc, TemporaryError):
+                metrics.CONTROLLER_ERRORS.labels("unexpected").inc()
                 log.exception("deployment %s: unexpected error", view.id)
             self._retry(view, f"{type(exc).__name__}: {exc}", now=now, result=result)
 
@@ -271,7 +276,13 @@ class Controller:
             has_stable=stable is not None,
             stable_replicas=stable_spec.replicas if stable_spec else 0,
         )
-        verdict = self.analysis.judge(view, workload=candidate, now=now)
+        verdict = self.analysis.judge(
+            view,
+            workload=candidate,
+            now=now,
+            stable=stable,
+            stable_workload=observed.get(stable.id) if stable is not None else None,
+        )
         action = (view.requested_action or {}).get("action")
         plan = strategies.plan(
             spec,
@@ -356,7 +367,7 @@ class Controller:
                 or (stable.endpoint if stable else None),
             )
         events = [(e.kind, e.reason, dict(e.details)) for e in plan.events]
-        previous_verdict = _condition_status(view.conditions, "Analysis")
+        previous_signature = ((view.observed_state or {}).get("analysis") or {}).get("signature")
         conditions = [
             condition(
                 "Progressing",
@@ -384,7 +395,9 @@ class Controller:
                     now,
                 )
             )
-            if previous_verdict != verdict.outcome.value:
+            # Every change of verdict, or of any gate's outcome, goes into the ledger with
+            # the gates' inputs (queries, values, thresholds, sample counts).
+            if _verdict_signature(verdict) != previous_signature:
                 events.insert(0, ("verdict", verdict.reason, verdict.to_dict()))
         desired: dict[str, Any] = {
             "workloads": [_workload_dict(w) for w in workloads],
@@ -412,7 +425,7 @@ class Controller:
                 hold_since=plan.progress.hold_since,
                 reason=plan.progress.reason,
                 conditions=merge_conditions(view.conditions, conditions),
-                observed_state=_observed_state(observed, view, stable),
+                observed_state=_observed_state(observed, view, stable, verdict=verdict),
                 desired_state=desired,
                 endpoint=candidate.url if candidate else view.endpoint,
                 routes=routes if changed_routes else None,
@@ -431,6 +444,10 @@ class Controller:
                 log.warning("deployment %s: scaling down failed, will retry: %s", view.id, exc)
         if recorded:
             for kind, reason, _ in events:
+                if kind in OUTCOME_EVENTS:
+                    metrics.DEPLOYMENT_OUTCOMES.labels(
+                        view.model_name, view.environment, view.strategy, kind
+                    ).inc()
                 if kind != "verdict":
                     log.info(
                         "%s %s in %s: %s: %s",
@@ -452,6 +469,7 @@ class Controller:
     ) -> None:
         """A permanent error in a rollout: traffic back to stable, the candidate stopped."""
         now = utcnow()
+        metrics.CONTROLLER_ERRORS.labels("permanent").inc()
         log.error("deployment %s failed permanently: %s", view.id, error)
         spec = _spec_or_none(view) or RolloutSpec(strategy=view.strategy)
         plan = roll_back(
@@ -660,6 +678,7 @@ class Controller:
     def _retry(
         self, view: DeploymentView, error: str, *, now: datetime, result: PassResult | None
     ) -> None:
+        metrics.CONTROLLER_ERRORS.labels("temporary").inc()
         if result is not None:
             result.errors += 1
             result.failures[str(view.id)] = error
@@ -678,6 +697,7 @@ class Controller:
         )
 
     def _fail(self, view: DeploymentView, error: str, *, now: datetime, result: PassResult) -> None:
+        metrics.CONTROLLER_ERRORS.labels("permanent").inc()
         result.errors += 1
         result.failures[str(view.id)] = error
         log.error("deployment %s failed: %s", view.id, error)
@@ -796,17 +816,12 @@ def _readiness(status: WorkloadStatus | None) -> str:
     return f"{status.ready_replicas}/{status.replicas} replicas ready"
 
 
-def _condition_status(conditions: Sequence[dict[str, Any]], kind: str) -> str | None:
-    for c in conditions:
-        if c.get("type") == kind:
-            return str(c.get("reason"))
-    return None
-
-
 def _observed_state(
     observed: Mapping[uuid.UUID, WorkloadStatus],
     view: DeploymentView,
     stable: DeploymentView | None,
+    *,
+    verdict: Verdict | None = None,
 ) -> dict[str, Any]:
     state: dict[str, Any] = {}
     mine = observed.get(view.id)
@@ -814,7 +829,18 @@ def _observed_state(
     if stable is not None:
         theirs = observed.get(stable.id)
         state["stable"] = theirs.to_dict() if theirs else None
+    if verdict is not None:
+        state["analysis"] = {
+            **dict(verdict.details.get("counters") or {}),
+            "signature": _verdict_signature(verdict),
+        }
     return state
+
+
+def _verdict_signature(verdict: Verdict) -> str:
+    gates = verdict.details.get("gates") or []
+    parts = [verdict.outcome.value, *(f"{g['name']}={g['outcome']}" for g in gates)]
+    return " ".join(parts)
 
 
 def _workload_dict(w: Workload) -> dict[str, Any]:

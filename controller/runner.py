@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from controller.analysis import PrometheusClient, StepAnalysis
 from controller.reconcile import Controller
 from deployers.local import LocalDeployer, child_env
 from registry.types import utcnow
@@ -28,9 +29,11 @@ def build_controller(registry: Registry, *, holder: str | None = None) -> Contro
     settings = registry.settings
     assert settings.server_state_dir is not None
     local = LocalDeployer(state_dir=settings.server_state_dir, env=child_env(settings))
+    prometheus = PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
     return Controller(
         registry.deployments,
         deployers={"local": local},
+        analysis=StepAnalysis(prometheus=prometheus, feedback=registry.feedback),
         holder=holder,
         lease_ttl=timedelta(seconds=settings.controller_lease_seconds),
     )
@@ -68,6 +71,10 @@ class ControllerRunner:
             )
 
     def start(self) -> None:
+        # One line per pass from the scheduler, and per health probe from httpx, would bury
+        # what the controller says it did.
+        for noisy in ("apscheduler", "httpx"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         log.info("controller %s started: a pass every %gs", self.controller.holder, self.interval)
         self.scheduler.start()
         self.scheduler.modify_job("reconcile", next_run_time=utcnow())

@@ -161,6 +161,14 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+def _read_json_list(path: Path) -> list[Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -255,6 +263,7 @@ class LocalDeployer:
         for folder in (self._workloads_dir, self._instances_dir, self._logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._announce_adopted()
+        self.write_prometheus_targets()
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -282,8 +291,45 @@ class LocalDeployer:
         started."""
         for workload in workloads:
             _check_workload(workload)
-        for workload in workloads:
-            self._apply_workload(target, workload)
+        try:
+            for workload in workloads:
+                self._apply_workload(target, workload)
+        finally:
+            self.write_prometheus_targets()
+
+    # -- Prometheus ------------------------------------------------------------------------
+
+    def prometheus_targets(self) -> list[dict[str, Any]]:
+        """Prometheus ``file_sd`` groups: one per recorded server, labelled with its
+        environment and deployment (the servers' own samples carry model and version)."""
+        groups = []
+        for record in self._read_instances():
+            groups.append(
+                {
+                    "targets": [f"127.0.0.1:{record.port}"],
+                    "labels": {
+                        "job": "modelreg-model-server",
+                        "environment": record.environment,
+                        "deployment_id": record.deployment_id,
+                    },
+                }
+            )
+        return groups
+
+    def write_prometheus_targets(self) -> None:
+        """Rewrite ``prometheus-targets.json`` in the state folder when the servers changed;
+        point a ``file_sd_configs`` entry at it (see docs/metrics.md)."""
+        path = self.targets_path
+        groups = self.prometheus_targets()
+        current = _read_json_list(path)
+        if current != groups:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(groups, indent=1))
+            os.replace(tmp, path)
+
+    @property
+    def targets_path(self) -> Path:
+        return self.state_dir / "prometheus-targets.json"
 
     # -- applying --------------------------------------------------------------------------
 

@@ -63,3 +63,8 @@ class Unauthorized(RegistryError):
 class Forbidden(RegistryError):
     status = 403
     title = "Forbidden"
+
+
+class SpecError(ValueError):
+    """A rollout spec (``strategyParams``) that cannot be run; the message names the field.
+    The deployment service turns it into :class:`Invalid` (422)."""

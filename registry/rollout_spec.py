@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from registry.analysis_spec import parse_analysis
+from registry.errors import SpecError
+
 __all__ = [
     "STRATEGIES",
     "RolloutSpec",
@@ -25,10 +28,6 @@ __all__ = [
     "parse_spec",
     "spec_hash",
 ]
-
-
-class SpecError(ValueError):
-    """``strategyParams`` that cannot be run; the message says which field and why."""
 
 
 @dataclass(frozen=True)
@@ -126,9 +125,11 @@ def parse_spec(strategy: str, params: Mapping[str, Any] | None) -> RolloutSpec:
     analysis = params.get("analysis", {})
     if not isinstance(analysis, dict):
         raise SpecError("strategyParams.analysis must be an object")
+    parse_analysis(analysis)
     on_timeout = params.get("onHoldTimeout", "fail")
-    if on_timeout not in ("fail", "pass"):
-        raise SpecError("strategyParams.onHoldTimeout must be 'fail' or 'pass'")
+    if on_timeout not in ("fail", "pass", "promote"):
+        raise SpecError("strategyParams.onHoldTimeout must be 'fail' or 'pass' ('promote')")
+    on_timeout = "pass" if on_timeout == "promote" else on_timeout
     common: dict[str, Any] = {
         "strategy": strategy,
         "replicas": replicas,

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     """How often the controller passes over every deployment."""
     controller_lease_seconds: float = 15.0
     """Leader election: a controller that stops renewing its lease loses it after this."""
+    controller_metrics_port: int = 9464
+    """``modelreg controller`` (alone) serves its Prometheus metrics on this port; 0: none.
+    Inside ``modelreg serve`` they are on the API's ``/metrics``."""
+    prometheus_url: str = ""
+    """Prometheus's HTTP API (``http://prometheus:9090``) for the analysis gates of type
+    ``prometheus``. Empty: such gates report an error, which holds the step."""
     server_state_dir: Path | None = None
     """Where the local deployer records its model-server processes. Empty: ``data_dir/servers``."""
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.analysis import HealthAnalysis
+from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from registry.services import Registry
 from tests.fakes import FakeDeployer
@@ -42,7 +42,7 @@ def controller(registry: Registry) -> Controller:
     return Controller(
         registry.deployments,
         deployers={"local": FakeDeployer()},
-        analysis=HealthAnalysis(scrape=lambda _url: ""),
+        analysis=StepAnalysis(scrape=lambda _url: ""),
         holder="api-test",
     )
 
@@ -124,6 +124,12 @@ def test_a_version_without_an_artifact_cannot_be_deployed(http: httpx.Client) ->
             id="bad-duration",
         ),
         pytest.param({"target": "kubernetes"}, 422, "not available", id="kubernetes-not-yet"),
+        pytest.param(
+            {"strategyParams": {"analysis": {"gates": [{"type": "prometheus"}]}}},
+            422,
+            "analysis.gates[0]",
+            id="bad-analysis-gate",
+        ),
         pytest.param({"versionNumber": "9.9"}, 404, "no version", id="unknown-version"),
         pytest.param({"environment": "moon"}, 422, "", id="unknown-environment"),
         pytest.param({"deploymentStrategy": "yolo"}, 422, "", id="unknown-strategy"),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from controller.analysis import HealthAnalysis
+from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from deployers.base import PermanentError, Target, TemporaryError, WorkloadStatus
 from registry.auth import Principal
@@ -54,7 +54,7 @@ def make_controller(
     return Controller(
         registry.deployments,
         deployers={"local": deployer},
-        analysis=HealthAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=no_traffic),
         holder=holder,
         **kwargs,
     )
@@ -329,7 +329,7 @@ def test_two_controllers_never_both_act(
         two = Controller(
             other_registry.deployments,
             deployers={"local": deployer},
-            analysis=HealthAnalysis(scrape=no_traffic),
+            analysis=StepAnalysis(scrape=no_traffic),
             holder="two",
         )
         add_version(registry, actor, "text2img", "1.0")
@@ -508,7 +508,7 @@ def test_api_format_versions_roll_out_like_any_other(
     controller = Controller(
         registry.deployments,
         deployers={"local": local},
-        analysis=HealthAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=no_traffic),
         holder="api-format",
     )
     registry.models.create(actor, name="vendor", provider="Vendor", task_type="TextGeneration")

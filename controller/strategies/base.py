@@ -42,6 +42,12 @@ class Outcome(StrEnum):
     PASSED = "pass"
     FAILED = "fail"
     INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+    """The analysis could not be done (its data source is down): holds, and never promotes."""
+
+
+#: The outcomes that hold a step rather than move it.
+HOLDING = (Outcome.INCONCLUSIVE, Outcome.ERROR)
 
 
 @dataclass(frozen=True)
@@ -216,12 +222,14 @@ def hold(
     now: datetime,
     why: str,
     keep: tuple[Action, ...],
+    promotable: bool = True,
 ) -> Plan | None:
     """Hold the step on an inconclusive verdict. Returns None when ``max_hold`` is over and
-    ``on_hold_timeout`` is ``pass`` (the caller goes on as if the verdict had passed)."""
+    ``on_hold_timeout`` is ``pass`` (the caller goes on as if the verdict had passed).
+    A hold that is not ``promotable`` (the analysis itself failed) always ends in a rollback."""
     since = progress.hold_since or now
     if now - since >= spec.max_hold:
-        if spec.on_hold_timeout == "pass":
+        if spec.on_hold_timeout == "pass" and promotable:
             return None
         return roll_back(
             progress,

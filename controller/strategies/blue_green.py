@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from controller.strategies.base import (
+    HOLDING,
     SOON,
     Event,
     Observed,
@@ -79,8 +80,16 @@ def plan_blue_green(
     if request.paused or not spec.auto_promote:
         reason = "paused" if request.paused else "preview: waiting for a promote request"
         return Plan(progress=replace(progress, reason=reason), actions=previewing)
-    if verdict.outcome is Outcome.INCONCLUSIVE:
-        held = hold(spec, progress, observed=observed, now=now, why=verdict.reason, keep=previewing)
+    if verdict.outcome in HOLDING:
+        held = hold(
+            spec,
+            progress,
+            observed=observed,
+            now=now,
+            why=verdict.reason,
+            keep=previewing,
+            promotable=verdict.outcome is Outcome.INCONCLUSIVE,
+        )
         if held is not None:
             return held
     due = progress.step_started_at + spec.preview_duration

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.strategies.base import (
+    HOLDING,
     SOON,
     Event,
     Observed,
@@ -70,8 +71,16 @@ def plan_canary(
         return _enter(spec, progress, index=index, now=now)
     if request.paused:
         return Plan(progress=replace(progress, reason="paused"), actions=current)
-    if verdict.outcome is Outcome.INCONCLUSIVE:
-        held = hold(spec, progress, observed=observed, now=now, why=verdict.reason, keep=current)
+    if verdict.outcome in HOLDING:
+        held = hold(
+            spec,
+            progress,
+            observed=observed,
+            now=now,
+            why=verdict.reason,
+            keep=current,
+            promotable=verdict.outcome is Outcome.INCONCLUSIVE,
+        )
         if held is not None:
             return held
     due = progress.step_started_at + steps[index].pause

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from controller.strategies.base import (
+    HOLDING,
     SOON,
     Action,
     Event,
@@ -91,8 +92,16 @@ def plan_rolling(
     current = (ScaleCandidate(want), Route(progress.weight), ScaleStable(total - want))
     if request.paused:
         return Plan(progress=replace(progress, reason="paused"), actions=current)
-    if verdict.outcome is Outcome.INCONCLUSIVE:
-        held = _hold(spec, progress, observed=observed, now=now, why=verdict.reason, keep=current)
+    if verdict.outcome in HOLDING:
+        held = _hold(
+            spec,
+            progress,
+            observed=observed,
+            now=now,
+            why=verdict.reason,
+            keep=current,
+            promotable=verdict.outcome is Outcome.INCONCLUSIVE,
+        )
         if held is not None:
             return held
     pause = spec.steps[min(index, len(spec.steps) - 1)].pause
@@ -136,9 +145,12 @@ def _hold(
     now: datetime,
     why: str,
     keep: tuple[Action, ...],
+    promotable: bool = True,
 ) -> Plan | None:
     """:func:`hold`, but a hold that times out into a rollback also restores the stable."""
-    held = hold(spec, progress, observed=observed, now=now, why=why, keep=keep)
+    held = hold(
+        spec, progress, observed=observed, now=now, why=why, keep=keep, promotable=promotable
+    )
     if held is not None and held.progress.status in ("RolledBack", "Failed"):
         return _restore_stable(held, observed)
     return held

@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry import metrics
 from registry.auth import Principal
 from registry.errors import Conflict, GateClosed, Invalid, NotFound
 from registry.models import (
@@ -514,6 +515,9 @@ class DeploymentService:
                 reason=reason,
             )
             s.flush()
+        metrics.DEPLOYMENT_OUTCOMES.labels(
+            model_name, environment, current.deployment_strategy or "canary", "manual_rollback"
+        ).inc()
         if warm:
             self._routes_changed(model_name)
         return result

@@ -1,0 +1,453 @@
+"""The analysis gates, one at a time, and how their results combine into a step's verdict.
+
+The Prometheus gate against a real Prometheus is in tests/test_prometheus_rollouts.py; here it
+meets an address where nothing listens (an outage), and its query templates are checked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from controller.analysis import (
+    DirectGate,
+    FeedbackGate,
+    GateContext,
+    GateResult,
+    PrometheusClient,
+    PrometheusGate,
+    StepAnalysis,
+    combine,
+)
+from controller.analysis.prometheus import render
+from controller.strategies import parse_spec, plan
+from controller.strategies.base import Observed, Outcome, Progress, SlotState, Verdict
+from deployers.base import Instance, WorkloadStatus
+from deployers.model_server import _Metrics
+from registry.analysis_spec import GateSpec, Range, parse_analysis
+from registry.errors import SpecError
+from registry.services.deployments import DeploymentView, VersionInfo
+from tests.conftest import free_port
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+STEP_START = NOW - timedelta(minutes=2)
+
+
+def version(number: str) -> VersionInfo:
+    return VersionInfo(uuid.uuid4(), number, "ONNX", "Staged", "0" * 64, "k", None)
+
+
+def view(number: str = "2.0", **analysis: Any) -> DeploymentView:
+    return DeploymentView(
+        id=uuid.uuid4(),
+        model_id=uuid.uuid4(),
+        model_name="text2img",
+        environment="production",
+        target="local",
+        status="Deploying",
+        strategy="canary",
+        params={"analysis": analysis} if analysis else {},
+        spec_hash=None,
+        version=version(number),
+        step_index=0,
+        step_started_at=STEP_START,
+        traffic_weight=10,
+        hold_since=None,
+        paused=False,
+        requested_action=None,
+        conditions=[],
+        endpoint=None,
+        stable_deployment_id=None,
+        retry_count=0,
+        scale_down_at=None,
+        finished_at=None,
+        created_at=STEP_START,
+    )
+
+
+def workload(*urls: str) -> WorkloadStatus:
+    return WorkloadStatus(
+        deployment_id=uuid.uuid4(),
+        version_id=uuid.uuid4(),
+        replicas=len(urls),
+        ready_replicas=len(urls),
+        url=urls[0],
+        instances=tuple(Instance(url=u, ready=True) for u in urls),
+    )
+
+
+def exposition(*, ok: int = 0, errors: int = 0, latency: float = 0.01) -> str:
+    """A model server's /metrics after ``ok`` good and ``errors`` failed inference calls."""
+    metrics = _Metrics(model="text2img", version="x")
+    for _ in range(ok):
+        metrics.count_request("/v2/models/{name}/infer", 200)
+        metrics.duration.observe(latency)
+    for _ in range(errors):
+        metrics.count_request("/v2/models/{name}/infer", 500)
+    metrics.count_request("/v2/health/ready", 200)  # not inference: never counted
+    return generate_latest(metrics.registry).decode()
+
+
+def context(
+    candidate: WorkloadStatus,
+    *,
+    stable: WorkloadStatus | None = None,
+    dep: DeploymentView | None = None,
+) -> GateContext:
+    return GateContext(
+        deployment=dep or view(),
+        candidate=candidate,
+        stable=view("1.0") if stable is not None else None,
+        stable_workload=stable,
+        window_start=STEP_START,
+        now=NOW,
+    )
+
+
+# -- the spec ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        pytest.param({"gates": {}}, "must be a list", id="gates-not-a-list"),
+        pytest.param({"gates": [{"type": "magic"}]}, "gates[0].type", id="unknown-type"),
+        pytest.param(
+            {"gates": [{"type": "prometheus", "success": {"max": 1}}]},
+            "exactly one of 'template' or 'query'",
+            id="no-query",
+        ),
+        pytest.param(
+            {"gates": [{"type": "prometheus", "query": "up"}]},
+            "'success' or a 'failure' range",
+            id="query-without-ranges",
+        ),
+        pytest.param(
+            {"gates": [{"type": "prometheus", "template": "latency"}]},
+            "gates[0].template",
+            id="unknown-template",
+        ),
+        pytest.param(
+            {"gates": [{"type": "direct", "check": "error-rate", "success": {"max": "low"}}]},
+            "gates[0].success.max",
+            id="range-not-a-number",
+        ),
+        pytest.param(
+            {"gates": [{"type": "direct", "failure": {"min": 2, "max": 1}}]},
+            "min is larger than max",
+            id="empty-range",
+        ),
+        pytest.param(
+            {"gates": [{"type": "feedback", "minRatings": 0}]},
+            "gates[0].minRatings",
+            id="no-ratings-needed",
+        ),
+        pytest.param({"gates": [{"type": "feedback", "on": "median"}]}, "gates[0].on", id="on"),
+        pytest.param(
+            {"gates": [{"type": "feedback"}, {"type": "feedback"}]},
+            "distinct name",
+            id="same-name-twice",
+        ),
+        pytest.param({"failureLimit": 0}, "failureLimit", id="failure-limit-zero"),
+        pytest.param({"errorLimit": True}, "errorLimit", id="error-limit-bool"),
+        pytest.param({"colour": "red"}, "unknown field", id="unknown-field"),
+    ],
+)
+def test_bad_analysis_specs_name_the_field(raw: dict[str, Any], needle: str) -> None:
+    with pytest.raises(SpecError, match=None) as caught:
+        parse_analysis(raw)
+    assert needle in str(caught.value)
+
+
+def test_defaults() -> None:
+    legacy = parse_analysis({"maxErrorRate": 0.1, "minRequests": 5})
+    (gate,) = legacy.gates
+    assert (gate.type, gate.check, gate.min_requests) == ("direct", "error-rate", 5)
+    assert gate.success == Range(max=0.1)
+    assert gate.failure is not None
+    assert gate.failure.contains(0.1000001)
+    assert not gate.failure.contains(0.1)
+    templated = parse_analysis({"gates": [{"type": "prometheus", "template": "error-rate"}]})
+    assert templated.gates[0].success == Range(max=0.05)
+    assert templated.gates[0].failure == Range(min=0.1)
+    assert (templated.failure_limit, templated.error_limit) == (1, None)
+
+
+# -- combining ---------------------------------------------------------------------------------
+
+
+def result(outcome: Outcome, name: str = "g") -> GateResult:
+    return GateResult(name, "direct", outcome, f"{name} says {outcome.value}")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "limits", "previous", "expected", "counters"),
+    [
+        pytest.param([Outcome.PASSED], {}, {}, Outcome.PASSED, (0, 0), id="pass"),
+        pytest.param(
+            [Outcome.PASSED, Outcome.INCONCLUSIVE], {}, {}, Outcome.INCONCLUSIVE, (0, 0),
+            id="any-inconclusive-holds",
+        ),
+        pytest.param(
+            [Outcome.INCONCLUSIVE, Outcome.ERROR], {}, {}, Outcome.ERROR, (0, 1),
+            id="an-error-beats-inconclusive",
+        ),
+        pytest.param(
+            [Outcome.ERROR, Outcome.FAILED], {}, {}, Outcome.FAILED, (1, 0),
+            id="a-failure-beats-an-error",
+        ),
+        pytest.param(
+            [Outcome.FAILED], {"failureLimit": 2}, {}, Outcome.INCONCLUSIVE, (1, 0),
+            id="first-failure-under-the-limit-holds",
+        ),
+        pytest.param(
+            [Outcome.FAILED], {"failureLimit": 2}, {"consecutiveFailures": 1}, Outcome.FAILED,
+            (2, 0), id="second-consecutive-failure-fails",
+        ),
+        pytest.param(
+            [Outcome.ERROR], {"errorLimit": 3}, {"consecutiveErrors": 1}, Outcome.ERROR, (0, 2),
+            id="errors-under-the-limit-hold",
+        ),
+        pytest.param(
+            [Outcome.ERROR], {"errorLimit": 3}, {"consecutiveErrors": 2}, Outcome.FAILED, (0, 3),
+            id="too-many-errors-fail",
+        ),
+        pytest.param(
+            [Outcome.PASSED], {"failureLimit": 2}, {"consecutiveFailures": 1}, Outcome.PASSED,
+            (0, 0), id="a-pass-resets-the-counts",
+        ),
+    ],
+)  # fmt: skip
+def test_combine(
+    outcomes: list[Outcome],
+    limits: dict[str, int],
+    previous: dict[str, int],
+    expected: Outcome,
+    counters: tuple[int, int],
+) -> None:
+    spec = parse_analysis({"gates": [], **limits})
+    verdict = combine(
+        [result(o, f"g{i}") for i, o in enumerate(outcomes)], spec=spec, previous=previous
+    )
+    assert verdict.outcome is expected
+    assert (
+        verdict.details["counters"]["consecutiveFailures"],
+        verdict.details["counters"]["consecutiveErrors"],
+    ) == counters
+    assert [g["name"] for g in verdict.details["gates"]] == [f"g{i}" for i in range(len(outcomes))]
+
+
+def test_an_error_holds_and_is_never_promoted_by_a_hold_timeout() -> None:
+    spec = parse_spec(
+        "canary",
+        {"steps": [{"weight": 10}, {"weight": 100}], "maxHold": "1m", "onHoldTimeout": "pass"},
+    )
+    progress = Progress(
+        status="Deploying",
+        step_started_at=NOW - timedelta(minutes=5),
+        weight=10,
+        hold_since=NOW - timedelta(minutes=2),
+    )
+    observed = Observed(candidate=SlotState(1, 1), has_stable=True, stable_replicas=1)
+    inconclusive = plan(
+        spec,
+        observed=observed,
+        progress=progress,
+        verdict=Verdict(Outcome.INCONCLUSIVE, "no data"),
+        now=NOW,
+    )
+    assert inconclusive.progress.status == "Active", "onHoldTimeout pass: it goes on"
+    error = plan(
+        spec,
+        observed=observed,
+        progress=progress,
+        verdict=Verdict(Outcome.ERROR, "Prometheus is unreachable"),
+        now=NOW,
+    )
+    assert error.progress.status == "RolledBack", "an outage never promotes"
+    within = plan(
+        spec,
+        observed=observed,
+        progress=replace(progress, hold_since=NOW),
+        verdict=Verdict(Outcome.ERROR, "Prometheus is unreachable"),
+        now=NOW,
+    )
+    assert within.progress.status == "Deploying"
+    assert within.progress.weight == 10
+    assert within.progress.hold_since == NOW
+
+
+# -- the direct gate -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ok", "errors", "require", "expected"),
+    [
+        pytest.param(100, 0, False, Outcome.PASSED, id="no-errors"),
+        pytest.param(95, 5, False, Outcome.PASSED, id="at-the-limit"),
+        pytest.param(90, 10, False, Outcome.FAILED, id="over-the-limit"),
+        pytest.param(3, 3, False, Outcome.PASSED, id="too-few-to-judge"),
+        pytest.param(3, 3, True, Outcome.INCONCLUSIVE, id="too-few-with-require-traffic"),
+    ],
+)
+def test_direct_error_rate(ok: int, errors: int, require: bool, expected: Outcome) -> None:
+    text = {
+        "http://a": exposition(ok=ok // 2, errors=errors),
+        "http://b": exposition(ok=ok - ok // 2),
+    }
+    spec = parse_analysis({"maxErrorRate": 0.05, "minRequests": 20})
+    gate = DirectGate(spec.gates[0], scrape=text.__getitem__, require_traffic=require)
+    outcome = gate.evaluate(context(workload("http://a", "http://b")))
+    assert outcome.outcome is expected, outcome
+    assert outcome.inputs["requests"] == ok + errors  # both servers, inference only
+
+
+@pytest.mark.parametrize(
+    ("candidate_latency", "expected"),
+    [
+        pytest.param(0.01, Outcome.PASSED, id="as-fast"),
+        pytest.param(0.05, Outcome.FAILED, id="five-times-slower"),
+    ],
+)
+def test_direct_p95_latency_against_stable(candidate_latency: float, expected: Outcome) -> None:
+    text = {
+        "http://candidate": exposition(ok=50, latency=candidate_latency),
+        "http://stable": exposition(ok=50, latency=0.01),
+    }
+    spec = parse_analysis({"gates": [{"type": "direct", "check": "p95-latency-vs-stable"}]})
+    gate = DirectGate(spec.gates[0], scrape=text.__getitem__)
+    outcome = gate.evaluate(context(workload("http://candidate"), stable=workload("http://stable")))
+    assert outcome.outcome is expected, outcome
+    assert outcome.inputs["stableP95"] > 0
+
+
+def test_direct_gate_without_metrics_is_inconclusive() -> None:
+    port = free_port()  # nothing listens there
+    spec = parse_analysis({})
+    outcome = StepAnalysis().judge(view(), workload=workload(f"http://127.0.0.1:{port}"), now=NOW)
+    assert outcome.outcome is Outcome.INCONCLUSIVE
+    assert "cannot read metrics" in outcome.reason
+    assert spec.gates[0].type == "direct"
+
+
+# -- the feedback gate -------------------------------------------------------------------------
+
+
+@dataclass
+class Ratings:
+    rated: int
+    mean: float | None
+    positive_share: float | None = None
+    positive_low: float | None = None
+
+
+class FakeFeedback:
+    """Stands in for the feedback service (our own interface)."""
+
+    def __init__(self, windowed: dict[str, Ratings], all_time: dict[str, Ratings]) -> None:
+        self.windowed, self.all_time = windowed, all_time
+        self.numbers: dict[uuid.UUID, str] = {}
+
+    def summary(
+        self,
+        model_version_id: uuid.UUID,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Ratings:
+        number = self.numbers[model_version_id]
+        return (self.windowed if since is not None else self.all_time)[number]
+
+
+@pytest.mark.parametrize(
+    ("gate", "candidate", "stable", "stable_all_time", "expected"),
+    [
+        pytest.param(
+            {}, Ratings(3, 1.0), Ratings(30, 5.0), None, Outcome.INCONCLUSIVE, id="too-few"
+        ),
+        pytest.param({}, Ratings(30, 4.0), Ratings(30, 4.2), None, Outcome.PASSED, id="small-drop"),
+        pytest.param(
+            {"maxDrop": 0.5},
+            Ratings(30, 3.0),
+            Ratings(30, 4.2),
+            None,
+            Outcome.FAILED,
+            id="big-drop",
+        ),
+        pytest.param(
+            {"maxDrop": 0.5},
+            Ratings(30, 3.0),
+            Ratings(2, 5.0),
+            Ratings(100, 3.2),
+            Outcome.PASSED,
+            id="stable-judged-over-all-time-when-the-window-is-thin",
+        ),
+        pytest.param(
+            {"on": "positive_low", "maxDrop": 0.1},
+            Ratings(30, 4.0, 0.8, 0.62),
+            Ratings(30, 4.0, 0.8, 0.7),
+            None,
+            Outcome.FAILED,
+            id="positive-low-bound-too-far-below",
+        ),
+        pytest.param(
+            {"on": "positive_low", "maxDrop": 0.2},
+            Ratings(30, 4.0, 0.8, 0.62),
+            Ratings(30, 4.0, 0.8, 0.7),
+            None,
+            Outcome.PASSED,
+            id="positive-low-bound-close-enough",
+        ),
+    ],
+)
+def test_feedback_gate(
+    gate: dict[str, Any],
+    candidate: Ratings,
+    stable: Ratings,
+    stable_all_time: Ratings | None,
+    expected: Outcome,
+) -> None:
+    spec = parse_analysis({"gates": [{"type": "feedback", "minRatings": 20, **gate}]}).gates[0]
+    dep, stable_view = view("2.0"), view("1.0")
+    source = FakeFeedback(
+        {"2.0": candidate, "1.0": stable}, {"1.0": stable_all_time or stable, "2.0": candidate}
+    )
+    source.numbers = {dep.version.id: "2.0", stable_view.version.id: "1.0"}
+    ctx = replace(
+        context(workload("http://c"), dep=dep),
+        stable=stable_view,
+        stable_workload=workload("http://s"),
+    )
+    outcome = FeedbackGate(spec, source=source).evaluate(ctx)
+    assert outcome.outcome is expected, outcome
+    assert outcome.inputs["candidateRatings"] == candidate.rated
+
+
+# -- the Prometheus gate ---------------------------------------------------------------------------
+
+
+def test_prometheus_templates_fill_in_the_rollout() -> None:
+    dep = view("2.0")
+    query = render(
+        'rate(x{model="{{model}}",version="{{version}}"}[{{window}}])',
+        context(workload("http://c"), dep=dep),
+    )
+    assert query == 'rate(x{model="text2img",version="2.0"}[120s])'
+
+
+def test_an_unreachable_prometheus_is_an_error_not_a_failure() -> None:
+    spec = GateSpec(
+        type="prometheus", name="error-rate", template="error-rate", success=Range(max=0.05)
+    )
+    client = PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+    outcome = PrometheusGate(spec, client=client).evaluate(context(workload("http://c")))
+    assert outcome.outcome is Outcome.ERROR
+    assert "unreachable" in outcome.reason
+    unconfigured = PrometheusGate(spec, client=None).evaluate(context(workload("http://c")))
+    assert unconfigured.outcome is Outcome.ERROR
+    assert "MODELREG_PROMETHEUS_URL" in unconfigured.reason
