@@ -17,7 +17,8 @@ def add_model(*, constant: float = 1.0, opset: int = 17) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     onnx.checker.check_model(model, full_check=True)
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 def nan_model() -> bytes:
@@ -34,7 +35,23 @@ def nan_model() -> bytes:
     graph = helper.make_graph(nodes, "nan", [x], [y], [one])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    return model.SerializeToString()
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+def reshape_model() -> bytes:
+    """y = reshape(x, [-1, 3]), x: float[batch, 4]: onnxruntime fails unless 3 divides 4*batch."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    target = helper.make_tensor("target", TensorProto.INT64, [2], [-1, 3])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])], "reshape", [x], [y], [target]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    serialized: bytes = model.SerializeToString()
+    return serialized
 
 
 def write(path: Path, data: bytes) -> Path:

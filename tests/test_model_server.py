@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import onnx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
@@ -27,7 +26,7 @@ from deployers.model_server import create_model_app
 from registry.storage import HashingReader
 from registry.storage.local import LocalStore
 from tests.conftest import free_port
-from tests.onnx_models import add_model, nan_model, write
+from tests.onnx_models import add_model, nan_model, reshape_model, write
 
 X = [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
 FLAT = [v for row in X for v in row]
@@ -82,21 +81,6 @@ def serving(app: FastAPI) -> Iterator[AppClient]:
             yield client
     finally:
         client.close()
-
-
-def reshape_model() -> bytes:
-    """y = reshape(x, [-1, 3]), x: float[batch, 4]: onnxruntime fails unless 3 divides 4*batch."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
-    target = helper.make_tensor("target", TensorProto.INT64, [2], [-1, 3])
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "target"], ["y"])], "reshape", [x], [y], [target]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    serialized: bytes = model.SerializeToString()
-    return serialized
 
 
 @pytest.fixture
