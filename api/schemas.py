@@ -263,6 +263,9 @@ class DeploymentOut(OutBody):
     strategy_params: dict[str, Any]
     target: str
     endpoint: str | None
+    kubernetes_details: dict[str, Any] | None = Field(
+        default=None, description="target kubernetes: namespace, resource names, pod counts"
+    )
     progress: DeploymentProgress
     conditions: list[dict[str, Any]]
     requested_action: dict[str, Any] | None
@@ -296,6 +299,7 @@ class DeploymentOut(OutBody):
             strategy_params=view.params,
             target=view.target,
             endpoint=view.endpoint,
+            kubernetes_details=view.kubernetes_details,
             progress=DeploymentProgress(
                 step_index=view.step_index,
                 step_count=steps,

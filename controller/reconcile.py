@@ -433,6 +433,7 @@ class Controller:
                 consumed_request=plan.consumed,
                 requeue_after=plan.requeue_after,
                 retire_stable=retire,
+                kubernetes_details=_kubernetes_details(view, candidate),
             ),
             holder=self.holder,
             now=now,
@@ -613,6 +614,7 @@ class Controller:
                 routes=routes,
                 requeue_after=requeue,
                 finished=finished,
+                kubernetes_details=_kubernetes_details(view, status),
             ),
             holder=self.holder,
             now=now,
@@ -835,6 +837,15 @@ def _observed_state(
             "signature": _verdict_signature(verdict),
         }
     return state
+
+
+def _kubernetes_details(
+    view: DeploymentView, status: WorkloadStatus | None
+) -> dict[str, Any] | None:
+    """What the Kubernetes deployer reported, for the seed's ``kubernetesDetails``."""
+    if view.target != "kubernetes" or status is None or not status.details:
+        return None
+    return dict(status.details)
 
 
 def _verdict_signature(verdict: Verdict) -> str:

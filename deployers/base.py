@@ -103,6 +103,9 @@ class WorkloadStatus:
     """Set when the workload cannot become ready without a change (a crash loop, a digest
     mismatch, a progress deadline): the reason, for a failed verdict."""
     restarts: int = 0
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Deployer-specific facts worth recording (Kubernetes: namespace, resource names and pod
+    counts, which the controller stores in ``kubernetesDetails``)."""
 
     @property
     def ready(self) -> bool:
@@ -118,6 +121,7 @@ class WorkloadStatus:
             "failure": self.failure,
             "restarts": self.restarts,
             "instances": [i.to_dict() for i in self.instances],
+            **({"details": dict(self.details)} if self.details else {}),
         }
 
 

@@ -72,6 +72,25 @@ class Settings(BaseSettings):
     server_state_dir: Path | None = None
     """Where the local deployer records its model-server processes. Empty: ``data_dir/servers``."""
 
+    kube_enabled: bool = False
+    """Accept deployments with ``target: kubernetes`` and run the Kubernetes deployer in the
+    controller (needs the ``kubernetes`` extra and a kubeconfig or in-cluster account)."""
+    kube_namespace: str = "modelreg-models"
+    """Namespace the Kubernetes deployer creates model-server Deployments and Services in."""
+    kube_image: str = "ghcr.io/modelreg/modelreg:0.1.0"
+    """Image of the model servers (and of their fetch-artifact initContainer)."""
+    kube_image_pull_secrets: list[str] = Field(default_factory=list)
+    kube_router: Literal["none", "gateway-api", "istio"] = "none"
+    """Also write the traffic split into the cluster: an HTTPRoute or a VirtualService."""
+    kube_gateway_name: str = "modelreg"
+    """gateway-api: the Gateway (in ``kube_namespace``) the HTTPRoutes attach to."""
+    kube_artifact_secret: str = ""
+    """Secret (in ``kube_namespace``) with MODELREG_S3_ACCESS_KEY / MODELREG_S3_SECRET_KEY for
+    the fetch-artifact initContainer."""
+    kube_progress_deadline_seconds: int = 600
+    kube_context: str | None = None
+    """kubeconfig context; empty: in-cluster config, else the current context."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""

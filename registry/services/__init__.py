@@ -64,7 +64,11 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
             lease_seconds=settings.upload_lease_seconds,
         ),
         validations=ValidationService(sessions, lease_seconds=settings.validation_lease_seconds),
-        deployments=DeploymentService(sessions, on_routes_changed=endpoints.invalidate),
+        deployments=DeploymentService(
+            sessions,
+            on_routes_changed=endpoints.invalidate,
+            targets=("local", "kubernetes") if settings.kube_enabled else ("local",),
+        ),
         endpoints=endpoints,
         feedback=FeedbackService(sessions),
     )

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 ROLLOUT_STATUSES = ("Initiated", "Deploying")
 RETIRED_STATUSES = ("Inactive", "RolledBack", "Failed")
-TARGETS = ("local",)
 ACTIONS = ("promote", "abort", "pause", "resume", "undeploy")
 CONTROLLER = "controller"
 MAX_BACKOFF = timedelta(seconds=60)
@@ -91,6 +90,7 @@ class DeploymentView:
     observed_state: dict[str, Any] | None = None
     desired_state: dict[str, Any] | None = None
     reason: str | None = None
+    kubernetes_details: dict[str, Any] | None = None
 
     @property
     def in_rollout(self) -> bool:
@@ -120,6 +120,8 @@ class Record:
     finished: bool = False
     retire_stable: timedelta | None = None
     """On promotion: the stable deployment becomes Inactive and keeps its servers this long."""
+    kubernetes_details: dict[str, Any] | None = None
+    """Namespace, resource names and pod counts (target kubernetes); None leaves them."""
 
 
 @dataclass(frozen=True)
@@ -169,12 +171,14 @@ class DeploymentService:
         *,
         lease_name: str = "controller",
         on_routes_changed: Callable[[str], None] | None = None,
+        targets: Sequence[str] = ("local",),
     ) -> None:
         """``on_routes_changed(model_name)`` runs after a commit that changed routes (the
         endpoint cache of this process drops that model at once)."""
         self.sessions = sessions
         self.lease_name = lease_name
         self.on_routes_changed = on_routes_changed
+        self.targets = tuple(targets)
 
     def _routes_changed(self, model_name: str) -> None:
         if self.on_routes_changed is not None:
@@ -196,9 +200,11 @@ class DeploymentService:
     ) -> AIModelDeployment:
         if environment not in ENVIRONMENTS:
             raise Invalid(f"unknown environment {environment!r}", allowed=list(ENVIRONMENTS))
-        if target not in TARGETS:
+        if target not in self.targets:
+            hint = " (set MODELREG_KUBE_ENABLED=true)" if target == "kubernetes" else ""
             raise Invalid(
-                f"target {target!r} is not available on this server; use one of {list(TARGETS)}"
+                f"target {target!r} is not available on this server{hint}; use one of "
+                f"{list(self.targets)}"
             )
         try:
             parse_spec(strategy, params)
@@ -698,6 +704,8 @@ class DeploymentService:
             dep.observed_state = outcome.observed_state
             dep.desired_state = outcome.desired_state
             dep.endpoint = outcome.endpoint
+            if outcome.kubernetes_details is not None:
+                dep.kubernetes_details = outcome.kubernetes_details
             dep.retry_count = 0
             dep.next_reconcile_at = (
                 now + outcome.requeue_after if outcome.requeue_after is not None else None
@@ -926,6 +934,10 @@ def _changes_nothing(view: DeploymentView, outcome: Record) -> bool:
         and not outcome.finished
         and outcome.scale_down_at is None
         and not outcome.consumed_request
+        and (
+            outcome.kubernetes_details is None
+            or outcome.kubernetes_details == view.kubernetes_details
+        )
     )
 
 
@@ -984,6 +996,7 @@ def _view(d: AIModelDeployment, v: AIModelVersion, model_name: str) -> Deploymen
         observed_state=d.observed_state,
         desired_state=d.desired_state,
         reason=_reason(d.conditions),
+        kubernetes_details=d.kubernetes_details,
     )
 
 
