@@ -1552,6 +1552,54 @@ def serve_model(
         fail(f"cannot read the artifact: {exc}")
 
 
+@app.command("fetch-artifact")
+def fetch_artifact(
+    artifact_key: Annotated[
+        str, typer.Option("--artifact-key", help="Key of the object in the configured store")
+    ],
+    sha256: Annotated[
+        str, typer.Option("--sha256", help="Expected SHA-256 of the artifact (64 hex digits)")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", help="Where to write the verified copy", dir_okay=False)
+    ],
+) -> None:
+    """Copy an artifact from the configured store to --output and verify its SHA-256.
+
+    The initContainer of a model-server pod on Kubernetes. On a mismatch nothing is left at
+    --output and the exit code is 2 (the pod then fails with the message).
+    """
+    import re
+
+    from deployers.model_server import ArtifactMismatch, fetch_and_verify
+    from registry.errors import RegistryError
+    from registry.storage import create_store
+
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        fail(f"--sha256 must be 64 hex digits, got {sha256!r}", code=2)
+    settings = _settings()
+    _logging(settings.log_level)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fetched = fetch_and_verify(
+            sha256=sha256,
+            artifact_key=artifact_key,
+            store=create_store(settings),
+            into=output.parent,
+        )
+        if fetched != output:
+            fetched.replace(output)
+    except ArtifactMismatch as exc:
+        fail(str(exc), code=2)
+    except (RegistryError, OSError) as exc:
+        fail(f"cannot fetch the artifact: {exc}")
+    err.print(
+        f"fetched {artifact_key} to {output} (sha256 {sha256.lower()} verified)",
+        markup=False,
+        highlight=False,
+    )
+
+
 # -- feedback ------------------------------------------------------------------------------
 
 feedback_app = typer.Typer(

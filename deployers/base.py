@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "ClusterRouter",
     "Deployer",
     "DeployerError",
     "Instance",
@@ -147,4 +148,17 @@ class Deployer(Protocol):
 
     def apply(self, target: Target, workloads: Sequence[Workload]) -> None:
         """Make each workload's end state true. Idempotent; must not block on readiness."""
+        ...
+
+
+@runtime_checkable
+class ClusterRouter(Protocol):
+    """A deployer that can also write the traffic split into its platform (Kubernetes with a
+    Gateway API HTTPRoute or an Istio VirtualService)."""
+
+    @property
+    def writes_routes(self) -> bool: ...
+
+    def apply_routes(self, target: Target, backends: Sequence[tuple[str, int]]) -> None:
+        """Make ``(service name, weight)`` pairs the target's split; empty removes it."""
         ...

@@ -1,10 +1,17 @@
-"""Fakes of our own interfaces (never of HTTP libraries): a deployer that runs nothing."""
+"""Fakes of our own interfaces (never of HTTP libraries): a deployer that runs nothing, and
+an in-memory cluster behind our ``KubeApi`` wrapper.
+
+``FakeKubeApi`` keeps applied objects, selects on labels as the API server does, bumps a
+Deployment's ``generation`` when its spec changes, and makes its pods ready over ticks (every
+``list_deployments`` call is one tick)."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from deployers.base import (
     Instance,
@@ -101,4 +108,93 @@ class FakeDeployer:
         return {fw.workload.version.number: fw.workload.replicas for fw in self.workloads.values()}
 
 
-__all__ = ["FakeDeployer", "PermanentError", "TemporaryError"]
+def _matches(obj: dict[str, Any], label_selector: str) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    for term in filter(None, label_selector.split(",")):
+        key, value = term.split("=", 1)
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeKubeApi:
+    """An in-memory cluster behind the ``KubeApi`` methods the deployer calls."""
+
+    def __init__(self, *, ticks_per_replica: int = 1) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.ticks_per_replica = ticks_per_replica
+        self.stuck: set[str] = set()
+        """Names of Deployments whose pods never get ready (their deadline then passes)."""
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        key = (obj["kind"], metadata["namespace"], metadata["name"])
+        self.calls.append(("apply", *key))
+        current = self.objects.get(key)
+        stored = copy.deepcopy(obj)
+        if obj["kind"] == "Deployment":
+            generation = 1
+            status: dict[str, Any] = {"observedGeneration": 0}
+            if current is not None:
+                generation = current["metadata"]["generation"]
+                status = current["status"]
+                if current["spec"] != obj["spec"]:
+                    generation += 1
+                    if current["spec"]["template"] != obj["spec"]["template"]:
+                        status = {**status, "updatedReplicas": 0, "readyReplicas": 0}
+            stored["metadata"]["generation"] = generation
+            stored["status"] = status
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get(("Deployment", namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def list_deployments(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list", "Deployment", namespace, label_selector))
+        self._tick()
+        return self._list("Deployment", namespace, label_selector)
+
+    def list_services(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list", "Service", namespace, label_selector))
+        return self._list("Service", namespace, label_selector)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        self.calls.append(("delete", kind, namespace, name))
+        return self.objects.pop((kind, namespace, name), None) is not None
+
+    def _list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in sorted(self.objects.items())
+            if k == kind and ns == namespace and _matches(obj, label_selector)
+        ]
+
+    def _tick(self) -> None:
+        """One step of the Deployment controller and the kubelets."""
+        for (kind, _, name), obj in self.objects.items():
+            if kind != "Deployment":
+                continue
+            status = obj["status"]
+            wanted = obj["spec"]["replicas"]
+            status["observedGeneration"] = obj["metadata"]["generation"]
+            status["replicas"] = wanted
+            if name in self.stuck:
+                status["conditions"] = [
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{name}-5d8f" has timed out progressing.',
+                    }
+                ]
+                continue
+            updated = min(wanted, status.get("updatedReplicas", 0) + 1)
+            status["updatedReplicas"] = updated
+            status["readyReplicas"] = min(updated, status.get("readyReplicas", 0) + 1)
+            status["availableReplicas"] = status["readyReplicas"]
+
+
+__all__ = ["FakeDeployer", "FakeKubeApi", "PermanentError", "TemporaryError"]
