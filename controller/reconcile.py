@@ -42,6 +42,7 @@ from controller.strategies.base import (
     roll_back,
 )
 from deployers.base import (
+    ClusterRouter,
     Deployer,
     PermanentError,
     Target,
@@ -127,6 +128,7 @@ class Controller:
         self.holder = holder or default_holder()
         self.lease_ttl = lease_ttl
         self.is_leader = False
+        self._cluster_routes: dict[tuple[str, uuid.UUID, str], list[tuple[str, int]]] = {}
 
     # -- the pass ----------------------------------------------------------------------------
 
@@ -228,6 +230,41 @@ class Controller:
                 now=now,
                 result=result,
             )
+        if isinstance(deployer, ClusterRouter) and deployer.writes_routes:
+            self._sync_cluster_routes(first, deployer=deployer, observed=observed)
+
+    def _sync_cluster_routes(
+        self,
+        view: DeploymentView,
+        *,
+        deployer: ClusterRouter,
+        observed: Mapping[uuid.UUID, WorkloadStatus],
+    ) -> None:
+        """Write the routing table's split into the cluster's router (an HTTPRoute, a
+        VirtualService) for deployers that have one; only when it changed."""
+        routes = self.deployments.routes(view.model_id, view.environment)
+        backends = []
+        for route in routes:
+            status = observed.get(route.deployment_id)
+            service = (status.details or {}).get("service") if status is not None else None
+            if route.weight > 0 and service:
+                backends.append((str(service), route.weight))
+        key = (view.target, view.model_id, view.environment)
+        if self._cluster_routes.get(key) == backends:
+            return
+        try:
+            deployer.apply_routes(target_of(view), backends)
+        except Exception as exc:  # the routing table stays right; retried on the next pass
+            metrics.CONTROLLER_ERRORS.labels("temporary").inc()
+            log.warning(
+                "%s in %s: cannot write the cluster route: %s",
+                view.model_name,
+                view.environment,
+                exc,
+            )
+            return
+        self._cluster_routes[key] = backends
+        log.info("%s in %s: cluster route now %s", view.model_name, view.environment, backends)
 
     def _guarded(
         self,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from controller.analysis import PrometheusClient, StepAnalysis
 from controller.reconcile import Controller
+from deployers.base import Deployer
 from deployers.local import LocalDeployer, child_env
 from registry.types import utcnow
 
@@ -30,9 +31,14 @@ def build_controller(registry: Registry, *, holder: str | None = None) -> Contro
     assert settings.server_state_dir is not None
     local = LocalDeployer(state_dir=settings.server_state_dir, env=child_env(settings))
     prometheus = PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
+    deployers: dict[str, Deployer] = {"local": local}
+    if settings.kube_enabled:
+        from deployers.kubernetes import KubernetesDeployer
+
+        deployers["kubernetes"] = KubernetesDeployer.from_settings(settings)
     return Controller(
         registry.deployments,
-        deployers={"local": local},
+        deployers=deployers,
         analysis=StepAnalysis(prometheus=prometheus, feedback=registry.feedback),
         holder=holder,
         lease_ttl=timedelta(seconds=settings.controller_lease_seconds),

@@ -35,7 +35,7 @@ from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.rollout_spec import SpecError, parse_spec, spec_hash
 from registry.services import audit
 from registry.services.models import Page, get_model
-from registry.services.routing import RouteEntry, set_routes
+from registry.services.routing import RouteEntry, current_routes, set_routes
 from registry.services.versions import API_FORMAT, get_version, promotion_gate
 from registry.types import utcnow
 
@@ -626,6 +626,11 @@ class DeploymentService:
                 )
                 serving = list((last.details or {}).get("routes", [])) if last else []
             return rows, serving
+
+    def routes(self, model_id: uuid.UUID, environment: str) -> list[RouteEntry]:
+        """What serves (model, environment) now."""
+        with self.sessions() as s:
+            return current_routes(s, model_id=model_id, environment=environment)
 
     def load(self, ids: Sequence[uuid.UUID]) -> list[DeploymentView]:
         """Snapshots of these deployments, in the order given (unknown ids are left out)."""
