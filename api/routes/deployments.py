@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 
 from api.deps import get_registry, require
+from api.routes import BAD_BODY
 from api.schemas import (
     ActionIn,
     DeploymentCreate,
@@ -43,9 +44,13 @@ ACTION_HELP = {
     "undeploy": "Take an Active deployment out of service (Inactive); its servers stop.",
 }
 
+#: Event ids are 64-bit; a larger `after` is a 422, not a database overflow (500).
+MAX_EVENT_ID = 2**63 - 1
+
 
 @router.post(
     "/deployments",
+    responses=BAD_BODY,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeploymentOut,
     summary="Roll a version out to an environment",
@@ -106,7 +111,9 @@ def deployment_events(
     deployment_id: uuid.UUID,
     _: Reader,
     reg: Reg,
-    after: Annotated[int, Query(ge=0, description="Only events with a larger id")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="Only events with a larger id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
 ) -> list[DeploymentEventOut]:
     return [
@@ -117,6 +124,7 @@ def deployment_events(
 
 @router.post(
     "/deployments/{deployment_id}/{action}",
+    responses=BAD_BODY,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeploymentOut,
     summary="Promote, pause, resume, abort or undeploy",
@@ -136,6 +144,7 @@ def deployment_action(
 
 @router.post(
     "/models/{name}/rollback",
+    responses=BAD_BODY,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeploymentOut,
     summary="Serve the previous Active version again",
@@ -169,7 +178,7 @@ def history(
     at: Annotated[
         datetime | None, Query(description="ISO 8601; without an offset it is read as UTC")
     ] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = MAX_LIMIT,
 ) -> HistoryOut:
     if at is not None and at.tzinfo is None:

@@ -55,7 +55,7 @@ FeedbackBody = Annotated[
 @router.post(
     "/feedback",
     response_model=FeedbackBatchOut,
-    responses=problem_responses(413),
+    responses=problem_responses(400, 413),  # 400: a body that is not UTF-8
     summary="Submit one feedback item or a batch",
     description="A batch keeps its good items and rejects the bad ones one by one, with their "
     "index and reason (unknown version, bad rating, …); the answer lists both. A single item "

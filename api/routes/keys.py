@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from api.deps import get_registry, require
+from api.routes import BAD_BODY
 from api.schemas import KeyCreate, KeyCreated, KeyOut
 from registry.auth import Principal, Scope
 from registry.services import Registry
@@ -24,6 +25,7 @@ def _out(info: KeyInfo) -> KeyOut:
 
 @router.post(
     "",
+    responses=BAD_BODY,
     status_code=status.HTTP_201_CREATED,
     response_model=KeyCreated,
     summary="Create an API key; the token is in this response only",

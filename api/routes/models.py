@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic.alias_generators import to_camel
 
 from api.deps import get_registry, require
+from api.routes import BAD_BODY
 from api.schemas import ModelCreate, ModelName, ModelOut, ModelPage, ModelUpdate, TaskType
 from registry.auth import Principal, Scope
 from registry.errors import Invalid
@@ -22,7 +23,11 @@ Reg = Annotated[Registry, Depends(get_registry)]
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=ModelOut, summary="Register a model"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelOut,
+    responses=BAD_BODY,
+    summary="Register a model",
 )
 def create_model(body: ModelCreate, actor: Writer, reg: Reg, response: Response) -> ModelOut:
     model = reg.models.create(
@@ -66,6 +71,7 @@ def get_model(name: ModelName, _: Reader, reg: Reg) -> ModelOut:
 @router.patch(
     "/{name}",
     response_model=ModelOut,
+    responses=BAD_BODY,
     summary="Change a model's description, provider, task type or active flag",
 )
 def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) -> ModelOut:

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import get_registry, require
 from api.problems import problem, problem_responses
+from api.routes import BAD_BODY
 from api.schemas import (
     ModelName,
     TransitionIn,
@@ -43,6 +44,7 @@ _DOWNLOAD_ERRORS = problem_responses(416)
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=VersionOut,
+    responses=BAD_BODY,
     summary="Create a version (its artifact is uploaded separately)",
 )
 def create_version(
@@ -83,6 +85,7 @@ def get_version(name: ModelName, version: VersionNumber, _: Reader, reg: Reg) ->
 @router.patch(
     "/{version}",
     response_model=VersionOut,
+    responses=BAD_BODY,
     summary="Change a version's release notes or parameters",
 )
 def update_version(
@@ -94,6 +97,7 @@ def update_version(
 
 @router.post(
     "/{version}/transitions",
+    responses=BAD_BODY,
     response_model=VersionOut,
     summary="Move a version through its lifecycle",
     description="Allowed: Staged→Production, Staged→Failed, Production→Deprecated, "
