@@ -30,7 +30,9 @@ def require(scope: Scope) -> Callable[..., Principal]:
             raise Unauthorized(
                 "missing bearer token: send 'Authorization: Bearer <apiKey>.<secret>'"
             )
-        principal = get_registry(request).keys.authenticate(credentials.credentials)
+        principal = get_registry(request).keys.authenticate(
+            credentials.credentials, client=request.client.host if request.client else None
+        )
         if not principal.allows(scope):
             raise Forbidden(
                 f"this key lacks the {scope.value!r} scope",

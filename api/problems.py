@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.db import DB_UNAVAILABLE_ERRORS
-from registry.errors import RegistryError, Unauthorized
+from registry.errors import RegistryError, TooManyRequests, Unauthorized
 from registry.storage import UploadAborted
 
 log = logging.getLogger("modelreg.api")
@@ -35,7 +35,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 #: What any authenticated route may answer besides its success.
-COMMON_ERRORS = (401, 403, 404, 409, 422, 503)
+COMMON_ERRORS = (401, 403, 404, 409, 422, 429, 503)
 
 
 def problem(
@@ -63,6 +63,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_registry_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RegistryError)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
         return problem(

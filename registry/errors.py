@@ -65,6 +65,17 @@ class Forbidden(RegistryError):
     title = "Forbidden"
 
 
+class TooManyRequests(RegistryError):
+    """Refused before any work: the caller failed too often; ``retry_after`` is in seconds."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retryAfterSeconds=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class SpecError(ValueError):
     """A rollout spec (``strategyParams``) that cannot be run; the message names the field.
     The deployment service turns it into :class:`Invalid` (422)."""

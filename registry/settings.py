@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = 5.0
     """How long a verified API token is trusted without a database lookup. A revocation takes
     effect at once in the process that revoked it, and within this time in the others."""
+    auth_failure_limit: int = Field(default=10, ge=1)
+    """Failed authentications allowed per API key, and per client address, within
+    ``auth_failure_window_seconds``; beyond them the API answers 429 until the window passes."""
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_failure_address_limit: int = Field(default=100, ge=1)
+    """The same budget for one client address. It is larger because an address is often
+    shared (a NAT, a proxy) by clients with good keys."""
 
     controller_enabled: bool = True
     """Run the rollout controller inside ``modelreg serve``."""

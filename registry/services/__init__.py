@@ -11,6 +11,7 @@ from registry.db import create_db_engine, create_session_factory
 from registry.services.deployments import DeploymentService
 from registry.services.endpoints import EndpointService
 from registry.services.feedback import FeedbackService
+from registry.services.gc import GcService
 from registry.services.keys import KeyService
 from registry.services.models import ModelService
 from registry.services.validations import ValidationService
@@ -34,6 +35,7 @@ class Registry:
     deployments: DeploymentService
     endpoints: EndpointService
     feedback: FeedbackService
+    gc: GcService
 
     def check_database(self) -> None:
         """Raise if the database does not answer a trivial query."""
@@ -55,7 +57,13 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
         engine=engine,
         sessions=sessions,
         store=store,
-        keys=KeyService(sessions, cache_seconds=settings.auth_cache_seconds),
+        keys=KeyService(
+            sessions,
+            cache_seconds=settings.auth_cache_seconds,
+            failure_limit=settings.auth_failure_limit,
+            failure_window_seconds=settings.auth_failure_window_seconds,
+            address_failure_limit=settings.auth_failure_address_limit,
+        ),
         models=ModelService(sessions, store=store),
         versions=VersionService(
             sessions,
@@ -71,4 +79,5 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
         ),
         endpoints=endpoints,
         feedback=FeedbackService(sessions),
+        gc=GcService(sessions, store=store),
     )

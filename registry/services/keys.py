@@ -19,8 +19,9 @@ from registry.auth import (
     split_token,
     verify_secret,
 )
-from registry.errors import Invalid, NotFound, Unauthorized
+from registry.errors import Invalid, NotFound, TooManyRequests, Unauthorized
 from registry.models import APIClient, User
+from registry.ratelimit import FailureLimiter
 from registry.services import audit
 from registry.types import utcnow
 
@@ -71,25 +72,67 @@ def _info(client: APIClient, user: User) -> KeyInfo:
 class KeyService:
     """API keys. Verified tokens are cached for ``cache_seconds`` (authentication is on every
     request's path); a revocation clears this process's cache at once, and other processes
-    within ``cache_seconds``."""
+    within ``cache_seconds``.
+
+    Failed authentications are counted per API key and per client address; past
+    ``failure_limit`` (for a key) or ``address_failure_limit`` (for an address) within
+    ``failure_window_seconds``, that key or address gets :class:`TooManyRequests` before its
+    token is looked at, even a right one."""
 
     MAX_CACHED = 10_000
 
-    def __init__(self, sessions: sessionmaker[Session], *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        cache_seconds: float = 5.0,
+        failure_limit: int = 10,
+        failure_window_seconds: float = 60.0,
+        address_failure_limit: int = 100,
+    ) -> None:
         self.sessions = sessions
         self.cache_seconds = cache_seconds
+        self.failures = FailureLimiter(limit=failure_limit, window_seconds=failure_window_seconds)
+        # An address is often shared (a NAT, a proxy): it gets a larger budget than a key, so
+        # one misconfigured client does not lock out every other client behind it so soon.
+        self.address_failures = FailureLimiter(
+            limit=address_failure_limit, window_seconds=failure_window_seconds
+        )
         # sha256 of the whole token -> (expiry on the monotonic clock, api key, principal)
         self._verified: dict[str, tuple[float, str, Principal]] = {}
 
-    def authenticate(self, token: str) -> Principal:
+    def authenticate(self, token: str, *, client: str | None = None) -> Principal:
+        """The principal behind ``token``. ``client`` is the caller's network address, when
+        known: failures are counted against it as well as against the key."""
         parts = split_token(token)
+        addresses = [f"addr:{client}"] if client else []
+        subjects = [f"key:{parts[0]}"] if parts is not None else []
+        waits = [
+            w
+            for w in (
+                self.failures.retry_after(subjects),
+                self.address_failures.retry_after(addresses),
+            )
+            if w is not None
+        ]
+        wait = max(waits) if waits else None
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many failed authentications; retry in {wait} s", retry_after=wait
+            )
         if parts is None:
+            self.address_failures.record_failure(addresses)
             raise Unauthorized("malformed API token: expected <apiKey>.<secret>")
         fingerprint = hashlib.sha256(token.encode()).hexdigest()
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
-        principal = self._verify(*parts)
+        try:
+            principal = self._verify(*parts)
+        except Unauthorized:
+            self.failures.record_failure(subjects)
+            self.address_failures.record_failure(addresses)
+            raise
         if self.cache_seconds > 0:
             if len(self._verified) >= self.MAX_CACHED:
                 self._verified.clear()
