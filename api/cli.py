@@ -774,6 +774,77 @@ def controller() -> None:
         registry.close()
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``24h``, ``7d`` or a bare number of seconds."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise typer.BadParameter(f"{raw!r} is not a duration like 90s, 30m, 24h or 7d") from None
+    if seconds < 0 or seconds != seconds:
+        raise typer.BadParameter(f"{raw!r}: a duration cannot be negative")
+    return seconds
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
+    ] = False,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Only remove orphans last modified longer ago than this (90s, 30m, 24h, 7d).",
+        ),
+    ] = "24h",
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove artifact objects that no version and no live upload references.
+
+    Runs against the configured store and database directly, like ``modelreg worker``.
+    """
+    from datetime import timedelta
+
+    from registry.services import build_registry
+
+    age = timedelta(seconds=_duration(older_than))
+    settings = _settings()
+    _logging(settings.log_level)
+    registry = build_registry(settings)
+    try:
+        report = registry.gc.collect(older_than=age, dry_run=dry_run)
+    finally:
+        registry.close()
+    if as_json:
+        _emit_json(report.as_dict())
+        return
+    verb = "Would remove" if dry_run else "Removed"
+    _table(
+        f"Garbage collection{' (dry run)' if dry_run else ''}",
+        ("", ""),
+        [
+            ("scanned", str(report.scanned)),
+            ("referenced (kept)", str(report.referenced)),
+            (f"younger than {older_than} (kept)", str(report.too_young)),
+            (verb.lower(), str(report.removed)),
+            (f"{verb.lower()} bytes", f"{report.removed_bytes} ({_size(report.removed_bytes)})"),
+            ("failed", str(report.failed)),
+        ],
+    )
+    for key in report.keys:
+        out.print(f"  {key}", highlight=False)
+    if report.removed > len(report.keys):
+        out.print(f"  … and {report.removed - len(report.keys)} more", highlight=False)
+    if report.failed:
+        fail(f"{report.failed} objects could not be removed; see the log")
+
+
 @app.command("prometheus-targets")
 def prometheus_targets(
     output: Annotated[

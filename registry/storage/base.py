@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from registry.errors import BadRequest, Invalid, PayloadTooLarge
@@ -17,6 +18,15 @@ class StoredObject:
     key: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A complete object as a listing sees it; ``last_modified`` is timezone-aware UTC."""
+
+    key: str
+    size: int
+    last_modified: datetime
 
 
 class DigestMismatch(BadRequest):
@@ -157,6 +167,10 @@ class ArtifactStore(Protocol):
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every complete object under ``prefix``."""
+        ...
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every complete object under ``prefix``, with its size and last modification."""
         ...
 
     def check(self) -> None:

@@ -6,10 +6,11 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.errors import Invalid, NotFound, Unavailable
-from registry.storage.base import CHUNK, HashingReader, StoredObject, check_key
+from registry.storage.base import CHUNK, HashingReader, ObjectInfo, StoredObject, check_key
 
 TMP_DIR = ".tmp"
 
@@ -109,6 +110,18 @@ class LocalStore:
                 key = (Path(dirpath) / name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for key in self.list_keys(prefix):
+            try:
+                stat = (self.root / key).stat()
+            except FileNotFoundError:  # removed since the walk saw it
+                continue
+            yield ObjectInfo(
+                key=key,
+                size=stat.st_size,
+                last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+            )
 
     def check(self) -> None:
         try:

@@ -18,6 +18,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC
 from typing import Any, Literal, cast
 
 import urllib3
@@ -27,7 +28,7 @@ from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from registry.errors import NotFound, Unavailable
-from registry.storage.base import CHUNK, HashingReader, StoredObject, check_key
+from registry.storage.base import CHUNK, HashingReader, ObjectInfo, StoredObject, check_key
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,17 @@ class S3Store:
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 if obj.object_name is not None:
                     yield obj.object_name
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._ensure_bucket()
+        with _translate(prefix or "bucket listing"):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if obj.object_name is None or obj.last_modified is None:
+                    continue
+                modified = obj.last_modified
+                if modified.tzinfo is None:
+                    modified = modified.replace(tzinfo=UTC)
+                yield ObjectInfo(key=obj.object_name, size=obj.size or 0, last_modified=modified)
 
     def check(self) -> None:
         self._bucket_ready = False
