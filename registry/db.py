@@ -13,8 +13,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings modelreg relies on.
 
     SQLite gets foreign keys (off by default there), WAL, and a busy timeout so that the API
-    threads, the worker and the controller can share one file.
+    threads, the worker and the controller can share one file. Statement parameters are never
+    shown in errors or logs.
     """
+    # SQL parameters include secret hashes (api_client.secret_hash): keep them out of error
+    # messages and of SQL logging, should either ever be turned on.
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text as sql
 
+from registry.db import create_db_engine
 from tests.conftest import LiveServer
 
 
@@ -57,3 +60,21 @@ def test_the_logs_never_contain_a_secret(
         for what, value in forbidden.items():
             for text in texts:
                 assert value not in text, f"{what} in a {record.name} log record: {text[:300]}"
+
+
+def test_sql_logging_never_shows_parameters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even with SQLAlchemy's statement logging on, bound values (a secret hash) are hidden."""
+    secret_hash = "sha256$" + hashlib.sha256(b"not-a-real-secret").hexdigest()
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    engine.echo = True
+    try:
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.engine"), engine.begin() as conn:
+            conn.execute(sql("CREATE TABLE t (h TEXT)"))
+            conn.execute(sql("INSERT INTO t (h) VALUES (:h)"), {"h": secret_hash})
+    finally:
+        engine.dispose()
+    logged = " ".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert "INSERT INTO t" in logged, "the statement itself is logged"
+    assert secret_hash not in logged
