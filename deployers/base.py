@@ -29,6 +29,7 @@ __all__ = [
     "VersionRef",
     "Workload",
     "WorkloadStatus",
+    "check_workload",
 ]
 
 
@@ -139,6 +140,30 @@ class TemporaryError(DeployerError):
 
 class PermanentError(DeployerError):
     """Retrying will not help (a bad request, forbidden, invalid): the rollout fails."""
+
+
+def check_workload(workload: Workload) -> None:
+    """Refuse, before anything changes, a workload no deployer could run: negative replicas,
+    an API version without its endpoint, or a version without a stored artifact."""
+    version = workload.version
+    if workload.replicas < 0:
+        raise PermanentError(
+            f"deployment {workload.deployment_id}: replicas must be 0 or more, "
+            f"not {workload.replicas}"
+        )
+    if workload.replicas == 0:
+        return
+    if version.format == "API":
+        if not version.endpoint:
+            raise PermanentError(
+                f"version {version.number} ({version.id}) has format API but no endpoint"
+            )
+        return
+    if not version.artifact_key or not version.sha256:
+        raise PermanentError(
+            f"version {version.number} ({version.id}) has no stored artifact (an artifact key "
+            "and a SHA-256 are needed): there is nothing to serve"
+        )
 
 
 class Deployer(Protocol):

@@ -35,12 +35,11 @@ import httpx
 
 from deployers.base import (
     Instance,
-    PermanentError,
     Target,
     TemporaryError,
-    VersionRef,
     Workload,
     WorkloadStatus,
+    check_workload,
 )
 
 if TYPE_CHECKING:
@@ -290,7 +289,7 @@ class LocalDeployer:
         run (before anything is changed), :class:`TemporaryError` when a process cannot be
         started."""
         for workload in workloads:
-            _check_workload(workload)
+            check_workload(workload)
         try:
             for workload in workloads:
                 self._apply_workload(target, workload)
@@ -634,28 +633,6 @@ class LocalDeployer:
         for record in self._read_instances():
             if self._refresh(record):
                 self._log.info("adopted %s", record.describe())
-
-
-def _check_workload(workload: Workload) -> None:
-    version: VersionRef = workload.version
-    if workload.replicas < 0:
-        raise PermanentError(
-            f"deployment {workload.deployment_id}: replicas must be 0 or more, "
-            f"not {workload.replicas}"
-        )
-    if workload.replicas == 0:
-        return
-    if version.format == API_FORMAT:
-        if not version.endpoint:
-            raise PermanentError(
-                f"version {version.number} ({version.id}) has format {API_FORMAT} but no endpoint"
-            )
-        return
-    if not version.artifact_key or not version.sha256:
-        raise PermanentError(
-            f"version {version.number} ({version.id}) has no stored artifact (an artifact key "
-            "and a SHA-256 are needed): there is nothing to serve"
-        )
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -7,7 +7,7 @@ the model servers' own ``/metrics`` (``direct.py``), and the feedback gate (``fe
 """
 
 from controller.analysis.base import Analysis, GateContext, GateResult
-from controller.analysis.direct import DirectGate, count_inference, scrape_metrics
+from controller.analysis.direct import DirectGate, scrape_metrics
 from controller.analysis.feedback import FeedbackGate
 from controller.analysis.prometheus import PrometheusClient, PrometheusGate, QueryError
 from controller.analysis.step import StepAnalysis, combine
@@ -23,6 +23,5 @@ __all__ = [
     "QueryError",
     "StepAnalysis",
     "combine",
-    "count_inference",
     "scrape_metrics",
 ]

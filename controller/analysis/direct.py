@@ -97,12 +97,6 @@ def parse_stats(texts: Iterable[str]) -> ServerStats:
     return ServerStats(requests, errors, buckets)
 
 
-def count_inference(text: str) -> tuple[int, int]:
-    """(inference requests, of which 5xx) from one model server's exposition."""
-    stats = parse_stats([text])
-    return stats.requests, stats.errors
-
-
 class DirectGate:
     type = "direct"
 

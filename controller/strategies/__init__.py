@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from controller.strategies.base import Observed, Plan, Progress, Request, Verdict
 from controller.strategies.blue_green import plan_blue_green
@@ -39,7 +39,3 @@ def plan(
         now=now,
         request=request or Request(),
     )
-
-
-def requeue_seconds(value: timedelta | None) -> float | None:
-    return None if value is None else value.total_seconds()

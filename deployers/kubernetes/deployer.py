@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from deployers.base import (
     Instance,
-    PermanentError,
     Target,
     Workload,
     WorkloadStatus,
+    check_workload,
 )
 from deployers.kubernetes import manifests
 from deployers.kubernetes.manifests import (
@@ -102,7 +102,7 @@ class KubernetesDeployer:
         """Make each workload's end state true; never waits for readiness. Raises
         :class:`PermanentError` for a workload that cannot run, before anything is changed."""
         for workload in workloads:
-            _check_workload(workload)
+            check_workload(workload)
         for workload in workloads:
             self._apply_workload(target, workload)
 
@@ -279,25 +279,3 @@ def _failure(status: Mapping[str, Any]) -> str | None:
             message = condition.get("message") or "no progress before the deadline"
             return f"{PROGRESS_DEADLINE_EXCEEDED}: {message}"
     return None
-
-
-def _check_workload(workload: Workload) -> None:
-    version = workload.version
-    if workload.replicas < 0:
-        raise PermanentError(
-            f"deployment {workload.deployment_id}: replicas must be 0 or more, "
-            f"not {workload.replicas}"
-        )
-    if workload.replicas == 0:
-        return
-    if version.format == API_FORMAT:
-        if not version.endpoint:
-            raise PermanentError(
-                f"version {version.number} ({version.id}) has format {API_FORMAT} but no endpoint"
-            )
-        return
-    if not version.artifact_key or not version.sha256:
-        raise PermanentError(
-            f"version {version.number} ({version.id}) has no stored artifact (an artifact key "
-            "and a SHA-256 are needed): there is nothing to serve"
-        )
