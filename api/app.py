@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import metrics
+from api.limits import BodyLimitMiddleware
 from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
 from api.routes import (
     deployments,
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.upload_executor = upload_executor
     app.state.metrics_database = metrics.scrape_registry(registry)
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.
     app.add_middleware(metrics.MetricsMiddleware, routes=app)
     app.include_router(health.router)

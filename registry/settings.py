@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = True
 
     max_artifact_bytes: int = 20 * GiB
+    max_json_body_bytes: int = Field(default=4 * MiB, ge=1024)
+    """The largest JSON request body (every request but an artifact upload); larger gets 413."""
     upload_lease_seconds: int = 120
     """How long an upload's claim on a version lives without a heartbeat."""
 
