@@ -82,6 +82,20 @@ def test_model_with_external_data_inside_its_folder_passes(tmp_path: Path) -> No
     assert scan_artifact(tmp_path).verdict == "clean"
 
 
+def test_a_bundle_notes_unknown_files_but_not_the_external_data_a_model_names(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "a-stray.bin").write_bytes(b"\1" * 16)
+    _save(_add_model(_external("W", "weights/w.bin")), tmp_path / "model.onnx")
+    report = scan_artifact(tmp_path)
+    assert report.verdict == "clean", report.findings
+    assert set(report.files_scanned) == {"a-stray.bin", "model.onnx", "weights/w.bin"}
+    unknown = [f.location for f in report.findings if f.rule_id == "format.unknown"]
+    assert unknown == ["a-stray.bin"]
+
+
 @pytest.mark.parametrize(
     "location",
     [

@@ -76,9 +76,18 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
             findings.append(_symlink_finding(path, root=path.parent, location=path.name))
         elif path.is_dir():
             root = path.resolve()
+            external_data: set[Path] = set()
             for file, location in _walk(root, findings):
-                total += _scan_one(file, root=root, location=location, policy=policy, out=findings)
+                total += _scan_one(
+                    file,
+                    root=root,
+                    location=location,
+                    policy=policy,
+                    out=findings,
+                    external_data=external_data,
+                )
                 scanned.append(location)
+            findings = _drop_unknown_external_data(findings, root=root, claimed=external_data)
         elif path.exists() and not path.is_file():
             findings.append(
                 Finding(
@@ -193,15 +202,41 @@ def _symlink_finding(link: Path, *, root: Path, location: str) -> Finding:
     )
 
 
+def _drop_unknown_external_data(
+    findings: list[Finding], *, root: Path, claimed: set[Path]
+) -> list[Finding]:
+    """A raw tensor file that an ONNX model in the folder names as its external data is a
+    known format after all: its ``format.unknown`` note is noise. (It was still checked for
+    pickles, and the model's scan checked its path and size.)"""
+    known = {p.relative_to(root).as_posix() for p in claimed if p.is_relative_to(root)}
+    return [f for f in findings if not (f.rule_id == "format.unknown" and f.location in known)]
+
+
 def _scan_one(
-    path: Path, *, root: Path, location: str, policy: SecurityPolicy, out: list[Finding]
+    path: Path,
+    *,
+    root: Path,
+    location: str,
+    policy: SecurityPolicy,
+    out: list[Finding],
+    external_data: set[Path] | None = None,
 ) -> int:
     """Scan one regular file into ``out``; return its size. Any scanner failure becomes a
-    ``scanner.error`` finding, so one bad file never stops the scan of the others."""
+    ``scanner.error`` finding, so one bad file never stops the scan of the others. ONNX
+    models add the external-data files they name to ``external_data``."""
     size = 0
     try:
         size = path.lstat().st_size
-        out.extend(_scan_file(path, size=size, root=root, location=location, policy=policy))
+        out.extend(
+            _scan_file(
+                path,
+                size=size,
+                root=root,
+                location=location,
+                policy=policy,
+                external_data=external_data,
+            )
+        )
     except Exception as exc:
         out.append(
             Finding(
@@ -215,7 +250,13 @@ def _scan_one(
 
 
 def _scan_file(
-    path: Path, *, size: int, root: Path, location: str, policy: SecurityPolicy
+    path: Path,
+    *,
+    size: int,
+    root: Path,
+    location: str,
+    policy: SecurityPolicy,
+    external_data: set[Path] | None = None,
 ) -> list[Finding]:
     from validators.security import pickle_scan
     from validators.security.archives import scan_archive, scan_stream
@@ -237,7 +278,9 @@ def _scan_file(
         if fmt in (Format.ZIP, Format.TAR, Format.GZIP):
             return scan_archive(path, location=location, policy=policy)
         if fmt is Format.ONNX:
-            findings = scan_onnx(path, policy=policy, location=location, root=root)
+            findings = scan_onnx(
+                path, policy=policy, location=location, root=root, external_data=external_data
+            )
             if pickle_scan.looks_like_pickle(head):
                 fh.seek(0)
                 findings += pickle_scan.scan_pickle(fh, location=location, policy=policy)

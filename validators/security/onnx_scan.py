@@ -54,10 +54,16 @@ def allowed_domains(policy: SecurityPolicy) -> frozenset[str]:
 
 
 def scan_onnx(
-    path: Path, *, policy: SecurityPolicy, location: str, root: Path | None = None
+    path: Path,
+    *,
+    policy: SecurityPolicy,
+    location: str,
+    root: Path | None = None,
+    external_data: set[Path] | None = None,
 ) -> list[Finding]:
     """Findings for the ONNX model at ``path``; external data must lie inside ``root``
-    (default: the model's folder)."""
+    (default: the model's folder). The external-data files the model names, once checked,
+    are added to ``external_data`` when given."""
     scan = _Scan(path, root or path.parent, policy, location)
     size = path.stat().st_size
     if size > min(policy.max_model_bytes, PROTOBUF_LIMIT):
@@ -74,6 +80,8 @@ def scan_onnx(
         scan.add(Severity.HIGH, "onnx.corrupt", f"not a valid ONNX model: {exc}")
         return scan.findings
     _check_model(scan, model)
+    if external_data is not None:
+        external_data.update(scan.external_files)
     total = size + sum(scan.external_files.values())
     if total > policy.max_model_bytes:
         scan.add(
