@@ -192,6 +192,17 @@ def test_zip_bomb_ratio_is_too_large(tmp_path: Path) -> None:
     assert _rules(report) == {"limit.compression_ratio"}
 
 
+def test_small_members_are_held_to_the_ratio_only_above_the_policy_floor(tmp_path: Path) -> None:
+    path = tmp_path / "small.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("zeros.bin", b"\0" * (512 * 1024))
+    assert scan_artifact(path).verdict == "clean"
+    strict = dataclasses.replace(DEFAULT_POLICY, compression_ratio_floor_bytes=64 * 1024)
+    report = scan_artifact(path, strict)
+    assert report.verdict == "too-large"
+    assert _rules(report) == {"limit.compression_ratio"}
+
+
 def test_tar_gz_bomb_ratio_is_too_large(tmp_path: Path) -> None:
     path = _tar(tmp_path / "bomb.tar.gz", [(_info("zeros.bin"), b"\0" * (8 * 1024 * 1024))], "w:gz")
     report = scan_artifact(path)

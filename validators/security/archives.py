@@ -38,8 +38,6 @@ from validators.security.safetensors_scan import scan_safetensors
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-#: Members smaller than this are not held to the compression ratio (tiny files compress well).
-RATIO_FLOOR_BYTES = 1024 * 1024
 #: A zip symlink's target is its content; longer targets are not read.
 MAX_LINK_TARGET = 4096
 CHUNK = 1024 * 1024
@@ -249,7 +247,7 @@ def check_members(
     for m in members:
         if (
             m.compressed is not None
-            and m.size > RATIO_FLOOR_BYTES
+            and m.size > policy.compression_ratio_floor_bytes
             and m.size > ratio * max(m.compressed, 1)
         ):
             findings.append(
@@ -262,7 +260,8 @@ def check_members(
                 )
             )
     compressed_tar = listing.kind == "tar" and listing.compressed
-    if compressed_tar and RATIO_FLOOR_BYTES < total > ratio * max(archive_bytes, 1):
+    floor = policy.compression_ratio_floor_bytes
+    if compressed_tar and floor < total > ratio * max(archive_bytes, 1):
         findings.append(
             Finding(
                 Severity.HIGH,

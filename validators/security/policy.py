@@ -245,6 +245,9 @@ class SecurityPolicy:
     #: the sum of the sizes an archive declares for its members
     max_declared_bytes: int = 50 * GIB
     max_compression_ratio: float = 200.0
+    #: members (and compressed tars) smaller than this are not held to the ratio: tiny files
+    #: compress well, and a bomb needs size to hurt
+    compression_ratio_floor_bytes: int = 1024 * 1024
     max_tensor_elements: int = 10**10
 
     onnx_allowed_domains: frozenset[str] = DEFAULT_ONNX_ALLOWED_DOMAINS
