@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -11,13 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.db import DB_UNAVAILABLE_ERRORS
+from registry.db import DB_UNAVAILABLE_ERRORS, db_unavailable
 from registry.errors import RegistryError, TooManyRequests, Unauthorized
 from registry.storage import UploadAborted
 
 log = logging.getLogger("modelreg.api")
 
 PROBLEM = "application/problem+json"
+#: What a 503 (the database or the artifact store unavailable) tells the client to wait, in
+#: seconds.
+RETRY_AFTER_SECONDS = 5
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -59,12 +64,50 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+class OutageLog:
+    """Logs the 503s of a database outage without a line per request: the first at once,
+    then at most one line every ``every`` seconds, with how many were answered since."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def answered(self, method: str, path: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.every:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        more = f" ({suppressed} more answered 503 since the last report)" if suppressed else ""
+        log.error(
+            "database unavailable during %s %s: %s; answering 503 with Retry-After: %d%s",
+            method,
+            path,
+            _describe(exc),
+            RETRY_AFTER_SECONDS,
+            more,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's class and first line; never statement parameters (the engine hides them)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {first[:200]}" if first else exc.__class__.__name__
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    outage = OutageLog()
+
     async def on_registry_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RegistryError)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
+        elif exc.status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
         return problem(
@@ -105,17 +148,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def on_db_down(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "database unavailable during %s %s: %s",
-            request.method,
-            request.url.path,
-            exc.__class__.__name__,
-        )
+        outage.answered(request.method, request.url.path, exc)
         return problem(
             503,
             "the database is unavailable; retry later",
             instance=request.url.path,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     async def on_aborted(request: Request, exc: Exception) -> JSONResponse:
@@ -125,6 +163,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(400, str(exc), title="Upload aborted", instance=request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if db_unavailable(exc):  # a database error another layer wrapped or chained
+            return await on_db_down(request, exc)
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return problem(
             500, "internal error; the server log has the details", instance=request.url.path

@@ -11,6 +11,9 @@ that is not ready or already stopped for longer than one pass.
 Errors stay with their deployment. A :class:`TemporaryError` (or anything unexpected) is
 retried with exponential backoff and shown as a ``ReconcileError`` condition; a
 :class:`PermanentError` fails the rollout, with the reason, and traffic goes back to stable.
+An unreachable database is not a deployment's error: it ends the pass (nothing could be
+recorded anyway), and the runner retries the next one with backoff. Every step is re-planned
+from what the deployer observes, so a pass cut short is simply done again.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from deployers.base import (
     WorkloadStatus,
 )
 from registry import metrics
+from registry.db import db_unavailable
 from registry.rollout_spec import RolloutSpec, SpecError, parse_spec
 from registry.services.deployments import (
     DeploymentService,
@@ -172,6 +176,12 @@ class Controller:
         self.deployments.release_lease(self.holder)
         self.is_leader = False
 
+    def stand_by(self) -> None:
+        """The database cannot be reached: this controller cannot know whether it still holds
+        the lease, so it acts as if it did not until a pass renews it."""
+        self.is_leader = False
+        metrics.CONTROLLER_LEADER.set(0)
+
     def _reconcile_target(
         self, views: list[DeploymentView], *, now: datetime, result: PassResult
     ) -> None:
@@ -286,6 +296,8 @@ class Controller:
             else:
                 self._fail(view, str(exc), now=now, result=result)
         except (TemporaryError, Exception) as exc:  # one deployment never stops the pass
+            if db_unavailable(exc):
+                raise  # ... but an unreachable database does: see the module docstring
             if not isinstance(exc, TemporaryError):
                 metrics.CONTROLLER_ERRORS.labels("unexpected").inc()
                 log.exception("deployment %s: unexpected error", view.id)
@@ -528,6 +540,8 @@ class Controller:
                 now=now,
             )
         except Exception as exc:
+            if db_unavailable(exc):
+                raise
             log.exception("deployment %s: could not roll back", view.id)
             self._retry(view, f"rolling back after {error}: {exc}", now=now, result=None)
 
@@ -723,7 +737,9 @@ class Controller:
             result.failures[str(view.id)] = error
         try:
             backoff = self.deployments.record_error(view, error=error, now=now, holder=self.holder)
-        except Exception:
+        except Exception as exc:
+            if db_unavailable(exc):
+                raise
             log.exception("deployment %s: could not record the error %s", view.id, error)
             return
         log.warning(

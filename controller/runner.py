@@ -4,11 +4,17 @@
 ``modelreg controller`` (alone). The job is registered with ``max_instances=1`` and
 ``coalesce=True``: a slow pass is never overlapped by the next one, and missed runs collapse
 into one. Several controllers may point at one database; the lease makes exactly one act.
+
+While the database cannot be reached, passes are skipped with exponential backoff (from the
+interval up to ``DB_RETRY_MAX_SECONDS``): the outage is logged once when it starts and once
+when it ends, not once per pass, and the first pass that reaches the database again resumes
+where the last one stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -16,6 +22,8 @@ from controller.analysis import PrometheusClient, StepAnalysis
 from controller.reconcile import Controller
 from deployers.base import Deployer
 from deployers.local import LocalDeployer, child_env
+from registry import metrics
+from registry.db import db_unavailable
 from registry.types import utcnow
 
 if TYPE_CHECKING:
@@ -24,6 +32,9 @@ if TYPE_CHECKING:
     from registry.services import Registry
 
 log = logging.getLogger("modelreg.controller")
+
+#: The longest wait between two attempts to reach a database that is down.
+DB_RETRY_MAX_SECONDS = 5.0
 
 
 def build_controller(registry: Registry, *, holder: str | None = None) -> Controller:
@@ -51,6 +62,9 @@ class ControllerRunner:
 
         self.controller = controller
         self.interval = interval
+        self.max_backoff = max(interval, DB_RETRY_MAX_SECONDS)
+        self._db_failures = 0
+        self._retry_at = 0.0
         self.scheduler: BackgroundScheduler = BackgroundScheduler(daemon=True)
         self.scheduler.add_job(
             self.tick,
@@ -64,17 +78,46 @@ class ControllerRunner:
 
     def tick(self) -> None:
         """One pass; never raises (the scheduler would only log it less clearly)."""
+        if time.monotonic() < self._retry_at:
+            return
         try:
             result = self.controller.run_pass()
-        except Exception:
-            log.exception("controller pass failed; the next one retries")
+        except Exception as exc:
+            if db_unavailable(exc):
+                self._database_down(exc)
+            else:
+                log.exception("controller pass failed; the next one retries")
             return
+        if self._db_failures:
+            log.warning(
+                "database reachable again after %d failed pass(es); the controller resumes",
+                self._db_failures,
+            )
+            self._db_failures = 0
+            self._retry_at = 0.0
         if result.leader and result.errors:
             log.warning(
                 "controller pass over %d deployment(s): %d error(s)",
                 result.deployments,
                 result.errors,
             )
+
+    def _database_down(self, exc: Exception) -> None:
+        self._db_failures += 1
+        metrics.CONTROLLER_ERRORS.labels("temporary").inc()
+        delay = min(self.interval * 2 ** min(self._db_failures - 1, 16), self.max_backoff)
+        self._retry_at = time.monotonic() + delay
+        self.controller.stand_by()
+        if self._db_failures == 1:
+            log.warning(
+                "database unavailable (%s): controller %s stands by and retries every %gs at "
+                "most; rollouts hold where they are, model servers keep serving",
+                exc.__class__.__name__,
+                self.controller.holder,
+                self.max_backoff,
+            )
+        else:
+            log.debug("database still unavailable; next attempt in %gs", delay)
 
     def start(self) -> None:
         # One line per pass from the scheduler, and per health probe from httpx, would bury
@@ -90,8 +133,11 @@ class ControllerRunner:
         self.scheduler.shutdown(wait=True)
         try:
             self.controller.release()
-        except Exception:
-            log.warning("could not release the controller lease; it expires by itself")
+        except Exception as exc:
+            log.warning(
+                "could not release the controller lease (%s); it expires by itself",
+                exc.__class__.__name__,
+            )
         log.info("controller %s stopped", self.controller.holder)
 
 

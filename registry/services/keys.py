@@ -19,6 +19,7 @@ from registry.auth import (
     split_token,
     verify_secret,
 )
+from registry.db import DB_UNAVAILABLE_ERRORS
 from registry.errors import Invalid, NotFound, TooManyRequests, Unauthorized
 from registry.models import APIClient, User
 from registry.ratelimit import FailureLimiter
@@ -132,6 +133,13 @@ class KeyService:
         except Unauthorized:
             self.failures.record_failure(subjects)
             self.address_failures.record_failure(addresses)
+            raise
+        except DB_UNAVAILABLE_ERRORS:
+            # The database is down: a token this process verified before (and did not see
+            # revoked) still passes, for what needs no database (cached endpoint answers);
+            # anything else still answers 503.
+            if cached is not None:
+                return cached[2]
             raise
         if self.cache_seconds > 0:
             if len(self._verified) >= self.MAX_CACHED:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
+from registry.db import DB_UNAVAILABLE_ERRORS
 from registry.errors import BadRequest, Conflict, Forbidden, GateClosed, Invalid, NotFound
 from registry.metrics import UPLOAD_BYTES, UPLOADS
 from registry.models import AIModel, AIModelVersion, ArtifactUpload
@@ -399,6 +400,13 @@ class VersionService:
         try:
             return self._complete(actor, claim, stored)
         except LeaseLost:
+            raise
+        except DB_UNAVAILABLE_ERRORS:
+            # The commit may have gone through before the connection died, and the row then
+            # names the object: keep it. If it did not, `modelreg gc` removes the orphan.
+            log.warning(
+                "database lost while recording artifact %s; kept it for GC to judge", claim.key
+            )
             raise
         except BaseException:
             self._discard(claim)
