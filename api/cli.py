@@ -834,6 +834,7 @@ def gc(
             (f"younger than {older_than} (kept)", str(report.too_young)),
             (verb.lower(), str(report.removed)),
             (f"{verb.lower()} bytes", f"{report.removed_bytes} ({_size(report.removed_bytes)})"),
+            (f"{verb.lower()} unfinished uploads", str(report.partial_removed)),
             ("failed", str(report.failed)),
         ],
     )

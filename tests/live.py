@@ -44,6 +44,7 @@ class Modelreg:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.http: httpx.Client | None = None
+        self.token = ""
 
     def start(self) -> Modelreg:
         log = (self.home / "serve.log").open("ab")
@@ -67,6 +68,7 @@ class Modelreg:
                 raise AssertionError(f"modelreg serve did not start:\n{self.log()}")
             time.sleep(0.1)
         token = (self.home / "credentials").read_text().split("token = ")[1].strip()
+        self.token = token
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
@@ -93,6 +95,31 @@ class Modelreg:
                 self.proc.wait()
         if self.http is not None:
             self.http.close()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``modelreg ARGS`` to the end, with this server's settings."""
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def spawn(
+        self, *args: str, log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``modelreg ARGS`` (``worker``, say) with this server's settings, plus ``env``,
+        in a process group of its own; its output goes to ``home/log``."""
+        with (self.home / log).open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "api.cli", *args],
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def server_pids(self) -> dict[str, int]:
         """Live model-server processes the local deployer recorded: instance file → pid."""

@@ -5,6 +5,8 @@ Test modules load the fixtures with ``pytest_plugins = ["tests.s3server"]``:
 * ``moto_s3`` (session): one moto server for the whole run, wrapped in :class:`MotoS3`, which
   makes fresh buckets, stores pointed at them, and a boto3 client to look behind the store.
 * ``s3_proxy``: a :class:`CuttingProxy` in front of that server, for one test.
+* ``moto_process``: a moto server of one test's own, run as a process (:class:`MotoProcess`),
+  which the test can kill, as a crash of the S3 service, and start again on the same port.
 
 The test modules also import from here before pytest loads it as a plugin, hence
 PYTEST_DONT_REWRITE (this module has no asserts to rewrite).
@@ -13,14 +15,21 @@ PYTEST_DONT_REWRITE (this module has no asserts to rewrite).
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 import urllib3
 from moto.server import ThreadedMotoServer
@@ -126,6 +135,72 @@ def moto_s3() -> Iterator[MotoS3]:
         wsgi = server._server  # stop() leaves the socket open
         if wsgi is not None:
             wsgi.server_close()
+
+
+class MotoProcess(MotoS3):
+    """moto's S3 server as a process of its own, on a fixed loopback port.
+
+    ``kill()`` is a crash of the S3 service (SIGKILL): connections in flight are reset and new
+    ones refused. moto keeps everything in memory, so ``start()`` again brings back an empty
+    service on the same port; a test that wants the data back puts it back.
+    """
+
+    def __init__(self, log: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        super().__init__("127.0.0.1", port)
+        self.port = port
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoProcess:
+        assert self.proc is None or self.proc.poll() is not None, "moto is already running"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto exited: {self.log_path.read_text(errors='replace')}")
+            try:
+                httpx.get(f"{self.url}/moto-api/", timeout=2)
+                return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("moto did not start within 60 s")
+            time.sleep(0.1)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the connections in flight."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        super().close()
+        if self.running:
+            self.kill()
+
+
+@pytest.fixture
+def moto_process(tmp_path: Path) -> Iterator[MotoProcess]:
+    """A moto server process of this test's own, started; killed at the end."""
+    moto = MotoProcess(tmp_path / "moto.log")
+    try:
+        yield moto.start()
+    finally:
+        moto.close()
 
 
 class CuttingProxy:

@@ -1,15 +1,25 @@
 """The validation worker: claims queued runs, re-checks the digest, runs the validators in a
-child process, and stores one result per run. It survives whatever the validators do."""
+child process, and stores one result per run. It survives whatever the validators do.
+
+A worker killed outright (SIGKILL, the OOM killer) takes its child with it: the child dies
+as soon as its parent does, so no orphan keeps validating. The run's lease then expires and
+another worker takes the run over; the next worker on the same host also removes the scratch
+directory (a copy of the artifact) that the dead one left.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import re
+import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -18,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from registry.db import DB_UNAVAILABLE_ERRORS, db_unavailable
+from registry.errors import NotFound, Unavailable
 from registry.services import Registry
 from registry.services.validations import ValidationJob
 
@@ -25,6 +37,11 @@ log = logging.getLogger("modelreg.worker")
 _SPAWN = multiprocessing.get_context("spawn")
 
 STDERR_TAIL = 2000
+#: Scratch directories are ``modelreg-validate_{host}_{pid}_{random}``, so that a worker can
+#: tell those of dead workers on its host.
+SCRATCH_PREFIX = "modelreg-validate"
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+PR_SET_PDEATHSIG = 1
 
 
 class LeaseLost(Exception):
@@ -61,12 +78,15 @@ class ValidationWorker:
             job.attempts,
         )
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="modelreg-validate-") as tmp:
+        scratch = f"{SCRATCH_PREFIX}_{_HOST}_{os.getpid()}_"
+        with tempfile.TemporaryDirectory(prefix=scratch, ignore_cleanup_errors=True) as tmp:
             try:
                 outcome = self._validate(job, Path(tmp))
             except LeaseLost:
                 log.warning("validation %s: lost the lease; another worker has it", job.request_id)
                 return True
+            except DB_UNAVAILABLE_ERRORS:
+                raise  # not the artifact's fault: the run is retried when its lease expires
             except Exception as exc:  # the worker itself must survive
                 log.exception("validation %s failed in the worker", job.request_id)
                 outcome = _failed(job, f"worker error: {exc.__class__.__name__}: {exc}")
@@ -84,12 +104,27 @@ class ValidationWorker:
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("validation worker %s started", self.worker_id)
+        remove_dead_scratch()
+        db_failures = 0
         while not stop.is_set():
             try:
                 worked = self.run_once()
-            except Exception:
-                log.exception("validation worker pass failed; retrying")
+            except Exception as exc:
                 worked = False
+                if db_unavailable(exc):  # logged once, retried with backoff up to 5 s
+                    db_failures += 1
+                    if db_failures == 1:
+                        log.warning(
+                            "database unavailable (%s): the validation worker waits for it",
+                            exc.__class__.__name__,
+                        )
+                    stop.wait(min(self.poll * 2 ** min(db_failures, 8), max(self.poll, 5.0)))
+                    continue
+                log.exception("validation worker pass failed; retrying")
+            else:
+                if db_failures:
+                    log.warning("database reachable again; the validation worker resumes")
+                    db_failures = 0
             if not worked:
                 stop.wait(self.poll)
         log.info("validation worker %s stopped", self.worker_id)
@@ -99,7 +134,21 @@ class ValidationWorker:
     def _validate(self, job: ValidationJob, tmp: Path) -> dict[str, Any]:
         artifact = tmp / "artifact" / (job.source_path.rsplit("/", 1)[-1] or "artifact")
         artifact.parent.mkdir(mode=0o700)
-        digest = self._fetch(job, artifact)
+        try:
+            digest = self._fetch(job, artifact)
+        except NotFound as exc:
+            return _failed(
+                job,
+                f"the artifact is missing from the store: {exc.detail}",
+                rule="artifact.missing",
+            )
+        except Unavailable as exc:
+            return _failed(
+                job,
+                f"the artifact store could not be read: {exc.detail}; "
+                "request the validation again once the store is back",
+                rule="artifact.unavailable",
+            )
         if digest != job.sha256:
             return _failed(
                 job,
@@ -160,7 +209,8 @@ class ValidationWorker:
         The exit code (negative: killed by that signal), or None on timeout.
         """
         child = _SPAWN.Process(
-            target=self.child_entry,
+            target=_child_main,
+            args=(self.child_entry, os.getpid()),
             kwargs={
                 "artifact": artifact,
                 "workdir": workdir,
@@ -188,6 +238,64 @@ class ValidationWorker:
                 child.kill()
                 child.join()
             child.close()
+
+
+def _child_main(entry: Callable[..., None], parent: int, **kwargs: Any) -> None:
+    """What the child process runs: ``entry``, for as long as the worker that started it lives."""
+    _die_with_parent(parent)
+    entry(**kwargs)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` ends, SIGKILL included: an orphan must not go on
+    validating (its result would go nowhere) nor hold the CPU and memory it took.
+
+    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG); everywhere, a thread also watches
+    for the process being handed to another parent.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the thread below is enough
+    if os.getppid() != parent:  # the worker died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def remove_dead_scratch(root: Path | None = None) -> int:
+    """Remove the scratch directories that workers on this host left when they were killed.
+
+    A directory is removed only when the process that made it is gone. Returns how many.
+    """
+    base = Path(root or tempfile.gettempdir())
+    removed = 0
+    for path in base.glob(f"{SCRATCH_PREFIX}_{_HOST}_*_*"):
+        pid_text = path.name.split("_", 3)[2]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _process_exists(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            log.info("removed %s, left by a worker that was killed", path)
+            removed += 1
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def run_in_child(**kwargs: Any) -> None:

@@ -8,6 +8,10 @@ or whose removal after a failure did not happen. An object is kept when any of t
 - an upload whose lease has not expired names it (``ArtifactUpload.object_key``);
 - it was modified less than ``older_than`` ago, so an upload in flight is never touched.
 
+Unfinished uploads (a local ``.tmp`` file, an S3 multipart upload) whose writer died are
+removed by the same rules: older than ``older_than``, and not meant for a key that a live
+upload lease or a version names.
+
 The references are read *after* the listing, so a version completed while the listing ran is
 seen and its object kept.
 """
@@ -28,7 +32,7 @@ from registry.models import (
     AIModelVersion,
     ArtifactUpload,
 )
-from registry.storage import ArtifactStore, ObjectInfo
+from registry.storage import ArtifactStore, ObjectInfo, PartialUpload
 from registry.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class GcReport:
     removed: int = 0
     removed_bytes: int = 0
     failed: int = 0
+    partial_removed: int = 0
     keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -62,6 +67,7 @@ class GcReport:
             "removed": self.removed,
             "removedBytes": self.removed_bytes,
             "failed": self.failed,
+            "partialRemoved": self.partial_removed,
             "keys": list(self.keys),
         }
 
@@ -107,6 +113,7 @@ def collect_garbage(
     now = now or utcnow()
     report = GcReport(dry_run=dry_run, older_than_seconds=older_than.total_seconds())
     objects: list[ObjectInfo] = list(store.list_objects(prefix))
+    partials: list[PartialUpload] = list(store.list_partial(prefix))
     with sessions() as s:
         keep = referenced_keys(s, now=now)
     cutoff = now - older_than
@@ -131,15 +138,29 @@ def collect_garbage(
         report.removed_bytes += obj.size
         if len(report.keys) < SAMPLE_KEYS:
             report.keys.append(obj.key)
+    for partial in partials:
+        if partial.key in keep or partial.last_modified > cutoff:
+            continue
+        if not dry_run:
+            try:
+                store.discard_partial(partial)
+            except Exception:
+                report.failed += 1
+                log.warning(
+                    "gc: could not remove unfinished upload %s", partial.handle, exc_info=True
+                )
+                continue
+        report.partial_removed += 1
     log.info(
-        "gc%s: scanned %d objects in %s, %s %d orphans (%d bytes), kept %d referenced and "
-        "%d younger than %s, %d failed",
+        "gc%s: scanned %d objects in %s, %s %d orphans (%d bytes) and %d unfinished uploads, "
+        "kept %d referenced and %d younger than %s, %d failed",
         " (dry run)" if dry_run else "",
         report.scanned,
         store.describe(),
         "would remove" if dry_run else "removed",
         report.removed,
         report.removed_bytes,
+        report.partial_removed,
         report.referenced,
         report.too_young,
         older_than,

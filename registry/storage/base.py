@@ -29,6 +29,17 @@ class ObjectInfo:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class PartialUpload:
+    """An upload that was begun and neither completed nor cleaned up (its writer died): no
+    reader sees it, but it takes space. ``key`` is the object it was meant to become, when the
+    store knows; ``handle`` is what the store needs to remove it."""
+
+    handle: str
+    key: str | None
+    last_modified: datetime
+
+
 class DigestMismatch(BadRequest):
     title = "Checksum mismatch"
 
@@ -171,6 +182,16 @@ class ArtifactStore(Protocol):
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every complete object under ``prefix``, with its size and last modification."""
+        ...
+
+    def list_partial(self, prefix: str = "") -> Iterator[PartialUpload]:
+        """Every unfinished upload (of a key under ``prefix``, when the store knows the key).
+        An upload still being written is listed too: the caller decides by ``last_modified``
+        and by the key."""
+        ...
+
+    def discard_partial(self, partial: PartialUpload) -> None:
+        """Remove an unfinished upload; one already gone is not an error."""
         ...
 
     def check(self) -> None:

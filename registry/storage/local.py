@@ -10,9 +10,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.errors import Invalid, NotFound, Unavailable
-from registry.storage.base import CHUNK, HashingReader, ObjectInfo, StoredObject, check_key
+from registry.storage.base import (
+    CHUNK,
+    HashingReader,
+    ObjectInfo,
+    PartialUpload,
+    StoredObject,
+    check_key,
+)
 
 TMP_DIR = ".tmp"
+TMP_PREFIX = "upload-"
+TMP_SUFFIX = ".part"
 
 
 class LocalStore:
@@ -33,7 +42,7 @@ class LocalStore:
         try:
             tmp_dir = self.root / TMP_DIR
             tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
+            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
             with os.fdopen(fd, "wb") as out:
                 for chunk in reader.chunks():  # checked at the end, before the rename below
                     out.write(chunk)
@@ -122,6 +131,31 @@ class LocalStore:
                 size=stat.st_size,
                 last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
             )
+
+    def list_partial(self, prefix: str = "") -> Iterator[PartialUpload]:
+        """The files of uploads whose writer died (a process killed mid-upload).
+
+        A file being written is listed too: its modification time is that of its last write.
+        The key an upload was meant for is not known here, so ``prefix`` is not used.
+        """
+        tmp_dir = self.root / TMP_DIR
+        if not tmp_dir.is_dir():
+            return
+        for path in tmp_dir.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:  # finished or removed since the listing
+                continue
+            yield PartialUpload(
+                handle=path.name, key=None, last_modified=datetime.fromtimestamp(modified, UTC)
+            )
+
+    def discard_partial(self, partial: PartialUpload) -> None:
+        name = partial.handle
+        if "/" in name or not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+            raise Invalid(f"{name!r} is not an unfinished upload")
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / TMP_DIR / name).unlink()
 
     def check(self) -> None:
         try:

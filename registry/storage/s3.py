@@ -28,7 +28,14 @@ from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
 from registry.errors import NotFound, Unavailable
-from registry.storage.base import CHUNK, HashingReader, ObjectInfo, StoredObject, check_key
+from registry.storage.base import (
+    CHUNK,
+    HashingReader,
+    ObjectInfo,
+    PartialUpload,
+    StoredObject,
+    check_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +131,7 @@ class S3Store:
             except Exception:
                 log.warning(
                     "could not abort multipart upload %s of %s; S3 keeps its parts "
-                    "until a lifecycle rule removes them",
+                    "until `modelreg gc` (or a lifecycle rule) removes them",
                     upload_id,
                     key,
                     exc_info=True,
@@ -193,12 +200,14 @@ class S3Store:
             return iter(())
         with _translate(key):
             response = self.client.get_object(self.bucket, key, offset=start, length=length or 0)
-        return self._iter(response)
+        return self._iter(key, response)
 
     @staticmethod
-    def _iter(response: Any) -> Iterator[bytes]:
+    def _iter(key: str, response: Any) -> Iterator[bytes]:
+        """The body; S3 going away in the middle of it is ``Unavailable`` too."""
         try:
-            yield from response.stream(CHUNK)
+            with _translate(key):
+                yield from response.stream(CHUNK)
         finally:
             response.close()
             response.release_conn()
@@ -231,6 +240,42 @@ class S3Store:
                 if modified.tzinfo is None:
                     modified = modified.replace(tzinfo=UTC)
                 yield ObjectInfo(key=obj.object_name, size=obj.size or 0, last_modified=modified)
+
+    def list_partial(self, prefix: str = "") -> Iterator[PartialUpload]:
+        """The multipart uploads begun under ``prefix`` and neither completed nor aborted."""
+        self._ensure_bucket()
+        key_marker: str | None = None
+        id_marker: str | None = None
+        while True:
+            with _translate(prefix or "multipart upload listing"):
+                listing = self.client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=key_marker, upload_id_marker=id_marker
+                )
+            for upload in listing.uploads:
+                if upload.upload_id is None or upload.initiated_time is None:
+                    continue
+                started = upload.initiated_time
+                if started.tzinfo is None:
+                    started = started.replace(tzinfo=UTC)
+                yield PartialUpload(
+                    handle=f"{upload.upload_id} {upload.object_name}",
+                    key=upload.object_name,
+                    last_modified=started,
+                )
+            if not listing.is_truncated or not listing.uploads:
+                return
+            # The SDK drops NextUploadIdMarker: the last upload listed is the marker.
+            key_marker = listing.uploads[-1].object_name
+            id_marker = listing.uploads[-1].upload_id
+
+    def discard_partial(self, partial: PartialUpload) -> None:
+        upload_id, _, key = partial.handle.partition(" ")
+        with _translate(key):
+            try:
+                self.client._abort_multipart_upload(self.bucket, check_key(key), upload_id)
+            except S3Error as exc:
+                if exc.code != "NoSuchUpload":  # completed or aborted since the listing
+                    raise
 
     def check(self) -> None:
         self._bucket_ready = False
