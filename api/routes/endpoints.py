@@ -12,6 +12,12 @@ docs/benchmarks.md, "Endpoint resolution"):
   recently (``KeyService`` then answers from its cache, without I/O), in the thread pool
   otherwise (a first sight, an unknown or a wrong token: these may query the database, and must
   not block the loop).
+* What must leave the loop (that token check, and a cache miss: the first request after a
+  route change) runs once per token, or per model and environment, at a time: the requests
+  that arrive meanwhile wait for its answer instead of each taking a thread. It runs on a few
+  threads of its own (``_HOT_THREADS``), not in the thread pool that the synchronous routes
+  share: under mixed load that pool is full of feedback and upload requests, and a resolution
+  queued behind them waited for seconds ("Mixed load" in docs/benchmarks.md).
 * ``EndpointRoute`` reads the four parameters itself instead of FastAPI's generic dependency
   and validation machinery (which cost more than the rest of the request). The route is still
   declared with ordinary FastAPI annotations, so the OpenAPI document is the same, and it
@@ -20,14 +26,17 @@ docs/benchmarks.md, "Endpoint resolution"):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import re
 import time
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Annotated, Any, Literal, TypeVar, cast
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
@@ -50,6 +59,42 @@ _ON_LOOP_SHARE = 0.5
 _MAX_WARM = 10_000
 
 
+#: Threads for what the hot path must do off the event loop (see the module docstring).
+_HOT_THREADS = 4
+_FAILED = object()
+T = TypeVar("T")
+#: (event loop, the calls running by key, the threads' limiter)
+_Hot = tuple[asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[Any]], anyio.CapacityLimiter]
+
+
+async def off_loop_once(request: Request, key: Hashable, func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a thread of the hot path's own; a caller that comes while a call with
+    the same ``key`` runs waits for that call's result instead. If that call fails, each
+    waiter makes its own (so that each gets, and counts, its own error)."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    hot: _Hot | None = getattr(state, "endpoint_hot", None)
+    if hot is None or hot[0] is not loop:  # one per event loop (tests run several)
+        hot = state.endpoint_hot = (loop, {}, anyio.CapacityLimiter(_HOT_THREADS))
+    _, running, limiter = hot
+    shared = running.get(key)
+    if shared is not None:
+        # shield: a caller that goes away must not cancel the call the others wait for.
+        result = await asyncio.shield(shared)
+        if result is not _FAILED:
+            return cast(T, result)
+    mine: asyncio.Future[Any] = loop.create_future()
+    running[key] = mine
+    outcome: Any = _FAILED
+    try:
+        outcome = await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=limiter)
+    finally:
+        if running.get(key) is mine:
+            del running[key]
+        mine.set_result(outcome)
+    return cast(T, outcome)
+
+
 async def read_scope(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Principal:
@@ -69,7 +114,10 @@ async def read_scope(
             warm.pop(fingerprint, None)  # revoked (or lost its scope): back to the thread pool
             raise
     warm.pop(fingerprint, None)
-    principal = await run_in_threadpool(_check_read, request, credentials)
+    principal: Principal = await off_loop_once(
+        request, ("token", fingerprint), _check_read, request, credentials
+    )
+    request.state.principal = principal
     if len(warm) >= _MAX_WARM:
         warm.clear()
     registry: Registry = request.app.state.registry
@@ -194,7 +242,9 @@ async def resolve_endpoint(
 ) -> Response:
     answer = reg.endpoints.cached(name, environment)
     if answer is None:
-        answer = await run_in_threadpool(reg.endpoints.resolve, name, environment)
+        answer = await off_loop_once(
+            request, ("resolve", name, environment), reg.endpoints.resolve, name, environment
+        )
         count_resolution(name, environment, hit=False)
     else:
         count_resolution(name, environment, hit=True)
