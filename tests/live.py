@@ -145,7 +145,8 @@ class Modelreg:
         assert self.http is not None
         return self.http
 
-    def version(self, model: str, number: str, artifact: bytes) -> None:
+    def new_version(self, model: str, number: str) -> dict[str, Any]:
+        """Version ``number`` of ``model`` (created too, if need be), with no artifact yet."""
         api = self.api
         if api.get(f"/api/v1/models/{model}").status_code == 404:
             created = api.post(
@@ -155,7 +156,12 @@ class Modelreg:
             assert created.status_code == 201, created.text
         made = api.post(f"/api/v1/models/{model}/versions", json={"versionNumber": number})
         assert made.status_code == 201, made.text
-        put = api.put(
+        result: dict[str, Any] = made.json()
+        return result
+
+    def version(self, model: str, number: str, artifact: bytes) -> None:
+        self.new_version(model, number)
+        put = self.api.put(
             f"/api/v1/models/{model}/versions/{number}/artifact",
             content=artifact,
             params={"filename": "model.onnx"},

@@ -74,20 +74,6 @@ def body(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def new_version(live: Modelreg, version: str) -> dict[str, Any]:
-    api = live.api
-    if api.get(f"/api/v1/models/{MODEL}").status_code == 404:
-        made = api.post(
-            "/api/v1/models",
-            json={"name": MODEL, "taskType": "ImageGeneration", "provider": "Internal"},
-        )
-        assert made.status_code == 201, made.text
-    made = api.post(f"/api/v1/models/{MODEL}/versions", json={"versionNumber": version})
-    assert made.status_code == 201, made.text
-    result: dict[str, Any] = made.json()
-    return result
-
-
 def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
@@ -188,7 +174,7 @@ def test_s3_killed_mid_upload_gives_503_and_leaves_no_version_on_a_missing_objec
     live = Modelreg(tmp_path, env=s3_env(moto, bucket)).start()
     try:
         # Version 1 is in the store before the outage, validated.
-        new_version(live, "1")
+        live.new_version(MODEL, "1")
         kept = add_model()
         put = live.api.put(artifact_path("1"), content=kept)
         assert put.status_code == 201, put.text
@@ -196,7 +182,7 @@ def test_s3_killed_mid_upload_gives_503_and_leaves_no_version_on_a_missing_objec
         assert finished_run(live, "1", runs(live, "1")[0]["id"])["result"] is not None
 
         # Version 2's upload: three parts of 5 MiB; S3 dies once the multipart upload began.
-        new_version(live, "2")
+        live.new_version(MODEL, "2")
         data = body(3 * PART_SIZE - MiB, seed=2)
         sender = RawUpload(live.port, live.token, length=len(data), path=artifact_path("2"))
         try:
@@ -267,7 +253,7 @@ def test_api_killed_mid_upload_leaves_no_artifact_and_the_upload_can_be_made_aga
     live = Modelreg(tmp_path, env=env).start()
     partial_dir = tmp_path / "data" / "artifacts" / ".tmp"
     try:
-        new_version(live, "1")
+        live.new_version(MODEL, "1")
         data = body(24 * MiB, seed=3)
         sender = RawUpload(live.port, live.token, length=len(data), path=artifact_path("1"))
         with database(database_url) as sessions:
@@ -368,7 +354,7 @@ def test_worker_killed_mid_validation_is_taken_over_and_completes_exactly_once(
         return workers[-1]
 
     try:
-        new_version(live, "1")
+        live.new_version(MODEL, "1")
         uploaded = live.api.put(artifact_path("1"), content=add_model())
         assert uploaded.status_code == 201, uploaded.text
         sha = uploaded.json()["sha256"]
