@@ -23,7 +23,7 @@ from controller.reconcile import Controller
 from deployers.base import Deployer
 from deployers.local import LocalDeployer, child_env
 from registry import metrics
-from registry.db import db_unavailable
+from registry.db import DB_RETRY_MAX_SECONDS, DatabaseOutage, db_unavailable
 from registry.types import utcnow
 
 if TYPE_CHECKING:
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from registry.services import Registry
 
 log = logging.getLogger("modelreg.controller")
-
-#: The longest wait between two attempts to reach a database that is down.
-DB_RETRY_MAX_SECONDS = 5.0
 
 
 def build_controller(registry: Registry, *, holder: str | None = None) -> Controller:
@@ -62,8 +59,14 @@ class ControllerRunner:
 
         self.controller = controller
         self.interval = interval
-        self.max_backoff = max(interval, DB_RETRY_MAX_SECONDS)
-        self._db_failures = 0
+        self.outage = DatabaseOutage(
+            log,
+            base=interval,
+            down=f"database unavailable (%s): controller {controller.holder} stands by and "
+            f"retries every {max(interval, DB_RETRY_MAX_SECONDS):g}s at most; rollouts hold "
+            "where they are, model servers keep serving",
+            up="database reachable again after %d failed pass(es); the controller resumes",
+        )
         self._retry_at = 0.0
         self.scheduler: BackgroundScheduler = BackgroundScheduler(daemon=True)
         self.scheduler.add_job(
@@ -88,13 +91,7 @@ class ControllerRunner:
             else:
                 log.exception("controller pass failed; the next one retries")
             return
-        if self._db_failures:
-            log.warning(
-                "database reachable again after %d failed pass(es); the controller resumes",
-                self._db_failures,
-            )
-            self._db_failures = 0
-            self._retry_at = 0.0
+        self.outage.succeeded()
         if result.leader and result.errors:
             log.warning(
                 "controller pass over %d deployment(s): %d error(s)",
@@ -103,21 +100,9 @@ class ControllerRunner:
             )
 
     def _database_down(self, exc: Exception) -> None:
-        self._db_failures += 1
         metrics.CONTROLLER_ERRORS.labels("temporary").inc()
-        delay = min(self.interval * 2 ** min(self._db_failures - 1, 16), self.max_backoff)
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = time.monotonic() + self.outage.failed(exc)
         self.controller.stand_by()
-        if self._db_failures == 1:
-            log.warning(
-                "database unavailable (%s): controller %s stands by and retries every %gs at "
-                "most; rollouts hold where they are, model servers keep serving",
-                exc.__class__.__name__,
-                self.controller.holder,
-                self.max_backoff,
-            )
-        else:
-            log.debug("database still unavailable; next attempt in %gs", delay)
 
     def start(self) -> None:
         # One line per pass from the scheduler, and per health probe from httpx, would bury

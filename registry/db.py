@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -100,3 +101,39 @@ def db_unavailable(exc: BaseException) -> bool:
         elif current.__context__ is not None and not current.__suppress_context__:
             pending.append(current.__context__)  # raised while handling it
     return False
+
+
+#: The longest wait between two attempts of a background loop to reach a database that is down.
+DB_RETRY_MAX_SECONDS = 5.0
+
+
+class DatabaseOutage:
+    """How a background loop (the validation worker, the controller) waits out an unreachable
+    database: exponential backoff from ``base`` seconds up to ``DB_RETRY_MAX_SECONDS`` (or
+    ``base``, if longer), and two log lines per outage, when it starts and when it ends, not
+    one per attempt. ``down`` is logged with the error's class name for its ``%s``; ``up``
+    with the number of failed attempts for its ``%d``."""
+
+    def __init__(self, log: logging.Logger, *, base: float, down: str, up: str) -> None:
+        self.log = log
+        self.base = base
+        self.cap = max(base, DB_RETRY_MAX_SECONDS)
+        self.down = down
+        self.up = up
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Count a failed attempt; return how long to wait before the next one."""
+        self.failures += 1
+        delay: float = min(self.base * 2.0 ** min(self.failures - 1, 16), self.cap)
+        if self.failures == 1:
+            self.log.warning(self.down, exc.__class__.__name__)
+        else:
+            self.log.debug("database still unavailable; next attempt in %gs", delay)
+        return delay
+
+    def succeeded(self) -> None:
+        """An attempt reached the database: end the outage, if there was one."""
+        if self.failures:
+            self.log.warning(self.up, self.failures)
+            self.failures = 0

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.db import DB_UNAVAILABLE_ERRORS, db_unavailable
+from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage, db_unavailable
 from registry.errors import NotFound, Unavailable
 from registry.services import Registry
 from registry.services.validations import ValidationJob
@@ -105,26 +105,23 @@ class ValidationWorker:
     def run_forever(self, stop: threading.Event) -> None:
         log.info("validation worker %s started", self.worker_id)
         remove_dead_scratch()
-        db_failures = 0
+        outage = DatabaseOutage(
+            log,
+            base=self.poll,
+            down="database unavailable (%s): the validation worker waits for it",
+            up="database reachable again after %d failed attempt(s); the validation worker resumes",
+        )
         while not stop.is_set():
             try:
                 worked = self.run_once()
             except Exception as exc:
                 worked = False
-                if db_unavailable(exc):  # logged once, retried with backoff up to 5 s
-                    db_failures += 1
-                    if db_failures == 1:
-                        log.warning(
-                            "database unavailable (%s): the validation worker waits for it",
-                            exc.__class__.__name__,
-                        )
-                    stop.wait(min(self.poll * 2 ** min(db_failures, 8), max(self.poll, 5.0)))
+                if db_unavailable(exc):
+                    stop.wait(outage.failed(exc))
                     continue
                 log.exception("validation worker pass failed; retrying")
             else:
-                if db_failures:
-                    log.warning("database reachable again; the validation worker resumes")
-                    db_failures = 0
+                outage.succeeded()
             if not worked:
                 stop.wait(self.poll)
         log.info("validation worker %s stopped", self.worker_id)
