@@ -108,13 +108,17 @@ DB_RETRY_MAX_SECONDS = 5.0
 
 
 class DatabaseOutage:
-    """How a background loop (the validation worker, the controller) waits out an unreachable
-    database: exponential backoff from ``base`` seconds up to ``DB_RETRY_MAX_SECONDS`` (or
-    ``base``, if longer), and two log lines per outage, when it starts and when it ends, not
-    one per attempt. ``down`` is logged with the error's class name for its ``%s``; ``up``
-    with the number of failed attempts for its ``%d``."""
+    """What a part that keeps running without the database says of an outage: two log lines,
+    when it starts and when it ends, not one per failed attempt. ``down`` is logged with the
+    error's class name for its ``%s``; ``up`` with the number of failed attempts for its
+    ``%d``.
 
-    def __init__(self, log: logging.Logger, *, base: float, down: str, up: str) -> None:
+    Background loops (the validation worker, the controller) also wait between attempts: the
+    delay that :meth:`failed` returns grows from ``base`` seconds up to
+    ``DB_RETRY_MAX_SECONDS`` (or ``base``, if longer). Parts that answer from what they have
+    (endpoint resolution, metrics scrapes) leave ``base`` at 0 and ignore it."""
+
+    def __init__(self, log: logging.Logger, *, down: str, up: str, base: float = 0.0) -> None:
         self.log = log
         self.base = base
         self.cap = max(base, DB_RETRY_MAX_SECONDS)
@@ -129,7 +133,7 @@ class DatabaseOutage:
         if self.failures == 1:
             self.log.warning(self.down, exc.__class__.__name__)
         else:
-            self.log.debug("database still unavailable; next attempt in %gs", delay)
+            self.log.debug("database still unavailable (%d failed attempts)", self.failures)
         return delay
 
     def succeeded(self) -> None:

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.db import DatabaseOutage
 from registry.models import (
     DEPLOYMENT_STATUSES,
     AIModel,
@@ -262,7 +263,12 @@ class DatabaseCollector(Collector):
         version, environment) → the mean rating over the current window."""
         self.sessions = sessions
         self.mean_ratings = mean_ratings
-        self._failing = False
+        self._outage = DatabaseOutage(
+            log,
+            down="cannot read the database-backed metrics (%s); they are left out of scrapes "
+            "until it answers again",
+            up="the database-backed metrics are readable again after %d failed scrape(s)",
+        )
 
     def describe(self) -> Iterable[Metric]:
         # Names only: registering the collector must not query the database.
@@ -275,17 +281,9 @@ class DatabaseCollector(Collector):
                 ratings = dict(self.mean_ratings(s)) if self.mean_ratings else {}
         except Exception as exc:  # counted and logged (once per outage): a scrape never fails
             METRICS_COLLECT_ERRORS.inc()
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "cannot read the database-backed metrics (%s); they are left out of "
-                    "scrapes until it answers again",
-                    exc.__class__.__name__,
-                )
+            self._outage.failed(exc)
             return []
-        if self._failing:
-            self._failing = False
-            log.warning("the database-backed metrics are readable again")
+        self._outage.succeeded()
         deployments, weights, steps, queue = _families()
         for status, count in sorted(gauges.deployments_by_status.items()):
             deployments.add_metric([status], count)

@@ -36,7 +36,7 @@ from itertools import accumulate
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.db import DB_UNAVAILABLE_ERRORS
+from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage
 from registry.errors import NotFound, Unavailable
 from registry.models import AIModel
 from registry.services.routing import RouteEntry, current_routes, read_generation
@@ -176,8 +176,17 @@ class EndpointService:
         self._lock = threading.Lock()
         self._epoch = 0  # bumped by every invalidation: a load that straddles one is not cached
         self._generation: int | None = None
-        self._db_down_logged = False
-        self._poll_failed_logged = False
+        self._db_outage = DatabaseOutage(
+            log,
+            down="database unreachable while resolving endpoints (%s); serving the last known "
+            "answers until it is back",
+            up="database reachable again after %d failed resolution(s); endpoint answers are fresh",
+        )
+        self._poll_outage = DatabaseOutage(
+            log,
+            down="cannot read the routing generation: %s",
+            up="the routing generation is readable again after %d failed poll(s)",
+        )
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -202,19 +211,11 @@ class EndpointService:
             answer = self._load(model_name, environment)
         except DB_UNAVAILABLE_ERRORS as exc:
             stale = self._last.get(cache_key)
-            if not self._db_down_logged:
-                self._db_down_logged = True
-                log.warning(
-                    "database unreachable while resolving endpoints (%s); serving the last "
-                    "known answers until it is back",
-                    exc.__class__.__name__,
-                )
+            self._db_outage.failed(exc)
             if stale is None:
                 raise Unavailable("the database is unavailable; retry later") from exc
             return self._answer(stale)
-        if self._db_down_logged:
-            self._db_down_logged = False
-            log.warning("database reachable again; endpoint answers are fresh")
+        self._db_outage.succeeded()
         expires = (
             float("inf")
             if isinstance(answer, EndpointSet)
@@ -272,13 +273,9 @@ class EndpointService:
             with self.sessions() as s:
                 generation = read_generation(s)
         except Exception as exc:  # logged once; the cache keeps serving
-            if not self._poll_failed_logged:
-                self._poll_failed_logged = True
-                log.warning("cannot read the routing generation: %s", exc.__class__.__name__)
+            self._poll_outage.failed(exc)
             return
-        if self._poll_failed_logged:
-            self._poll_failed_logged = False
-            log.warning("the routing generation is readable again")
+        self._poll_outage.succeeded()
         if generation != self._generation:
             # Also on the first read: an answer cached before it may predate a write.
             self.invalidate()
