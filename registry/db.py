@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +67,32 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
         kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
     return create_engine(url, **kwargs)
+
+
+_Row = TypeVar("_Row")
+
+
+def lock_row(s: Session, entity: type[_Row], ident: Any) -> _Row | None:
+    """Lock one row until the transaction ends, and read it afresh; None if it is gone.
+
+    This is how a service lets the database settle a race instead of checking, then acting:
+    lock the row that the decision is about (the model, the version, the deployment), then read
+    what the decision needs. PostgreSQL takes a row lock (``SELECT … FOR UPDATE``). SQLite has
+    no row locks: there an UPDATE that matches no row takes the database's one write lock at
+    once (pysqlite begins the transaction right before it), so nothing another writer commits
+    can come between what this transaction reads next and what it writes.
+
+    Lock before reading: an object this session loaded earlier is refreshed, but a decision
+    made from it before the lock is still check-then-act.
+    """
+    pk = inspect(entity).primary_key[0]
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(update(entity).where(pk == ident, pk != ident).values({pk.key: pk}))
+        stmt = select(entity).where(pk == ident)
+    else:
+        stmt = select(entity).where(pk == ident).with_for_update()
+    row: _Row | None = s.scalar(stmt.execution_options(populate_existing=True))
+    return row
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
