@@ -6,6 +6,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,8 +78,11 @@ class KeyService:
 
     Failed authentications are counted per API key and per client address; past
     ``failure_limit`` (for a key) or ``address_failure_limit`` (for an address) within
-    ``failure_window_seconds``, that key or address gets :class:`TooManyRequests` before its
-    token is looked at, even a right one."""
+    ``failure_window_seconds``, a *failed* attempt from that address or for that key gets
+    :class:`TooManyRequests` instead of :class:`Unauthorized`. The secret is always checked
+    first: a right token is never refused by the throttle, so that nobody can lock a key's owner
+    out by sending wrong secrets for its public key id. (Guessing a 256-bit secret is hopeless
+    anyway; the throttle makes a guesser slow and visible, it is not what keeps a key safe.)"""
 
     MAX_CACHED = 10_000
 
@@ -107,33 +111,19 @@ class KeyService:
         known: failures are counted against it as well as against the key."""
         parts = split_token(token)
         addresses = [f"addr:{client}"] if client else []
-        subjects = [f"key:{parts[0]}"] if parts is not None else []
-        waits = [
-            w
-            for w in (
-                self.failures.retry_after(subjects),
-                self.address_failures.retry_after(addresses),
-            )
-            if w is not None
-        ]
-        wait = max(waits) if waits else None
-        if wait is not None:
-            raise TooManyRequests(
-                f"too many failed authentications; retry in {wait} s", retry_after=wait
-            )
         if parts is None:
-            self.address_failures.record_failure(addresses)
-            raise Unauthorized("malformed API token: expected <apiKey>.<secret>")
+            self._refuse(
+                [], addresses, Unauthorized("malformed API token: expected <apiKey>.<secret>")
+            )
+        subjects = [f"key:{parts[0]}"]
         fingerprint = hashlib.sha256(token.encode()).hexdigest()
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
         try:
             principal = self._verify(*parts)
-        except Unauthorized:
-            self.failures.record_failure(subjects)
-            self.address_failures.record_failure(addresses)
-            raise
+        except Unauthorized as exc:
+            self._refuse(subjects, addresses, exc)
         except DB_UNAVAILABLE_ERRORS:
             # The database is down: a token this process verified before (and did not see
             # revoked) still passes, for what needs no database (cached endpoint answers);
@@ -150,6 +140,23 @@ class KeyService:
                 principal,
             )
         return principal
+
+    def _refuse(self, keys: list[str], addresses: list[str], failure: Unauthorized) -> NoReturn:
+        """Count one failed authentication; raise 429 if the key or the address had already
+        spent its budget, else ``failure`` (401)."""
+        waits = [
+            w
+            for w in (self.failures.retry_after(keys), self.address_failures.retry_after(addresses))
+            if w is not None
+        ]
+        self.failures.record_failure(keys)
+        self.address_failures.record_failure(addresses)
+        if waits:
+            wait = max(waits)
+            raise TooManyRequests(
+                f"too many failed authentications; retry in {wait} s", retry_after=wait
+            ) from None
+        raise failure
 
     def _forget(self, api_key: str) -> None:
         for fingerprint, (_expiry, key, _principal) in list(self._verified.items()):
