@@ -214,6 +214,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_config
     from registry import migrate
 
     settings = _settings()
@@ -257,12 +258,7 @@ def serve(
 
         controller_runner = start_controller(registry)
     try:
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        uvicorn.Server(uvicorn_config(application, settings)).run()
     finally:
         if settings.controller_enabled:
             controller_runner.stop()
