@@ -315,6 +315,25 @@ def db_current() -> None:
     out.print(f"current: {current or '(empty)'}\nhead:    {head}")
 
 
+@db_app.command("admin-key")
+def db_admin_key(
+    name: Annotated[str, typer.Option(help="Name of the new key")] = "recovery-admin",
+) -> None:
+    """Mint an admin API key straight in the database (MODELREG_DATABASE_URL), for an operator
+    who lost every admin key. The token is printed once; the key is audited like any other."""
+    from registry.db import create_db_engine, create_session_factory
+    from registry.services.keys import KeyService
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        issued = KeyService(create_session_factory(engine)).mint_admin(name=name)
+    finally:
+        engine.dispose()
+    out.print(f"[bold green]Created admin key[/] {issued.info.api_key} (shown once, never stored):")
+    out.print(f"  {issued.token}", highlight=False, soft_wrap=True)
+
+
 # -- models ---------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -20,8 +21,8 @@ from registry.auth import (
     split_token,
     verify_secret,
 )
-from registry.db import DB_UNAVAILABLE_ERRORS
-from registry.errors import Invalid, NotFound, TooManyRequests, Unauthorized
+from registry.db import DB_UNAVAILABLE_ERRORS, lock_row
+from registry.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 from registry.models import APIClient, User
 from registry.ratelimit import FailureLimiter
 from registry.services import audit
@@ -249,16 +250,29 @@ class KeyService:
             return [_info(c, u) for c, u in rows]
 
     def revoke(self, actor: Principal, api_key: str) -> KeyInfo:
+        """Revoke a key. The last active admin key is never revoked (:class:`Conflict`): a
+        registry nobody can administer any more needs ``modelreg db admin-key`` to recover.
+
+        Revoking an admin key locks every active admin key, in id order, before counting them:
+        two revocations of the last two admin keys cannot both see the other one still active.
+        A key made admin meanwhile is not counted, which can only refuse, never allow."""
         with self.sessions.begin() as s:
-            row = s.execute(
-                select(APIClient, User)
-                .join(User, User.id == APIClient.user_id)
-                .where(APIClient.api_key == api_key)
-            ).first()
-            if row is None:
+            found = s.scalar(select(APIClient.id).where(APIClient.api_key == api_key))
+            if found is None:
                 raise NotFound(f"no API key {api_key!r}")
-            client, user = row
+            admins = {c.id for c in self._active_admins(s)} | {found}
+            locked = [lock_row(s, APIClient, key_id) for key_id in sorted(admins, key=str)]
+            client = next(c for c in locked if c is not None and c.id == found)
+            user = s.get_one(User, client.user_id)
             if client.is_active:
+                if self._is_admin(s, client) and not any(
+                    c is not None and c.id != found and self._is_admin(s, c) for c in locked
+                ):
+                    raise Conflict(
+                        f"{api_key} is the last active admin key; create another admin key "
+                        "before revoking it",
+                        apiKey=api_key,
+                    )
                 client.is_active = False
                 client.updated_at = utcnow()
                 audit.record(s, actor, "api_key_revoked", apiClientId=client.id, apiKey=api_key)
@@ -266,6 +280,48 @@ class KeyService:
             info = _info(client, user)
         self._forget(api_key)  # after the commit: this process stops trusting it at once
         return info
+
+    @staticmethod
+    def _is_admin(s: Session, client: APIClient) -> bool:
+        """An active key with the admin scope, of a user who is not deleted."""
+        if not client.is_active or Scope.ADMIN.value not in _scopes(client):
+            return False
+        user = s.get(User, client.user_id)
+        return user is not None and user.deleted_at is None
+
+    @staticmethod
+    def _active_admins(s: Session) -> Sequence[APIClient]:
+        # The scopes are JSON: filtered here rather than in SQL, the same on both databases.
+        active = s.scalars(select(APIClient).where(APIClient.is_active)).all()
+        return [c for c in active if Scope.ADMIN.value in _scopes(c)]
+
+    def mint_admin(self, *, name: str = "recovery-admin") -> IssuedKey:
+        """An admin key made straight in the database, for an operator who lost every key (or
+        revoked them by other means). The admin user is created, or restored if deleted."""
+        with self.sessions.begin() as s:
+            user = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
+            restored = False
+            if user is None:
+                user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
+                s.add(user)
+                s.flush()
+            elif user.deleted_at is not None:
+                user.deleted_at = None
+                restored = True
+            issued = self._issue(s, user, name=name, scopes=[Scope.ADMIN.value])
+            system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
+            audit.record(
+                s,
+                system,
+                "api_key_created",
+                apiClientId=issued.info.id,
+                apiKey=issued.info.api_key,
+                name=name,
+                scopes=[Scope.ADMIN.value],
+                via="modelreg db admin-key",
+                restoredUser=restored,
+            )
+        return issued
 
     def bootstrap_admin(self) -> IssuedKey | None:
         """On a registry with no key at all, create the admin user and an admin key."""
