@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.settings = settings
     app.state.upload_executor = upload_executor
     app.state.metrics_database = metrics.scrape_registry(registry)
+    app.state.readiness = health.ReadinessLog()
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.

@@ -1,18 +1,32 @@
-"""Clients that hold connections without finishing a request: raw sockets against a real
+"""Hostile or merely curious clients.
+
+Clients that hold connections without finishing a request: raw sockets against a real
 ``modelreg serve``. Each must lose its connection within the configured time, or get an error,
-while normal requests go on being answered."""
+while normal requests go on being answered. And what anyone learns when a dependency fails."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import urllib3
 
+from registry.services import Registry, build_registry
+from registry.settings import Settings
+from registry.storage import ArtifactStore, StoreUnavailable
+from registry.storage.base import WriteProbe
+from registry.storage.local import LocalStore
+from registry.storage.s3 import S3Store
+from tests.conftest import LiveServer, free_port
+from tests.helpers import assert_problem, make_model, make_version, upload
 from tests.live import Modelreg
 
 HEADER_TIMEOUT = 1
@@ -141,3 +155,143 @@ def test_oversized_headers_get_an_error(live: Modelreg, request_head: bytes) -> 
 def test_headers_just_under_the_limit_are_served(live: Modelreg) -> None:
     response = httpx.get(f"{live.url}/healthz", headers={"X-Pad": "a" * 6000}, timeout=PATIENCE)
     assert response.status_code == 200
+
+
+# -- what a caller learns when a dependency fails ----------------------------------------------
+#
+# An unauthenticated /readyz says ok or unavailable per dependency, a 503 says which kind of
+# dependency failed: never a host, a bucket, a path, an object key or the library's message.
+# Those go to the server log, once per change of state.
+
+STORE_DOWN = "the artifact store is unavailable; retry later"
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, store: ArtifactStore) -> Iterator[tuple[Registry, LiveServer]]:
+    registry = build_registry(settings, store=store)
+    try:
+        with LiveServer(registry) as server:
+            yield registry, server
+    finally:
+        registry.close()
+
+
+def readiness(server: LiveServer) -> httpx.Response:
+    return httpx.get(f"{server.url}/readyz", timeout=PATIENCE)
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, fragment: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if fragment in r.getMessage()]
+
+
+def test_readyz_with_s3_down_names_no_host_bucket_or_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens there: connections are refused
+    store = S3Store(
+        endpoint=f"127.0.0.1:{port}",
+        bucket="internal-artifacts-7f3a",
+        access_key="k",
+        secret_key="s",
+        secure=False,
+        http_client=urllib3.PoolManager(retries=False, timeout=5),
+    )
+    caplog.set_level(logging.INFO, logger="modelreg.api")
+    with serving(settings, store) as (_registry, server):
+        for _ in range(3):
+            answer = readiness(server)
+            assert answer.status_code == 503
+            assert answer.json() == {
+                "status": "unavailable",
+                "checks": {"database": "ok", "store": "unavailable"},
+            }
+            for secret in ("internal-artifacts-7f3a", str(port), "Connection", "Errno"):
+                assert secret not in answer.text
+    (line,) = log_lines(caplog, "not ready")  # once, not once per probe
+    assert "internal-artifacts-7f3a" in line
+
+
+def test_a_full_store_is_not_ready_until_it_has_room_again(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "small-disk"
+    root.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(root)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        store = LocalStore(root, probe_every=0)
+        caplog.set_level(logging.INFO, logger="modelreg.api")
+        with serving(settings, store) as (_registry, server):
+            assert readiness(server).status_code == 200
+            filler = root / "filler"
+            with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+                while True:  # until the disk is full
+                    out.write(b"x" * 4096)
+            for _ in range(2):
+                full = readiness(server)
+                assert full.status_code == 503, full.text
+                assert full.json()["checks"] == {"database": "ok", "store": "unavailable"}
+                assert str(root) not in full.text
+            filler.unlink()
+            assert readiness(server).status_code == 200
+        (down,) = log_lines(caplog, "not ready")
+        assert "No space left" in down
+        assert len(log_lines(caplog, "ready again")) == 1
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_an_unwritable_store_is_not_ready_and_uploads_get_a_bare_503(
+    settings: Settings, tmp_path: Path, admin_token: str
+) -> None:
+    store = LocalStore(tmp_path / "artifacts", probe_every=0)
+    store.root.mkdir()
+    with serving(settings, store) as (_registry, server):
+        assert readiness(server).status_code == 200
+        (store.root / ".tmp").rmdir()
+        (store.root / ".tmp").write_bytes(b"")  # a file where the temporary directory belongs
+        answer = readiness(server)
+        assert answer.status_code == 503
+        assert answer.json()["checks"]["store"] == "unavailable"
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=PATIENCE) as http:
+            model = make_model(http, "m")
+            version = make_version(http, "m", "1")
+            refused = upload(http, "m", "1", b"onnx bytes", filename="model.onnx")
+        body = assert_problem(refused, 503)
+        assert body["detail"] == STORE_DOWN
+        assert refused.headers["Retry-After"]
+        for internal in (str(store.root), model["id"], version["id"], ".tmp", "Errno"):
+            assert internal not in refused.text
+
+
+def test_the_write_probe_writes_at_most_once_per_interval() -> None:
+    clock = [100.0]
+    writes: list[float] = []
+    failing = [False]
+
+    def write() -> None:
+        writes.append(clock[0])
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+
+    probe = WriteProbe(write, every=5, clock=lambda: clock[0])
+    for _ in range(10):
+        probe.check()
+    assert writes == [100.0]
+    failing[0] = True
+    clock[0] = 105.0
+    with pytest.raises(StoreUnavailable, match="No space left"):
+        probe.check()
+    failing[0] = False
+    clock[0] = 107.0
+    with pytest.raises(StoreUnavailable):  # the last probe failed; the next is not due yet
+        probe.check()
+    clock[0] = 110.0
+    probe.check()
+    assert writes == [100.0, 105.0, 110.0]
