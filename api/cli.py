@@ -258,7 +258,10 @@ def serve(
 
         controller_runner = start_controller(registry)
     try:
-        uvicorn.Server(uvicorn_config(application, settings)).run()
+        server = uvicorn.Server(uvicorn_config(application, settings))
+        server.run()
+        if not server.started:  # the port is taken, say: as uvicorn.run, exit 3
+            raise SystemExit(3)
     finally:
         if settings.controller_enabled:
             controller_runner.stop()
