@@ -255,7 +255,7 @@ class KeyService:
 
         Revoking an admin key locks every active admin key, in id order, before counting them:
         two revocations of the last two admin keys cannot both see the other one still active.
-        A key made admin meanwhile is not counted, which can only refuse, never allow."""
+        An admin key created meanwhile is not counted, which can only refuse, never allow."""
         with self.sessions.begin() as s:
             found = s.scalar(select(APIClient.id).where(APIClient.api_key == api_key))
             if found is None:
