@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import metrics
 from api.limits import BodyLimitMiddleware
@@ -57,10 +58,15 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.settings = settings
     app.state.upload_executor = upload_executor
     app.state.metrics_database = metrics.scrape_registry(registry)
+    app.state.readiness = health.ReadinessLog()
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
     # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.
     app.add_middleware(metrics.MetricsMiddleware, routes=app)
+    if settings.trusted_proxies:
+        # Outermost: every layer (the failed-auth throttle above all) sees the client a
+        # trusted proxy names, and X-Forwarded-For from anyone else is ignored.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(health.router)
     for router in (
         endpoints.router,  # first: the hot path, matched before every other route

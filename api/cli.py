@@ -214,6 +214,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_config
     from registry import migrate
 
     settings = _settings()
@@ -257,12 +258,10 @@ def serve(
 
         controller_runner = start_controller(registry)
     try:
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        server = uvicorn.Server(uvicorn_config(application, settings))
+        server.run()
+        if not server.started:  # the port is taken, say: as uvicorn.run, exit 3
+            raise SystemExit(3)
     finally:
         if settings.controller_enabled:
             controller_runner.stop()
@@ -317,6 +316,25 @@ def db_current() -> None:
         engine.dispose()
     head = migrate.head_revision(settings.database_url)
     out.print(f"current: {current or '(empty)'}\nhead:    {head}")
+
+
+@db_app.command("admin-key")
+def db_admin_key(
+    name: Annotated[str, typer.Option(help="Name of the new key")] = "recovery-admin",
+) -> None:
+    """Mint an admin API key straight in the database (MODELREG_DATABASE_URL), for an operator
+    who lost every admin key. The token is printed once; the key is audited like any other."""
+    from registry.db import create_db_engine, create_session_factory
+    from registry.services.keys import KeyService
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        issued = KeyService(create_session_factory(engine)).mint_admin(name=name)
+    finally:
+        engine.dispose()
+    out.print(f"[bold green]Created admin key[/] {issued.info.api_key} (shown once, never stored):")
+    out.print(f"  {issued.token}", highlight=False, soft_wrap=True)
 
 
 # -- models ---------------------------------------------------------------------------------

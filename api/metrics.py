@@ -7,7 +7,8 @@ run; a path no route matches is labelled ``<unmatched>``, so a raw path never be
 Label children are cached per (route, method, status), so a request costs one dictionary
 lookup, one counter increment and one histogram observation.
 
-``GET /metrics`` needs no key: Prometheus scrapes it. It exposes no secret: only counts,
+``GET /metrics`` needs no API key: Prometheus scrapes it. ``MODELREG_METRICS_TOKEN`` may demand a
+Bearer token of its own (see :func:`check_metrics_token`). It exposes no secret: only counts,
 durations and database aggregates, labelled by route template, method, status, model,
 version, environment, result and the like (low cardinality; never a user, a key, a request
 id or a raw path).
@@ -15,6 +16,8 @@ id or a raw path).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -33,9 +36,11 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry.errors import Unauthorized
 from registry.metrics import HTTP_DURATION, HTTP_REQUESTS, METRICS, DatabaseCollector
 from registry.services import Registry
 from registry.services.feedback import serving_mean_ratings
+from registry.settings import Settings
 
 UNMATCHED = "<unmatched>"
 #: Methods reported as themselves; any other (a client may send anything) is ``OTHER``.
@@ -145,9 +150,27 @@ def serve_metrics(registry: Registry, *, host: str, port: int) -> None:
 router = APIRouter()
 
 
+def check_metrics_token(request: Request) -> None:
+    """With ``MODELREG_METRICS_TOKEN`` set, a scrape must send it as a Bearer token. The two are
+    compared as SHA-256 digests, in constant time: neither content nor length leaks."""
+    settings: Settings = request.app.state.settings
+    expected = settings.metrics_token.get_secret_value()
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    digest = hashlib.sha256(given.strip().encode()).digest()
+    if not hmac.compare_digest(digest, hashlib.sha256(expected.encode()).digest()) or (
+        scheme.lower() != "bearer"
+    ):
+        raise Unauthorized(
+            "/metrics needs 'Authorization: Bearer <token>' with the MODELREG_METRICS_TOKEN"
+        )
+
+
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     """The Prometheus text exposition: process-wide metrics, then the database gauges."""
+    check_metrics_token(request)
     database: CollectorRegistry = request.app.state.metrics_database
     # The database gauges first: a failed read counts in METRICS' collect-error counter.
     tail = generate_latest(database)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.db import DB_UNAVAILABLE_ERRORS, db_unavailable
 from registry.errors import RegistryError, TooManyRequests, Unauthorized
-from registry.storage import UploadAborted
+from registry.storage import StoreUnavailable, UploadAborted
 
 log = logging.getLogger("modelreg.api")
 
@@ -64,12 +64,20 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-class OutageLog:
-    """Logs the 503s of a database outage without a line per request: the first at once,
-    then at most one line every ``every`` seconds, with how many were answered since."""
+#: What a 503 body says. What failed in detail (a host, a bucket, a path, an object key, the
+#: library's message) goes to the server log only: it maps the deployment for anyone.
+STORE_UNAVAILABLE = "the artifact store is unavailable; retry later"
+DEPENDENCY_UNAVAILABLE = "a service this request needs is unavailable; retry later"
+DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
 
-    def __init__(self, every: float = 30.0) -> None:
+
+class OutageLog:
+    """Logs the 503s of an outage without a line per request: the first at once, then at most
+    one line every ``every`` seconds, with how many were answered since."""
+
+    def __init__(self, every: float = 30.0, *, what: str = "database") -> None:
         self.every = every
+        self.what = what
         self._lock = threading.Lock()
         self._last = float("-inf")
         self._suppressed = 0
@@ -82,11 +90,18 @@ class OutageLog:
                 return
             suppressed, self._suppressed, self._last = self._suppressed, 0, now
         more = f" ({suppressed} more answered 503 since the last report)" if suppressed else ""
+        detail = _describe(exc)
+        if isinstance(exc, RegistryError):
+            cause = exc.__cause__
+            detail = exc.detail
+            if cause is not None and str(cause) not in detail:
+                detail += f" ({_describe(cause)})"
         log.error(
-            "database unavailable during %s %s: %s; answering 503 with Retry-After: %d%s",
+            "%s unavailable during %s %s: %s; answering 503 with Retry-After: %d%s",
+            self.what,
             method,
             path,
-            _describe(exc),
+            detail,
             RETRY_AFTER_SECONDS,
             more,
         )
@@ -100,14 +115,16 @@ def _describe(exc: BaseException) -> str:
 
 def install_problem_handlers(app: FastAPI) -> None:
     outage = OutageLog()
+    store_outage = OutageLog(what="artifact store")
+    other_outage = OutageLog(what="a dependency")
 
     async def on_registry_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RegistryError)
+        if exc.status == 503:
+            return on_unavailable(request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after)}
-        elif exc.status == 503:
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
         return problem(
@@ -117,6 +134,23 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
             headers=headers,
             **exc.extra,
+        )
+
+    def on_unavailable(request: Request, exc: RegistryError) -> JSONResponse:
+        """The detail (and any extra member) goes to the log, the client gets a sentence."""
+        if isinstance(exc, StoreUnavailable):
+            log_to, detail = store_outage, STORE_UNAVAILABLE
+        elif exc.detail == DATABASE_UNAVAILABLE:
+            log_to, detail = outage, DATABASE_UNAVAILABLE
+        else:
+            log_to, detail = other_outage, DEPENDENCY_UNAVAILABLE
+        log_to.answered(request.method, request.url.path, exc)
+        return problem(
+            503,
+            detail,
+            title=exc.title,
+            instance=request.url.path,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -151,7 +185,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         outage.answered(request.method, request.url.path, exc)
         return problem(
             503,
-            "the database is unavailable; retry later",
+            DATABASE_UNAVAILABLE,
             instance=request.url.path,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

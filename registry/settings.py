@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -65,6 +65,28 @@ class Settings(BaseSettings):
     auth_failure_address_limit: int = Field(default=100, ge=1)
     """The same budget for one client address. It is larger because an address is often
     shared (a NAT, a proxy) by clients with good keys."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (``10.0.0.0/8``; ``*`` for any) of the reverse
+    proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed. Empty (the
+    default): none, and the client address is the peer of the TCP connection. The failed-auth
+    throttle counts per client address, so a header believed from anyone else would let a
+    caller pick a fresh address for every guess."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """``modelreg serve`` closes a connection whose request line and headers have not all
+    arrived this long after its first byte (or after the connection was opened): a client that
+    sends nothing, or its headers a byte at a time, holds no server slot for longer."""
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    """An idle kept-alive connection is closed after this many seconds without a new request."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """The largest request line plus headers ``modelreg serve`` reads; larger gets 431 (400
+    when the HTTP parser itself gives up first) and the connection is closed."""
+    max_connections: int = Field(default=2048, ge=1)
+    """Open connections (and running requests) ``modelreg serve`` accepts at once; a request
+    beyond them gets 503 at once instead of a queue that grows without bound."""
+    metrics_token: SecretStr = SecretStr("")
+    """When set, ``GET /metrics`` demands ``Authorization: Bearer <this token>`` (401
+    otherwise). Empty (the default): ``/metrics`` is open, for a Prometheus on a private
+    network."""
 
     controller_enabled: bool = True
     """Run the rollout controller inside ``modelreg serve``."""

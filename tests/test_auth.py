@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from registry.auth import hash_secret
-from registry.errors import Unauthorized
-from registry.models import APIClient, UsageLog
+from registry.errors import Conflict, Unauthorized
+from registry.models import APIClient, UsageLog, User
 from registry.services import Registry
+from registry.types import utcnow
 from tests.conftest import LiveServer
 from tests.helpers import assert_problem, make_model, make_version
 
@@ -205,7 +214,6 @@ def test_bootstrap_happens_once(registry: Registry) -> None:
 
 
 def test_verified_keys_are_cached_and_revocation_clears_the_cache(registry: Registry) -> None:
-    from sqlalchemy import event
 
     from registry.services.keys import KeyService
 
@@ -232,6 +240,7 @@ def test_verified_keys_are_cached_and_revocation_clears_the_cache(registry: Regi
     short.authenticate(issued.token)
     other_replica = KeyService(registry.sessions)
     admin = other_replica.authenticate(issued.token)  # now cached in that replica too
+    registry.keys.create(admin, name="spare-admin", scopes=["admin"])  # not the last admin
     other_replica.revoke(admin, issued.info.api_key)
     short.authenticate(issued.token)  # still cached here
     time.sleep(0.4)
@@ -240,3 +249,99 @@ def test_verified_keys_are_cached_and_revocation_clears_the_cache(registry: Regi
     # The process that revoked it refuses at once, although it had the key cached.
     with pytest.raises(Unauthorized):
         other_replica.authenticate(issued.token)
+
+
+def test_revoking_the_last_active_admin_key_is_409(
+    http: httpx.Client, registry: Registry, admin_token: str
+) -> None:
+    api_key = admin_token.split(".")[0]
+    body = assert_problem(http.post(f"/api/v1/keys/{api_key}/revoke"), 409, "last active admin")
+    assert body["apiKey"] == api_key
+    assert http.get("/api/v1/models").status_code == 200  # still in
+    # An admin key of a deleted user does not count: it cannot sign in.
+    ghost = http.post(
+        "/api/v1/keys", json={"name": "ghost", "scopes": ["admin"], "user": "ghost@example.com"}
+    ).json()
+    with registry.sessions.begin() as s:
+        user = s.get_one(User, uuid.UUID(ghost["userId"]))
+        user.deleted_at = utcnow()
+    assert_problem(http.post(f"/api/v1/keys/{api_key}/revoke"), 409)
+    # With a second admin key, the first may go; then the second is the last.
+    spare = http.post("/api/v1/keys", json={"name": "spare", "scopes": ["admin"]}).json()
+    assert http.post(f"/api/v1/keys/{api_key}/revoke").json()["isActive"] is False
+    headers = {"Authorization": f"Bearer {spare['token']}"}
+    with httpx.Client(base_url=str(http.base_url), headers=headers, timeout=30) as second:
+        assert_problem(second.post(f"/api/v1/keys/{spare['apiKey']}/revoke"), 409)
+        assert second.post(f"/api/v1/keys/{api_key}/revoke").status_code == 200  # already gone
+    assert [r.details["apiKey"] for r in registry_rows(registry, "api_key_revoked")] == [api_key]
+
+
+def test_two_revocations_of_the_last_two_admin_keys_cannot_both_win(registry: Registry) -> None:
+    """Both revocations are held at their write until the other has reached it too (or 3 s
+    passed, which is what happens when the other waits on a lock): without the lock both
+    counted one other admin key and both revoked."""
+    first = registry.keys.bootstrap_admin()
+    assert first is not None
+    admin = registry.keys.authenticate(first.token)
+    second = registry.keys.create(admin, name="second-admin", scopes=["admin"])
+    together = threading.Barrier(2, timeout=3)
+
+    def hold(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("UPDATE api_client SET is_active"):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()
+
+    def revoke(api_key: str) -> str:
+        try:
+            registry.keys.revoke(admin, api_key)
+        except Conflict:
+            return "refused"
+        return "revoked"
+
+    event.listen(registry.engine, "before_cursor_execute", hold)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(revoke, [first.info.api_key, second.info.api_key]))
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", hold)
+    assert sorted(outcomes) == ["refused", "revoked"]
+    active = [k for k in registry.keys.list() if k.is_active and "admin" in k.scopes]
+    assert len(active) == 1
+
+
+def test_db_admin_key_mints_a_working_admin_key_and_audits_it(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The operator lost every key (here: the only one is revoked behind the API's back)."""
+    issued = registry.keys.bootstrap_admin()
+    assert issued is not None
+    with registry.sessions.begin() as s:
+        s.execute(update(APIClient).values(is_active=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env.update(
+        MODELREG_DATABASE_URL=registry.settings.database_url,
+        MODELREG_DATA_DIR=str(tmp_path / "cli"),
+        HOME=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "admin-key", "--name", "break-glass"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    token = next(w for w in done.stdout.split() if w.startswith("mr_") and "." in w)
+    principal = registry.keys.authenticate(token)
+    assert principal.allows("admin")
+    assert principal.key_name == "break-glass"
+    (row,) = registry_rows(registry, "api_key_created")[1:]
+    assert row.details is not None
+    assert row.details["apiKey"] == token.split(".")[0]
+    assert row.details["via"] == "modelreg db admin-key"
+    assert token.split(".")[1] not in str(row.details)
+    with registry.sessions() as s:
+        stored = s.scalar(select(APIClient).where(APIClient.api_key == token.split(".")[0]))
+        assert stored is not None
+        assert stored.secret_hash == hash_secret(token.split(".")[1])

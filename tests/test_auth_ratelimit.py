@@ -19,6 +19,7 @@ from registry.services import Registry, build_registry
 from registry.settings import Settings
 from tests.conftest import LiveServer
 from tests.helpers import assert_problem
+from tests.live import Modelreg
 
 MODELS = "/api/v1/models"
 
@@ -98,24 +99,29 @@ def _get(c: AsgiClient | httpx.Client, token: str) -> httpx.Response:
     return c.get(MODELS, headers={"Authorization": f"Bearer {token}"})
 
 
-def test_ten_wrong_secrets_then_429_even_with_the_right_one(limited: Registry) -> None:
+def test_ten_wrong_secrets_then_429_but_the_right_one_still_passes(limited: Registry) -> None:
+    """Anyone can see a public key id; spending its failure budget must not lock out its owner."""
     issued = limited.keys.bootstrap_admin()
     assert issued is not None
-    with _client(limited, "10.0.0.1") as attacker, _client(limited, "10.0.0.2") as other:
+    with _client(limited, "10.0.0.1") as attacker, _client(limited, "10.0.0.2") as owner:
         for _ in range(10):
             assert_problem(_get(attacker, _wrong(issued.token)), 401)
-        refused = _get(attacker, issued.token)
+        refused = _get(attacker, _wrong(issued.token))
         body = assert_problem(refused, 429, "too many failed authentications")
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         assert body["retryAfterSeconds"] == int(refused.headers["Retry-After"])
-        # The key is blocked from every address...
-        assert_problem(_get(other, issued.token), 429)
-        # ...and the address for every key, while another key from another address is fine.
+        # The right token passes, from the owner's address and even from the attacker's...
+        assert _get(owner, issued.token).status_code == 200
+        assert _get(attacker, issued.token).status_code == 200
+        # ...while another wrong secret for the key is refused from any address,
+        assert_problem(_get(owner, _wrong(issued.token)), 429)
+        # and the address is refused for any other key it gets wrong.
         second = limited.keys.create(
             _principal(limited, issued.token), name="second", scopes=["models:read"]
         )
-        assert_problem(_get(attacker, second.token), 429)
-        assert _get(other, second.token).status_code == 200
+        assert_problem(_get(attacker, _wrong(second.token)), 429)
+        assert _get(attacker, second.token).status_code == 200
+        assert_problem(_get(owner, _wrong(second.token)), 401)
 
 
 def _principal(registry: Registry, token: str) -> Principal:
@@ -131,7 +137,9 @@ def test_malformed_tokens_count_against_the_address(limited: Registry) -> None:
     with _client(limited, "10.0.0.3") as c:
         for _ in range(10):
             assert_problem(_get(c, "not-a-token"), 401)
-        assert_problem(_get(c, issued.token), 429)
+        assert_problem(_get(c, "not-a-token"), 429)
+        assert_problem(_get(c, _wrong(issued.token)), 429)
+        assert _get(c, issued.token).status_code == 200
 
 
 def test_successes_do_not_count(limited: Registry) -> None:
@@ -143,7 +151,7 @@ def test_successes_do_not_count(limited: Registry) -> None:
         for _ in range(20):
             assert _get(c, issued.token).status_code == 200
         assert_problem(_get(c, _wrong(issued.token)), 401)  # the 10th failure
-        assert_problem(_get(c, issued.token), 429)
+        assert_problem(_get(c, _wrong(issued.token)), 429)
 
 
 def test_the_window_passing_lets_the_key_in_again(tmp_path: Path, database_url: str) -> None:
@@ -162,10 +170,11 @@ def test_the_window_passing_lets_the_key_in_again(tmp_path: Path, database_url: 
             with pytest.raises(Unauthorized):
                 registry.keys.authenticate(_wrong(issued.token), client="10.0.0.5")
         with pytest.raises(TooManyRequests) as refused:
-            registry.keys.authenticate(issued.token, client="10.0.0.5")
+            registry.keys.authenticate(_wrong(issued.token), client="10.0.0.5")
         assert refused.value.retry_after == 1
-        time.sleep(0.6)
-        assert registry.keys.authenticate(issued.token, client="10.0.0.5").scopes
+        time.sleep(1.1)  # the refused attempt counted too: its window ends 0.5 s after it
+        with pytest.raises(Unauthorized):
+            registry.keys.authenticate(_wrong(issued.token), client="10.0.0.5")
     finally:
         registry.close()
 
@@ -174,9 +183,10 @@ def test_live_server_answers_429_with_retry_after(server: LiveServer, admin_toke
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for _ in range(10):
             assert_problem(_get(c, _wrong(admin_token)), 401)
-        refused = _get(c, admin_token)
+        refused = _get(c, _wrong(admin_token))
         assert_problem(refused, 429)
         assert int(refused.headers["Retry-After"]) > 0
+        assert _get(c, admin_token).status_code == 200
 
 
 def test_429_is_declared_in_openapi(tmp_path: Path) -> None:
@@ -200,7 +210,57 @@ def test_a_shared_address_has_a_larger_budget_than_a_key(tmp_path: Path, databas
         with _client(registry, "10.0.0.7") as c:
             for _ in range(settings.auth_failure_limit):
                 assert_problem(_get(c, f"{api_key}.{'b' * 43}"), 401)
-            assert_problem(_get(c, issued.token), 429)  # that key is blocked...
-            assert _get(c, other.token).status_code == 200  # ...the shared address is not
+            assert_problem(_get(c, f"{api_key}.{'b' * 43}"), 429)  # that key is blocked...
+            assert_problem(_get(c, _wrong(other.token)), 401)  # ...the shared address is not
+            assert _get(c, issued.token).status_code == 200  # and its owner still gets in
     finally:
         registry.close()
+
+
+def _live(tmp_path: Path, **env: str) -> Modelreg:
+    return Modelreg(
+        tmp_path,
+        env={
+            "MODELREG_WORKER_ENABLED": "false",
+            "MODELREG_CONTROLLER_ENABLED": "false",
+            "MODELREG_AUTH_FAILURE_LIMIT": "1000",  # only the address budget is under test
+            "MODELREG_AUTH_FAILURE_ADDRESS_LIMIT": "5",
+            **env,
+        },
+    )
+
+
+def test_rotating_x_forwarded_for_does_not_escape_the_throttle(tmp_path: Path) -> None:
+    """By default no proxy is trusted: the header is the caller's to invent, so it is ignored
+    (uvicorn alone would believe it from 127.0.0.1)."""
+    live = _live(tmp_path).start()
+    try:
+        wrong = _wrong(live.token)
+        with httpx.Client(base_url=live.url, timeout=30) as c:
+            for i in range(5):
+                forged = {"X-Forwarded-For": f"198.51.100.{i}"}
+                answer = c.get(MODELS, headers={"Authorization": f"Bearer {wrong}", **forged})
+                assert_problem(answer, 401)
+            forged = {"X-Forwarded-For": "198.51.100.99"}
+            answer = c.get(MODELS, headers={"Authorization": f"Bearer {wrong}", **forged})
+            assert_problem(answer, 429)
+            assert _get(c, live.token).status_code == 200
+    finally:
+        live.stop()
+
+
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path: Path) -> None:
+    live = _live(tmp_path, MODELREG_TRUSTED_PROXIES="127.0.0.1").start()
+    try:
+        wrong = {"Authorization": f"Bearer {_wrong(live.token)}"}
+        with httpx.Client(base_url=live.url, timeout=30) as c:
+            for _ in range(5):
+                answer = c.get(MODELS, headers={**wrong, "X-Forwarded-For": "203.0.113.1"})
+                assert_problem(answer, 401)
+            answer = c.get(MODELS, headers={**wrong, "X-Forwarded-For": "203.0.113.1"})
+            assert_problem(answer, 429)
+            # Another client behind the same proxy has its own budget.
+            answer = c.get(MODELS, headers={**wrong, "X-Forwarded-For": "203.0.113.2"})
+            assert_problem(answer, 401)
+    finally:
+        live.stop()

@@ -19,6 +19,7 @@ import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from pydantic import SecretStr
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
@@ -26,11 +27,11 @@ from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from registry.metrics import METRICS, DatabaseCollector
 from registry.models import AIModel, AIModelDeployment
-from registry.services import Registry
+from registry.services import Registry, build_registry
 from registry.services.routing import RouteEntry, set_routes
 from tests.conftest import LiveServer
 from tests.fakes import FakeDeployer
-from tests.helpers import make_model, make_version, pass_validation, upload
+from tests.helpers import assert_problem, make_model, make_version, pass_validation, upload
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 MODEL_TEMPLATE = "/api/v1/models/{name}"
@@ -119,6 +120,31 @@ def test_metrics_needs_no_key_and_is_not_in_the_openapi_document(
 ) -> None:
     assert httpx.get(f"{server.url}/metrics").status_code == 200
     assert "/metrics" not in http.get("/openapi.json").json()["paths"]
+
+
+def test_metrics_token_when_set_is_demanded_as_a_bearer_token(registry: Registry) -> None:
+    settings = registry.settings.model_copy(update={"metrics_token": SecretStr("scrape-s3cret")})
+    guarded = build_registry(settings)
+    try:
+        with LiveServer(guarded) as server:
+            url = f"{server.url}/metrics"
+            refused = [
+                httpx.get(url, timeout=30),
+                httpx.get(url, headers={"Authorization": "Bearer scrape-s3cre"}, timeout=30),
+                httpx.get(url, headers={"Authorization": "Bearer scrape-s3cretX"}, timeout=30),
+                httpx.get(url, headers={"Authorization": "Basic scrape-s3cret"}, timeout=30),
+            ]
+            for answer in refused:
+                assert_problem(answer, 401, "MODELREG_METRICS_TOKEN")
+                assert answer.headers["WWW-Authenticate"] == "Bearer"
+                assert "scrape-s3cret" not in answer.text
+            good = {"Authorization": "Bearer scrape-s3cret"}
+            scraped = httpx.get(url, headers=good, timeout=30)
+            assert scraped.status_code == 200
+            assert "modelreg_http_requests_total" in scraped.text
+            assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+    finally:
+        guarded.close()
 
 
 # -- uploads and validations --------------------------------------------------------------------

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import urllib3
+from pydantic import SecretStr
 from sqlalchemy import text as sql
 
 from registry.db import create_db_engine
-from tests.conftest import LiveServer
+from registry.services import build_registry
+from registry.settings import Settings
+from registry.storage.s3 import S3Store
+from tests.conftest import LiveServer, free_port
 
 
 def test_the_logs_never_contain_a_secret(
@@ -78,3 +83,49 @@ def test_sql_logging_never_shows_parameters(
     logged = " ".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert "INSERT INTO t" in logged, "the statement itself is logged"
     assert secret_hash not in logged
+
+
+def test_outage_and_metrics_logs_never_contain_a_credential(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What failed goes to the log (readiness, 503s), the S3 secret key and the metrics token
+    never do."""
+    s3_secret = "s3-secret-key-9d1c"
+    metrics_token = "metrics-token-77ab"
+    store = S3Store(
+        endpoint=f"127.0.0.1:{free_port()}",  # nothing listens: every call fails
+        bucket="artifacts",
+        access_key="access",
+        secret_key=s3_secret,
+        secure=False,
+        http_client=urllib3.PoolManager(retries=False, timeout=5),
+    )
+    guarded = settings.model_copy(update={"metrics_token": SecretStr(metrics_token)})
+    registry = build_registry(guarded, store=store)
+    caplog.set_level(logging.DEBUG)
+    try:
+        issued = registry.keys.bootstrap_admin()
+        assert issued is not None
+        with LiveServer(registry) as server:
+            assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 503
+            admin = {"Authorization": f"Bearer {issued.token}"}
+            with httpx.Client(base_url=server.url, headers=admin, timeout=30) as http:
+                assert http.post("/api/v1/models", json=MODEL).status_code == 201
+                assert http.post("/api/v1/models/m/versions", json={"versionNumber": "1"})
+                put = http.put("/api/v1/models/m/versions/1/artifact", content=b"x")
+                assert put.status_code == 503, put.text
+            for token in (metrics_token, metrics_token[:-1]):
+                httpx.get(
+                    f"{server.url}/metrics",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                )
+    finally:
+        registry.close()
+    texts = [f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
+    assert any("unavailable" in t for t in texts), "the outage is logged"
+    for secret in (s3_secret, metrics_token, metrics_token[:-1]):
+        assert not [t for t in texts if secret in t], secret
+
+
+MODEL = {"name": "m", "taskType": "ImageGeneration", "provider": "Internal"}

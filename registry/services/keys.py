@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,8 +21,8 @@ from registry.auth import (
     split_token,
     verify_secret,
 )
-from registry.db import DB_UNAVAILABLE_ERRORS
-from registry.errors import Invalid, NotFound, TooManyRequests, Unauthorized
+from registry.db import DB_UNAVAILABLE_ERRORS, lock_row
+from registry.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 from registry.models import APIClient, User
 from registry.ratelimit import FailureLimiter
 from registry.services import audit
@@ -77,8 +79,11 @@ class KeyService:
 
     Failed authentications are counted per API key and per client address; past
     ``failure_limit`` (for a key) or ``address_failure_limit`` (for an address) within
-    ``failure_window_seconds``, that key or address gets :class:`TooManyRequests` before its
-    token is looked at, even a right one."""
+    ``failure_window_seconds``, a *failed* attempt from that address or for that key gets
+    :class:`TooManyRequests` instead of :class:`Unauthorized`. The secret is always checked
+    first: a right token is never refused by the throttle, so that nobody can lock a key's owner
+    out by sending wrong secrets for its public key id. (Guessing a 256-bit secret is hopeless
+    anyway; the throttle makes a guesser slow and visible, it is not what keeps a key safe.)"""
 
     MAX_CACHED = 10_000
 
@@ -107,33 +112,19 @@ class KeyService:
         known: failures are counted against it as well as against the key."""
         parts = split_token(token)
         addresses = [f"addr:{client}"] if client else []
-        subjects = [f"key:{parts[0]}"] if parts is not None else []
-        waits = [
-            w
-            for w in (
-                self.failures.retry_after(subjects),
-                self.address_failures.retry_after(addresses),
-            )
-            if w is not None
-        ]
-        wait = max(waits) if waits else None
-        if wait is not None:
-            raise TooManyRequests(
-                f"too many failed authentications; retry in {wait} s", retry_after=wait
-            )
         if parts is None:
-            self.address_failures.record_failure(addresses)
-            raise Unauthorized("malformed API token: expected <apiKey>.<secret>")
+            self._refuse(
+                [], addresses, Unauthorized("malformed API token: expected <apiKey>.<secret>")
+            )
+        subjects = [f"key:{parts[0]}"]
         fingerprint = hashlib.sha256(token.encode()).hexdigest()
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
         try:
             principal = self._verify(*parts)
-        except Unauthorized:
-            self.failures.record_failure(subjects)
-            self.address_failures.record_failure(addresses)
-            raise
+        except Unauthorized as exc:
+            self._refuse(subjects, addresses, exc)
         except DB_UNAVAILABLE_ERRORS:
             # The database is down: a token this process verified before (and did not see
             # revoked) still passes, for what needs no database (cached endpoint answers);
@@ -150,6 +141,23 @@ class KeyService:
                 principal,
             )
         return principal
+
+    def _refuse(self, keys: list[str], addresses: list[str], failure: Unauthorized) -> NoReturn:
+        """Count one failed authentication; raise 429 if the key or the address had already
+        spent its budget, else ``failure`` (401)."""
+        waits = [
+            w
+            for w in (self.failures.retry_after(keys), self.address_failures.retry_after(addresses))
+            if w is not None
+        ]
+        self.failures.record_failure(keys)
+        self.address_failures.record_failure(addresses)
+        if waits:
+            wait = max(waits)
+            raise TooManyRequests(
+                f"too many failed authentications; retry in {wait} s", retry_after=wait
+            ) from None
+        raise failure
 
     def _forget(self, api_key: str) -> None:
         for fingerprint, (_expiry, key, _principal) in list(self._verified.items()):
@@ -242,16 +250,29 @@ class KeyService:
             return [_info(c, u) for c, u in rows]
 
     def revoke(self, actor: Principal, api_key: str) -> KeyInfo:
+        """Revoke a key. The last active admin key is never revoked (:class:`Conflict`): a
+        registry nobody can administer any more needs ``modelreg db admin-key`` to recover.
+
+        Revoking an admin key locks every active admin key, in id order, before counting them:
+        two revocations of the last two admin keys cannot both see the other one still active.
+        An admin key created meanwhile is not counted, which can only refuse, never allow."""
         with self.sessions.begin() as s:
-            row = s.execute(
-                select(APIClient, User)
-                .join(User, User.id == APIClient.user_id)
-                .where(APIClient.api_key == api_key)
-            ).first()
-            if row is None:
+            found = s.scalar(select(APIClient.id).where(APIClient.api_key == api_key))
+            if found is None:
                 raise NotFound(f"no API key {api_key!r}")
-            client, user = row
+            admins = {c.id for c in self._active_admins(s)} | {found}
+            locked = [lock_row(s, APIClient, key_id) for key_id in sorted(admins, key=str)]
+            client = next(c for c in locked if c is not None and c.id == found)
+            user = s.get_one(User, client.user_id)
             if client.is_active:
+                if self._is_admin(s, client) and not any(
+                    c is not None and c.id != found and self._is_admin(s, c) for c in locked
+                ):
+                    raise Conflict(
+                        f"{api_key} is the last active admin key; create another admin key "
+                        "before revoking it",
+                        apiKey=api_key,
+                    )
                 client.is_active = False
                 client.updated_at = utcnow()
                 audit.record(s, actor, "api_key_revoked", apiClientId=client.id, apiKey=api_key)
@@ -259,6 +280,48 @@ class KeyService:
             info = _info(client, user)
         self._forget(api_key)  # after the commit: this process stops trusting it at once
         return info
+
+    @staticmethod
+    def _is_admin(s: Session, client: APIClient) -> bool:
+        """An active key with the admin scope, of a user who is not deleted."""
+        if not client.is_active or Scope.ADMIN.value not in _scopes(client):
+            return False
+        user = s.get(User, client.user_id)
+        return user is not None and user.deleted_at is None
+
+    @staticmethod
+    def _active_admins(s: Session) -> Sequence[APIClient]:
+        # The scopes are JSON: filtered here rather than in SQL, the same on both databases.
+        active = s.scalars(select(APIClient).where(APIClient.is_active)).all()
+        return [c for c in active if Scope.ADMIN.value in _scopes(c)]
+
+    def mint_admin(self, *, name: str = "recovery-admin") -> IssuedKey:
+        """An admin key made straight in the database, for an operator who lost every key (or
+        revoked them by other means). The admin user is created, or restored if deleted."""
+        with self.sessions.begin() as s:
+            user = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
+            restored = False
+            if user is None:
+                user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
+                s.add(user)
+                s.flush()
+            elif user.deleted_at is not None:
+                user.deleted_at = None
+                restored = True
+            issued = self._issue(s, user, name=name, scopes=[Scope.ADMIN.value])
+            system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
+            audit.record(
+                s,
+                system,
+                "api_key_created",
+                apiClientId=issued.info.id,
+                apiKey=issued.info.api_key,
+                name=name,
+                scopes=[Scope.ADMIN.value],
+                via="modelreg db admin-key",
+                restoredUser=restored,
+            )
+        return issued
 
     def bootstrap_admin(self) -> IssuedKey | None:
         """On a registry with no key at all, create the admin user and an admin key."""

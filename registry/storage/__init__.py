@@ -10,6 +10,7 @@ from registry.storage.base import (
     ObjectInfo,
     PartialUpload,
     StoredObject,
+    StoreUnavailable,
     UploadAborted,
     artifact_key,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "HashingReader",
     "ObjectInfo",
     "PartialUpload",
+    "StoreUnavailable",
     "StoredObject",
     "UploadAborted",
     "artifact_key",

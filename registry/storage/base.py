@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from registry.errors import BadRequest, Invalid, PayloadTooLarge
+from registry.errors import BadRequest, Invalid, PayloadTooLarge, Unavailable
 
 CHUNK = 1024 * 1024
 
@@ -46,6 +48,51 @@ class DigestMismatch(BadRequest):
 
 class UploadAborted(Exception):
     """The client went away before the body was complete."""
+
+
+class StoreUnavailable(Unavailable):
+    """The artifact store failed. ``detail`` names paths, keys, hosts and the library's error:
+    it is for the server log; the API tells the client only that the store is unavailable."""
+
+
+#: How often at most a store's readiness check writes (and deletes) its probe object.
+PROBE_EVERY_SECONDS = 5.0
+
+
+class WriteProbe:
+    """Runs ``write`` (write and delete a small object) at most once every ``every`` seconds,
+    and raises :class:`StoreUnavailable` while the last run failed: a readiness probe that
+    reports a full disk or a read-only bucket without a write per probe request."""
+
+    def __init__(
+        self,
+        write: Callable[[], None],
+        *,
+        every: float = PROBE_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self.every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._failure: str | None = None
+
+    def check(self) -> None:
+        with self._lock:  # concurrent probes: one writes, the others wait for its answer
+            now = self._clock()
+            if now - self._last >= self.every:
+                self._last = now
+                try:
+                    self._write()
+                    self._failure = None
+                except StoreUnavailable as exc:
+                    self._failure = exc.detail
+                except OSError as exc:
+                    self._failure = f"write probe failed: {exc}"
+            failure = self._failure
+        if failure is not None:
+            raise StoreUnavailable(failure)
 
 
 def check_key(key: str) -> str:

@@ -9,27 +9,32 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry.errors import Invalid, NotFound, Unavailable
+from registry.errors import Invalid, NotFound
 from registry.storage.base import (
     CHUNK,
+    PROBE_EVERY_SECONDS,
     HashingReader,
     ObjectInfo,
     PartialUpload,
     StoredObject,
+    StoreUnavailable,
+    WriteProbe,
     check_key,
 )
 
 TMP_DIR = ".tmp"
 TMP_PREFIX = "upload-"
 TMP_SUFFIX = ".part"
+PROBE_PREFIX = "probe-"
 
 
 class LocalStore:
     """Objects are files under ``root``. Writes go to ``root/.tmp`` first and are renamed into
     place, so a reader never sees a partial file at its final key."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, probe_every: float = PROBE_EVERY_SECONDS) -> None:
         self.root = root.resolve()
+        self._probe = WriteProbe(self._write_probe, every=probe_every)
 
     def _path(self, key: str) -> Path:
         if check_key(key).split("/", 1)[0] == TMP_DIR:
@@ -55,7 +60,7 @@ class LocalStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_name)
             if isinstance(exc, OSError):  # disk full, permissions, a directory in the way...
-                raise Unavailable(
+                raise StoreUnavailable(
                     f"could not write artifact {key!r} under {self.root}: {exc}"
                 ) from exc
             raise
@@ -158,14 +163,27 @@ class LocalStore:
             (self.root / TMP_DIR / name).unlink()
 
     def check(self) -> None:
+        """The root is a directory, and (probed at most every few seconds) a small file can be
+        written, synced and removed under ``root/.tmp``: a full disk or a read-only mount makes
+        the store unavailable before an upload finds out."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / TMP_DIR
-            probe.mkdir(exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=probe):
-                pass
         except OSError as exc:
-            raise Unavailable(f"artifact directory {self.root} is not writable: {exc}") from exc
+            detail = f"artifact directory {self.root} is not writable: {exc}"
+            raise StoreUnavailable(detail) from exc
+        self._probe.check()
+
+    def _write_probe(self) -> None:
+        tmp_dir = self.root / TMP_DIR
+        try:
+            tmp_dir.mkdir(exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=PROBE_PREFIX) as probe:
+                probe.write(b"modelreg write probe\n" * 64)  # a block's worth, not a bare inode
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as exc:
+            detail = f"artifact directory {self.root} is not writable: {exc}"
+            raise StoreUnavailable(detail) from exc
 
     def describe(self) -> str:
         return f"local:{self.root}"

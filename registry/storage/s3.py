@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC
@@ -27,19 +28,24 @@ from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 from urllib3.exceptions import HTTPError
 
-from registry.errors import NotFound, Unavailable
+from registry.errors import NotFound
 from registry.storage.base import (
     CHUNK,
+    PROBE_EVERY_SECONDS,
     HashingReader,
     ObjectInfo,
     PartialUpload,
     StoredObject,
+    StoreUnavailable,
+    WriteProbe,
     check_key,
 )
 
 log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
+#: Where the readiness check writes (and at once deletes) its probe object; never an artifact.
+PROBE_PREFIX = ".modelreg-probe/"
 
 
 class S3Store:
@@ -56,6 +62,7 @@ class S3Store:
         create_bucket: bool = True,
         parallel_uploads: int = 2,
         http_client: urllib3.PoolManager | None = None,
+        probe_every: float = PROBE_EVERY_SECONDS,
     ) -> None:
         self.client = Minio(
             endpoint,
@@ -71,6 +78,7 @@ class S3Store:
         self.parallel_uploads = parallel_uploads
         self._create_bucket = create_bucket
         self._bucket_ready = False
+        self._probe = WriteProbe(self._write_probe, every=probe_every)
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
@@ -78,7 +86,7 @@ class S3Store:
         with _translate(f"bucket {self.bucket}"):
             if not self.client.bucket_exists(self.bucket):
                 if not self._create_bucket:
-                    raise Unavailable(f"S3 bucket {self.bucket!r} does not exist")
+                    raise StoreUnavailable(f"S3 bucket {self.bucket!r} does not exist")
                 self.client.make_bucket(self.bucket)
         self._bucket_ready = True
 
@@ -227,7 +235,7 @@ class S3Store:
         self._ensure_bucket()
         with _translate(prefix or "bucket listing"):
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
-                if obj.object_name is not None:
+                if obj.object_name is not None and not obj.object_name.startswith(PROBE_PREFIX):
                     yield obj.object_name
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -235,6 +243,8 @@ class S3Store:
         with _translate(prefix or "bucket listing"):
             for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
                 if obj.object_name is None or obj.last_modified is None:
+                    continue
+                if obj.object_name.startswith(PROBE_PREFIX):
                     continue
                 modified = obj.last_modified
                 if modified.tzinfo is None:
@@ -278,8 +288,18 @@ class S3Store:
                     raise
 
     def check(self) -> None:
+        """The bucket answers, and (at most every few seconds) a small object can be written to
+        it and removed: a bucket that is read-only or out of quota is not ready."""
         self._bucket_ready = False
         self._ensure_bucket()
+        self._probe.check()
+
+    def _write_probe(self) -> None:
+        key = f"{PROBE_PREFIX}{uuid.uuid4()}"
+        body = b"modelreg write probe\n"
+        with _translate(key):
+            self.client.put_object(self.bucket, key, io.BytesIO(body), len(body))
+            self.client.remove_object(self.bucket, key)
 
     def describe(self) -> str:
         return f"s3:{self.endpoint}/{self.bucket}"
@@ -302,7 +322,8 @@ class _translate:
         if isinstance(exc, S3Error):
             if exc.code in _MISSING:
                 raise NotFound(f"artifact object {self.what!r} is missing from the store") from exc
-            raise Unavailable(f"S3 error on {self.what}: {exc.code}: {exc.message}") from exc
+            raise StoreUnavailable(f"S3 error on {self.what}: {exc.code}: {exc.message}") from exc
         if isinstance(exc, (MinioException, HTTPError, OSError)):
-            raise Unavailable(f"S3 service unreachable while handling {self.what}: {exc}") from exc
+            detail = f"S3 service unreachable while handling {self.what}: {exc}"
+            raise StoreUnavailable(detail) from exc
         return False
