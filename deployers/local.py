@@ -43,7 +43,14 @@ from deployers.base import (
     WorkloadStatus,
     check_workload,
 )
-from registry.children import Limits, clean_env, limited_argv, looks_secret, parse_memory
+from registry.children import (
+    Limits,
+    clean_env,
+    limited_argv,
+    limited_env,
+    looks_secret,
+    parse_memory,
+)
 from registry.children import spawn as spawn_child
 from registry.errors import RegistryError
 
@@ -411,6 +418,7 @@ class LocalDeployer:
         source = ["--artifact-key", version.artifact_key]
         if self._artifacts is not None:
             source = ["--artifact", str(self._copy_artifact(target, workload))]
+        limits = Limits(memory_bytes=memory)
         command = limited_argv(
             "api.cli",
             [
@@ -425,7 +433,7 @@ class LocalDeployer:
                 "--sha256",
                 version.sha256,
             ],
-            Limits(memory_bytes=memory),
+            limits,
             python=self._python,
         )
         log_path = self._logs_dir / f"{deployment_id}-{replica}.log"
@@ -434,7 +442,8 @@ class LocalDeployer:
             with log_path.open("a") as out:
                 out.write(f"--- {started_at.isoformat()} {shlex.join(command)}\n")
             # A session of its own (start_new_session): it outlives a killed controller.
-            pid = spawn_child(command, env=self._env, output=log_path, setsid=True, mode=0o644)
+            env = limited_env(self._env, limits)
+            pid = spawn_child(command, env=env, output=log_path, setsid=True, mode=0o644)
         except OSError as exc:
             raise TemporaryError(
                 f"cannot start the model server for {target.model} {version.number} "

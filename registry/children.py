@@ -41,6 +41,7 @@ __all__ = [
     "Limits",
     "clean_env",
     "limited_argv",
+    "limited_env",
     "looks_secret",
     "parse_memory",
     "spawn",
@@ -48,7 +49,18 @@ __all__ = [
 
 #: Variables a child keeps from the parent's environment, by exact name.
 KEPT_NAMES = frozenset(
-    {"PATH", "HOME", "TMPDIR", "TEMP", "TMP", "LANG", "LANGUAGE", "TZ", "PYTHONPATH"}
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "PYTHONPATH",
+        "MALLOC_ARENA_MAX",
+    }
 )
 #: ... and by prefix: the locale and the thread settings of OpenMP and the BLAS libraries.
 KEPT_PREFIXES = ("LC_", "OMP_", "OPENBLAS_", "MKL_NUM_THREADS")
@@ -63,6 +75,9 @@ CPU_GRACE_SECONDS = 5
 """The hard CPU limit is the soft one plus this: SIGXCPU first, SIGKILL if it is ignored."""
 
 PR_SET_PDEATHSIG = 1
+
+MALLOC_ARENAS = 2
+"""``MALLOC_ARENA_MAX`` of a child with a memory limit (see :func:`limited_env`)."""
 
 #: Signals a child must not inherit as ignored (as ``subprocess``'s ``restore_signals``).
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT)
@@ -138,6 +153,16 @@ class Limits:
     """``RLIMIT_CPU``: SIGXCPU at this many seconds of CPU, SIGKILL ``CPU_GRACE_SECONDS`` later."""
     parent: int | None = None
     """Die (SIGKILL) when this process, the child's parent, dies."""
+
+
+def limited_env(env: Mapping[str, str], limits: Limits) -> dict[str, str]:
+    """``env`` for a child under ``limits``. With a memory limit, glibc's malloc gets at most
+    ``MALLOC_ARENAS`` arenas (unless ``env`` says otherwise): each arena reserves 64 MiB
+    of address space, so one per thread would spend an ``RLIMIT_AS`` on many cores."""
+    out = dict(env)
+    if limits.memory_bytes is not None:
+        out.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
+    return out
 
 
 def limited_argv(

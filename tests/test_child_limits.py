@@ -248,6 +248,7 @@ def test_the_validator_child_sees_no_credentials(
     assert seen["PATH"] == os.environ["PATH"]
     assert seen["PYTHONPATH"] == os.environ["PYTHONPATH"]
     assert seen["OMP_NUM_THREADS"] == "1"
+    assert seen["MALLOC_ARENA_MAX"] == "2"  # under a memory limit: few malloc arenas
     assert not [name for name in seen if name.startswith("MODELREG_")]
     (result,) = _results(registry)  # and the validation itself ran through
     assert (result.security_scan_status, result.functional_status) == ("Passed", "Passed")

@@ -1,6 +1,13 @@
 """The validation worker: claims queued runs, re-checks the digest, runs the validators in a
 child process, and stores one result per run. It survives whatever the validators do.
 
+The child (``validators.child``) starts with a clean environment, without the database URL,
+S3 keys or API tokens, and under an address-space and a CPU-time limit
+(``MODELREG_VALIDATOR_MEMORY``, ``MODELREG_VALIDATOR_CPU_SECONDS``; see ``registry.children``);
+the worker also stops it after ``MODELREG_VALIDATION_TIMEOUT_SECONDS``. A breach fails the
+functional check with ``resource.memory-limit``, ``resource.cpu-limit`` or
+``resource.timeout``, and keeps the security report when the scan had finished.
+
 A worker killed outright (SIGKILL, the OOM killer) takes its child with it: the child dies
 as soon as its parent does, so no orphan keeps validating. The run's lease then expires and
 another worker takes the run over; the next worker on the same host also removes the scratch
@@ -25,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.children import Child, Exit, Limits, clean_env, limited_argv, spawn
+from registry.children import Child, Exit, Limits, clean_env, limited_argv, limited_env, spawn
 from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage, db_unavailable
 from registry.errors import NotFound, Unavailable
 from registry.services import Registry
@@ -62,7 +69,8 @@ class ValidationWorker:
         worker_id: str | None = None,
         child_entry: Callable[..., None] | None = None,
     ) -> None:
-        """``child_entry`` is what the child process runs (default ``run_in_child``)."""
+        """``child_entry`` is what the child process runs (default ``run_in_child``): a
+        module-level function, which the child imports by its module and name."""
         self.registry = registry
         self.child_entry = child_entry or run_in_child
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -274,7 +282,8 @@ class ValidationWorker:
             parent=os.getpid(),
         )
         argv = limited_argv("validators.child", [str(job_file)], limits)
-        child = Child(spawn(argv, env=clean_env(), output=output.with_name(CHILD_LOG)))
+        env = limited_env(clean_env(), limits)
+        child = Child(spawn(argv, env=env, output=output.with_name(CHILD_LOG)))
         deadline = time.monotonic() + self.timeout
         try:
             while True:
