@@ -215,7 +215,7 @@ class ValidationWorker:
         ):
             return _finding(
                 "resource.cpu-limit",
-                f"the validators used {ended.cpu_seconds:.1f} s of CPU, more than the limit of "
+                f"the validators used {ended.cpu_seconds:.1f} s of CPU and reached the limit of "
                 f"{cpu_limit} s (MODELREG_VALIDATOR_CPU_SECONDS); the process "
                 f"{_exit_text(ended.code)}",
                 location,
