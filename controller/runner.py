@@ -37,7 +37,11 @@ log = logging.getLogger("modelreg.controller")
 def build_controller(registry: Registry, *, holder: str | None = None) -> Controller:
     settings = registry.settings
     assert settings.server_state_dir is not None
-    local = LocalDeployer(state_dir=settings.server_state_dir, env=child_env(settings))
+    local = LocalDeployer(
+        state_dir=settings.server_state_dir,
+        env=child_env(settings),
+        artifacts=registry.store if settings.storage == "s3" else None,  # servers get no S3 keys
+    )
     prometheus = PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
     deployers: dict[str, Deployer] = {"local": local}
     if settings.kube_enabled:

@@ -15,6 +15,7 @@ neither adopted nor signalled. Linux only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -35,15 +36,27 @@ import httpx
 
 from deployers.base import (
     Instance,
+    PermanentError,
     Target,
     TemporaryError,
     Workload,
     WorkloadStatus,
     check_workload,
 )
+from registry.children import (
+    Limits,
+    clean_env,
+    limited_argv,
+    limited_env,
+    looks_secret,
+    parse_memory,
+)
+from registry.children import spawn as spawn_child
+from registry.errors import RegistryError
 
 if TYPE_CHECKING:
     from registry.settings import Settings
+    from registry.storage import ArtifactStore
 
 __all__ = ["API_FORMAT", "LocalDeployer", "child_env"]
 
@@ -59,37 +72,41 @@ POLL_SECONDS = 0.05
 LOG_TAIL_BYTES = 8192
 REASON_MAX_CHARS = 1000
 
-#: Signals a child must not inherit as ignored (as ``subprocess``'s ``restore_signals``).
-_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT)
-
 _log = logging.getLogger("modelreg.deployers.local")
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """``os.environ`` plus the ``MODELREG_*`` settings a model server needs to read the same
-    artifact store as ``settings`` (which may have been built in code, not from the
-    environment)."""
-    env = dict(os.environ)
-    env.update(
+    """What a model server may see: a clean environment (``registry.children.clean_env``:
+    PATH, HOME, TMPDIR, the locale, PYTHONPATH, thread settings) plus the ``MODELREG_*``
+    settings it needs to read the local artifact store. Never the database URL, S3 keys or API
+    tokens: with S3 storage the deployer copies the artifact for the server (``artifacts=``)."""
+    return clean_env(
         {
             "MODELREG_DATA_DIR": str(settings.data_dir),
-            "MODELREG_STORAGE": settings.storage,
+            "MODELREG_STORAGE": "local",
             "MODELREG_ARTIFACT_DIR": str(settings.artifact_root),
-            "MODELREG_S3_ENDPOINT": settings.s3_endpoint,
-            "MODELREG_S3_BUCKET": settings.s3_bucket,
-            "MODELREG_S3_ACCESS_KEY": settings.s3_access_key,
-            "MODELREG_S3_SECRET_KEY": settings.s3_secret_key,
-            "MODELREG_S3_SECURE": "true" if settings.s3_secure else "false",
-            "MODELREG_S3_PART_SIZE": str(settings.s3_part_size),
-            "MODELREG_S3_CREATE_BUCKET": "true" if settings.s3_create_bucket else "false",
             "MODELREG_LOG_LEVEL": settings.log_level,
         }
     )
-    if settings.s3_region:
-        env["MODELREG_S3_REGION"] = settings.s3_region
-    else:
-        env.pop("MODELREG_S3_REGION", None)
-    return env
+
+
+def _server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without what a model server must not see (see :func:`child_env`)."""
+    settings = {k: v for k, v in env.items() if k.startswith("MODELREG_") and not looks_secret(k)}
+    return clean_env(settings, base=env)
+
+
+def _memory_limit(workload: Workload) -> int | None:
+    """``strategyParams.resources.limits.memory`` in bytes, applied as ``RLIMIT_AS``."""
+    limits = workload.resources.get("limits")
+    if not isinstance(limits, Mapping) or limits.get("memory") is None:
+        return None
+    try:
+        return parse_memory(limits["memory"])
+    except ValueError as exc:
+        raise PermanentError(
+            f"deployment {workload.deployment_id}: strategyParams.resources.limits.memory: {exc}"
+        ) from exc
 
 
 # --- records --------------------------------------------------------------------------------
@@ -249,9 +266,15 @@ class LocalDeployer:
         ready_timeout: float = 0.5,
         max_restarts: int = 3,
         log: logging.Logger | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
+        """``env``: the model servers' environment, less anything secret-looking (default: a
+        clean one from ``os.environ``). ``artifacts``: a store the servers cannot read
+        themselves (S3: they get no credentials); the deployer then copies each artifact,
+        verified, under ``state_dir/artifacts`` and gives the server that file."""
         self.state_dir = state_dir
-        self._env = dict(os.environ if env is None else env)
+        self._env = _server_env(os.environ if env is None else env)
+        self._artifacts = artifacts
         self._python = python
         self._ready_timeout = ready_timeout
         self._max_restarts = max_restarts
@@ -290,6 +313,7 @@ class LocalDeployer:
         started."""
         for workload in workloads:
             check_workload(workload)
+            _memory_limit(workload)  # a bad strategyParams.resources.limits.memory refuses too
         try:
             for workload in workloads:
                 self._apply_workload(target, workload)
@@ -390,45 +414,36 @@ class LocalDeployer:
         assert version.sha256 is not None
         deployment_id = str(workload.deployment_id)
         port = _pick_free_port()
-        command = [
-            self._python,
-            "-m",
+        memory = _memory_limit(workload)
+        source = ["--artifact-key", version.artifact_key]
+        if self._artifacts is not None:
+            source = ["--artifact", str(self._copy_artifact(target, workload))]
+        limits = Limits(memory_bytes=memory)
+        command = limited_argv(
             "api.cli",
-            "serve-model",
-            "--model",
-            target.model,
-            "--version",
-            version.number,
-            "--port",
-            str(port),
-            "--artifact-key",
-            version.artifact_key,
-            "--sha256",
-            version.sha256,
-        ]
+            [
+                "serve-model",
+                "--model",
+                target.model,
+                "--version",
+                version.number,
+                "--port",
+                str(port),
+                *source,
+                "--sha256",
+                version.sha256,
+            ],
+            limits,
+            python=self._python,
+        )
         log_path = self._logs_dir / f"{deployment_id}-{replica}.log"
         started_at = datetime.now(UTC)
         try:
             with log_path.open("a") as out:
                 out.write(f"--- {started_at.isoformat()} {shlex.join(command)}\n")
-            pid = os.posix_spawnp(
-                self._python,
-                command,
-                self._env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (
-                        os.POSIX_SPAWN_OPEN,
-                        1,
-                        str(log_path),
-                        os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                        0o644,
-                    ),
-                    (os.POSIX_SPAWN_DUP2, 1, 2),
-                ],
-                setsid=True,  # a session of its own (start_new_session): outlives a killed parent
-                setsigdef=_RESET_SIGNALS,
-            )
+            # A session of its own (start_new_session): it outlives a killed controller.
+            env = limited_env(self._env, limits)
+            pid = spawn_child(command, env=env, output=log_path, setsid=True, mode=0o644)
         except OSError as exc:
             raise TemporaryError(
                 f"cannot start the model server for {target.model} {version.number} "
@@ -466,6 +481,38 @@ class LocalDeployer:
                 _exit_text(previous.last_exit_code),
             )
         return record
+
+    def _copy_artifact(self, target: Target, workload: Workload) -> Path:
+        """A local copy of the version's artifact, from ``artifacts``: ``<sha256>.onnx`` once
+        its digest is verified (kept for restarts and replicas). A copy whose digest differs
+        is handed over as ``<sha256>.mismatch``: the server refuses it with exit code 2, as it
+        refuses a tampered artifact it downloads itself."""
+        version = workload.version
+        assert self._artifacts is not None
+        assert version.artifact_key is not None
+        assert version.sha256 is not None
+        folder = self.state_dir / "artifacts"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"{version.sha256}.onnx"
+        if path.is_file():
+            return path  # verified when it was copied; the server hashes it again
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{version.sha256}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in self._artifacts.open_range(version.artifact_key):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != version.sha256:
+                path = folder / f"{version.sha256}.mismatch"
+            os.replace(tmp, path)
+        except (RegistryError, OSError) as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise TemporaryError(
+                f"cannot copy the artifact of {target.model} {version.number} "
+                f"(deployment {workload.deployment_id}) from {self._artifacts.describe()}: {exc}"
+            ) from exc
+        return path
 
     def _stop(self, records: Sequence[_InstanceRecord]) -> None:
         """SIGTERM the live ones, SIGKILL those still running after the grace period, and

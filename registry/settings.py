@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.children import parse_memory
 
 GiB = 1024**3
 MiB = 1024**2
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
     """A validation still running after this is killed and recorded as Failed."""
     validation_lease_seconds: int = 60
     worker_poll_seconds: float = 1.0
+    validator_memory: int = Field(default=4 * GiB, ge=0)
+    """The validator child's address-space limit (``RLIMIT_AS``), in bytes or as ``"4Gi"``,
+    ``"512Mi"``; 0: none. A model that needs more fails with ``resource.memory-limit``."""
+    validator_cpu_seconds: int = Field(default=1800, ge=0)
+    """The validator child's CPU-time limit (``RLIMIT_CPU``, all threads together); 0: none.
+    A run that uses more fails with ``resource.cpu-limit``."""
 
     auth_cache_seconds: float = 5.0
     """How long a verified API token is trusted without a database lookup. A revocation takes
@@ -136,6 +144,13 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+
+    @field_validator("validator_memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: object) -> object:
+        if value in (0, "0"):
+            return 0
+        return parse_memory(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

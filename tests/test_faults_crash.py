@@ -321,10 +321,10 @@ def alive(pid: int) -> bool:
 
 
 def validator_child(worker: subprocess.Popen[bytes]) -> int | None:
-    """The worker's validation child (multiprocessing's spawn), once it runs."""
+    """The worker's validation child (``python -m registry.children ... validators.child``)."""
     for pid in children(worker.pid):
         with contextlib.suppress(OSError):
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"validators.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
     return None
 

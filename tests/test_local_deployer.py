@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,9 @@ from tests.deployer_contract import (
     wait_ready,
 )
 from tests.onnx_models import add_model
+from tests.s3server import MotoS3
+
+pytest_plugins = ["tests.s3server"]
 
 X = [0.0, 1.0, 2.0, 3.0]
 
@@ -376,15 +380,142 @@ class TestLocalDeployer(DeployerContract):
             broken.apply(target, [Workload(uuid.uuid4(), versions[0], 1)])
 
 
-def test_child_env_names_the_artifact_store(local_settings: Settings) -> None:
+SECRETS = {
+    "MODELREG_DATABASE_URL": "postgresql+psycopg://admin:hunter2@db.internal/modelreg",
+    "MODELREG_TOKEN": "mr_secret_token_value",
+    "MODELREG_S3_ACCESS_KEY": "AKIAEXAMPLE",
+    "MODELREG_S3_SECRET_KEY": "s3-secret-value",
+    "MODELREG_WEBHOOK_SECRET": "whsec_value",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+}
+
+
+@pytest.fixture
+def target() -> Target:
+    return Target(kind="local", model="m", model_id=uuid.uuid4(), environment="test")
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def proc_limit(pid: int, name: str) -> list[str]:
+    """The soft and hard values of one line of ``/proc/<pid>/limits``."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith(name):
+            return line[26:].split()[:2]
+    raise AssertionError(f"no {name!r} in /proc/{pid}/limits")
+
+
+def test_child_env_names_the_local_store_and_nothing_secret(
+    local_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     env = child_env(local_settings)
     assert env["MODELREG_STORAGE"] == "local"
     assert env["MODELREG_ARTIFACT_DIR"] == str(local_settings.artifact_root)
     assert env["MODELREG_LOG_LEVEL"] == "INFO"
     assert env["PATH"] == os.environ["PATH"]
-    assert "MODELREG_S3_REGION" not in env
-    s3 = Settings(storage="s3", s3_endpoint="127.0.0.1:9", s3_secure=False, s3_region="x-1")
-    env = child_env(s3)
-    assert env["MODELREG_STORAGE"] == "s3"
-    assert env["MODELREG_S3_SECURE"] == "false"
-    assert env["MODELREG_S3_REGION"] == "x-1"
+    assert not set(SECRETS) & set(env)
+    s3 = Settings(storage="s3", s3_endpoint="127.0.0.1:9", s3_access_key="ak", s3_secret_key="sk")
+    assert not [name for name in child_env(s3) if "S3" in name]
+
+
+def test_a_model_server_sees_no_credentials(
+    state_dir: Path,
+    local_settings: Settings,
+    target: Target,
+    versions: list[VersionRef],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # Even an env that holds them (the controller's own) is cleaned before a server starts.
+    deployer = LocalDeployer(state_dir=state_dir, env={**os.environ, **child_env(local_settings)})
+    deployment = uuid.uuid4()
+    try:
+        deployer.apply(target, [Workload(deployment, versions[0], 1)])
+        status = wait_ready(deployer, target, deployment)
+        (instance,) = status.instances
+        assert instance.pid is not None
+        seen = proc_environ(instance.pid)
+        raw = Path(f"/proc/{instance.pid}/environ").read_bytes().decode()
+    finally:
+        deployer.apply(target, [Workload(deployment, versions[0], 0)])
+    assert not set(SECRETS) & set(seen)
+    assert not [value for value in SECRETS.values() if value in raw]
+    assert seen["PATH"] == os.environ["PATH"]
+    assert seen["OMP_NUM_THREADS"] == "1"
+    assert seen["MODELREG_ARTIFACT_DIR"] == str(local_settings.artifact_root)
+
+
+def test_a_model_server_runs_under_its_memory_limit(
+    deployer: LocalDeployer, target: Target, versions: list[VersionRef]
+) -> None:
+    deployment = uuid.uuid4()
+    resources = {"limits": {"memory": "1Gi"}}
+    deployer.apply(target, [Workload(deployment, versions[0], 1, resources=resources)])
+    status = wait_ready(deployer, target, deployment)
+    (instance,) = status.instances
+    assert instance.pid is not None
+    assert proc_limit(instance.pid, "Max address space") == [str(1024**3)] * 2
+    assert status.url is not None
+    assert infer(status.url) == [v + 1 for v in X]
+
+
+def test_a_model_server_over_its_memory_limit_dies_and_is_unhealthy(
+    make_deployer: Callable[..., LocalDeployer], target: Target, versions: list[VersionRef]
+) -> None:
+    deployer = make_deployer(max_restarts=1)
+    resources = {"limits": {"memory": "64Mi"}}
+    workload = Workload(uuid.uuid4(), versions[0], 1, resources=resources)
+    failed = apply_until_failed(deployer, target, workload)
+    assert not failed.ready
+    assert failed.ready_replicas == 0
+    assert failed.failure is not None
+    assert "crash 2 (more than max_restarts=1)" in failed.failure
+
+
+def test_a_bad_memory_limit_is_refused_before_anything_starts(
+    deployer: LocalDeployer, target: Target, versions: list[VersionRef]
+) -> None:
+    workload = Workload(uuid.uuid4(), versions[0], 1, resources={"limits": {"memory": "lots"}})
+    with pytest.raises(PermanentError, match=r"resources\.limits\.memory"):
+        deployer.apply(target, [workload])
+    assert deployer.observe(target) == {}
+
+
+def test_with_s3_the_server_gets_a_verified_copy_and_no_s3_keys(
+    state_dir: Path,
+    local_settings: Settings,
+    target: Target,
+    moto_s3: MotoS3,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELREG_S3_SECRET_KEY", SECRETS["MODELREG_S3_SECRET_KEY"])
+    store = moto_s3.store(moto_s3.new_bucket())
+    data = add_model(constant=3.0)
+    good = VersionRef(uuid.uuid4(), "1.0", "ONNX", hashlib.sha256(data).hexdigest(), "m/1.onnx")
+    store.put("m/1.onnx", HashingReader([data], max_bytes=1 << 20))
+    store.put("m/2.onnx", HashingReader([data + b"x"], max_bytes=1 << 20))  # tampered
+    expected = hashlib.sha256(add_model(constant=4.0)).hexdigest()  # what the registry holds
+    bad = VersionRef(uuid.uuid4(), "2.0", "ONNX", expected, "m/2.onnx")
+    deployer = LocalDeployer(state_dir=state_dir, env=child_env(local_settings), artifacts=store)
+    one, two = uuid.uuid4(), uuid.uuid4()
+    try:
+        deployer.apply(target, [Workload(one, good, 1)])
+        status = wait_ready(deployer, target, one)
+        (instance,) = status.instances
+        assert instance.pid is not None
+        assert not [name for name in proc_environ(instance.pid) if "S3" in name]
+        assert status.url is not None
+        assert infer(status.url) == [v + 3 for v in X]
+        assert (state_dir / "artifacts" / f"{good.sha256}.onnx").read_bytes() == data
+        failed = apply_until_failed(deployer, target, Workload(two, bad, 1))
+        assert failed.failure is not None
+        assert failed.failure.startswith("model server exited with code 2:")
+    finally:
+        deployer.apply(target, [Workload(one, good, 0), Workload(two, bad, 0)])

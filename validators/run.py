@@ -10,6 +10,7 @@ benchmark.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,12 @@ def validate_artifact(
     fmt: str | None,
     parameters: dict[str, Any] | None,
     baseline_p95_ms: float | None = None,
+    on_security: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the three validators; the statuses, the benchmark and every finding."""
+    """Run the three validators; the statuses, the benchmark and every finding.
+
+    ``on_security`` gets the security report as soon as the scan is over, before the artifact
+    is loaded: the worker keeps it when the functional check breaks a resource limit."""
     from validators.benchmark import benchmark_model
     from validators.functional import check_model
     from validators.security import scan_artifact
@@ -35,6 +40,8 @@ def validate_artifact(
     security = scan_artifact(path, DEFAULT_POLICY)
     timings["securitySeconds"] = round(time.perf_counter() - started, 4)
     out: dict[str, Any] = {"security": security.to_dict(), "timings": timings}
+    if on_security is not None:
+        on_security(out["security"])
     if security.status != "Passed":
         out["securityStatus"] = "Failed" if security.status == "Failed" else security.status
         out["functionalStatus"] = "Skipped"

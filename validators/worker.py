@@ -1,6 +1,13 @@
 """The validation worker: claims queued runs, re-checks the digest, runs the validators in a
 child process, and stores one result per run. It survives whatever the validators do.
 
+The child (``validators.child``) starts with a clean environment, without the database URL,
+S3 keys or API tokens, and under an address-space and a CPU-time limit
+(``MODELREG_VALIDATOR_MEMORY``, ``MODELREG_VALIDATOR_CPU_SECONDS``; see ``registry.children``);
+the worker also stops it after ``MODELREG_VALIDATION_TIMEOUT_SECONDS``. A breach fails the
+functional check with ``resource.memory-limit``, ``resource.cpu-limit`` or
+``resource.timeout``, and keeps the security report when the scan had finished.
+
 A worker killed outright (SIGKILL, the OOM killer) takes its child with it: the child dies
 as soon as its parent does, so no orphan keeps validating. The run's lease then expires and
 another worker takes the run over; the next worker on the same host also removes the scratch
@@ -9,17 +16,14 @@ directory (a copy of the artifact) that the dead one left.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import re
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -28,20 +32,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from registry.children import Child, Exit, Limits, clean_env, limited_argv, limited_env, spawn
 from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage, db_unavailable
 from registry.errors import NotFound, Unavailable
 from registry.services import Registry
 from registry.services.validations import ValidationJob
+from validators.child import (
+    MEMORY_EXIT,
+    SECURITY_FILE,
+    entry_name,
+    memory_finding,
+    mentions_memory_failure,
+    run_in_child,
+)
 
 log = logging.getLogger("modelreg.worker")
-_SPAWN = multiprocessing.get_context("spawn")
 
 STDERR_TAIL = 2000
 #: Scratch directories are ``modelreg-validate_{host}_{pid}_{random}``, so that a worker can
 #: tell those of dead workers on its host.
 SCRATCH_PREFIX = "modelreg-validate"
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
-PR_SET_PDEATHSIG = 1
+CHILD_LOG = "child.log"
+"""The validator child's stdout and stderr, in the scratch directory."""
 
 
 class LeaseLost(Exception):
@@ -56,7 +69,8 @@ class ValidationWorker:
         worker_id: str | None = None,
         child_entry: Callable[..., None] | None = None,
     ) -> None:
-        """``child_entry`` is what the child process runs (default ``run_in_child``)."""
+        """``child_entry`` is what the child process runs (default ``run_in_child``): a
+        module-level function, which the child imports by its module and name."""
         self.registry = registry
         self.child_entry = child_entry or run_in_child
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -156,23 +170,16 @@ class ValidationWorker:
         output = tmp / "result.json"
         workdir = tmp / "work"
         workdir.mkdir(mode=0o700)
-        code = self._run_child(job, artifact=artifact, workdir=workdir, output=output)
-        if code is None:
+        ended = self._run_child(job, artifact=artifact, workdir=workdir, output=output)
+        breach = self._breach(job, ended, output=output)
+        if breach is not None:
+            return _over_limit(job, breach, security_file=output.with_name(SECURITY_FILE))
+        assert ended is not None
+        if ended.code != 0 or not output.is_file():
             return _failed(
                 job,
-                f"the validators did not finish within {self.timeout} s; the run was stopped",
-                rule="validator.timeout",
-            )
-        error = output.with_suffix(".err")
-        if code != 0 or not output.is_file():
-            how = (
-                f"was killed by signal {signal.Signals(-code).name}"
-                if code < 0
-                else f"exited with code {code}"
-            )
-            detail = error.read_text()[-STDERR_TAIL:] if error.is_file() else ""
-            return _failed(
-                job, f"the validator process {how}. {detail}".strip(), rule="validator.crash"
+                f"the validator process {_exit_text(ended.code)}. {_child_output(output)}".strip(),
+                rule="validator.crash",
             )
         report = json.loads(output.read_text())
         return {
@@ -189,6 +196,48 @@ class ValidationWorker:
             },
         }
 
+    def _breach(
+        self, job: ValidationJob, ended: Exit | None, *, output: Path
+    ) -> dict[str, Any] | None:
+        """The finding of a child that broke a resource limit, or None."""
+        settings = self.registry.settings
+        location = job.source_path
+        if ended is None:
+            return _finding(
+                "resource.timeout",
+                f"the validators did not finish within {self.timeout} s "
+                "(MODELREG_VALIDATION_TIMEOUT_SECONDS); the run was stopped",
+                location,
+            )
+        cpu_limit = settings.validator_cpu_seconds
+        if ended.code == -signal.SIGXCPU or (
+            ended.code == -signal.SIGKILL and cpu_limit and ended.cpu_seconds >= cpu_limit
+        ):
+            return _finding(
+                "resource.cpu-limit",
+                f"the validators used {ended.cpu_seconds:.1f} s of CPU and reached the limit of "
+                f"{cpu_limit} s (MODELREG_VALIDATOR_CPU_SECONDS); the process "
+                f"{_exit_text(ended.code)}",
+                location,
+            )
+        memory = settings.validator_memory
+        if ended.code == 0 or not memory:
+            return None
+        said = _child_output(output)
+        if ended.code in (MEMORY_EXIT, -signal.SIGKILL) or (
+            ended.code < 0 and mentions_memory_failure(said)
+        ):
+            how = (
+                "ran out of memory"
+                if ended.code == MEMORY_EXIT
+                else f"{_exit_text(ended.code)} (out of memory)"
+            )
+            finding = memory_finding(memory, location=location, detail=f"the process {how}")
+            if said:
+                finding["message"] += f". {said}"
+            return finding
+        return None
+
     def _fetch(self, job: ValidationJob, dest: Path) -> str:
         """Copy the artifact from the store, hashing it: the digest it really has now."""
         digest = hashlib.sha256()
@@ -200,71 +249,57 @@ class ValidationWorker:
 
     def _run_child(
         self, job: ValidationJob, *, artifact: Path, workdir: Path, output: Path
-    ) -> int | None:
+    ) -> Exit | None:
         """Run the validators in a fresh process; renew the lease while they work.
 
-        The exit code (negative: killed by that signal), or None on timeout.
+        The process runs under the memory and CPU limits, with a clean environment (see
+        ``registry.children``), and dies with this one. How it ended, or None on timeout.
         """
-        child = _SPAWN.Process(
-            target=_child_main,
-            args=(self.child_entry, os.getpid()),
-            kwargs={
-                "artifact": artifact,
-                "workdir": workdir,
-                "output": output,
-                "fmt": job.format,
-                "parameters": job.parameters,
-                "baseline_p95_ms": job.baseline_p95_ms,
-            },
-            name=f"validate-{job.request_id}",
-            daemon=True,
+        settings = self.registry.settings
+        memory = settings.validator_memory or None
+        job_file = output.with_name("job.json")
+        job_file.write_text(
+            json.dumps(
+                {
+                    "parent": os.getpid(),
+                    "entry": entry_name(self.child_entry),
+                    "kwargs": {
+                        "artifact": str(artifact),
+                        "workdir": str(workdir),
+                        "output": str(output),
+                        "fmt": job.format,
+                        "parameters": job.parameters,
+                        "baseline_p95_ms": job.baseline_p95_ms,
+                        "memory_limit": memory,
+                    },
+                },
+                default=str,
+            )
         )
-        child.start()
+        limits = Limits(
+            memory_bytes=memory,
+            cpu_seconds=settings.validator_cpu_seconds or None,
+            parent=os.getpid(),
+        )
+        argv = limited_argv("validators.child", [str(job_file)], limits)
+        env = limited_env(clean_env(), limits)
+        child = Child(spawn(argv, env=env, output=output.with_name(CHILD_LOG)))
         deadline = time.monotonic() + self.timeout
         try:
             while True:
-                child.join(timeout=min(self.renew_every, max(0.0, deadline - time.monotonic())))
-                if child.exitcode is not None:
-                    return child.exitcode
+                left = max(0.0, deadline - time.monotonic())
+                ended = child.wait(timeout=min(self.renew_every, left))
+                if ended is not None:
+                    return ended
                 if time.monotonic() >= deadline:
                     return None
                 if not self.registry.validations.renew(job, self.worker_id):
                     raise LeaseLost
         finally:
-            if child.exitcode is None:
+            if child.exit is None:
                 child.kill()
-                child.join()
+                child.wait()
             child.close()
-
-
-def _child_main(entry: Callable[..., None], parent: int, **kwargs: Any) -> None:
-    """What the child process runs: ``entry``, for as long as the worker that started it lives."""
-    _die_with_parent(parent)
-    entry(**kwargs)
-
-
-def _die_with_parent(parent: int) -> None:
-    """End this process when ``parent`` ends, SIGKILL included: an orphan must not go on
-    validating (its result would go nowhere) nor hold the CPU and memory it took.
-
-    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG); everywhere, a thread also watches
-    for the process being handed to another parent.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the thread below is enough
-    if os.getppid() != parent:  # the worker died before the line above
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
 
 
 def remove_dead_scratch(root: Path | None = None) -> int:
@@ -295,23 +330,11 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def run_in_child(**kwargs: Any) -> None:
-    """The child's entry point: the report goes to ``output``, a Python error to ``.err``."""
-    output: Path = kwargs.pop("output")
-    try:
-        from validators.run import validate_artifact
-
-        report = validate_artifact(kwargs.pop("artifact"), **kwargs)
-        output.write_text(json.dumps(report, default=str))
-    except BaseException:
-        import traceback
-
-        output.with_suffix(".err").write_text(traceback.format_exc())
-        raise
+def _finding(rule: str, message: str, location: str) -> dict[str, Any]:
+    return {"severity": "HIGH", "ruleId": rule, "message": message, "location": location}
 
 
 def _failed(job: ValidationJob, reason: str, *, rule: str = "validator.error") -> dict[str, Any]:
-    finding = {"severity": "HIGH", "ruleId": rule, "message": reason, "location": job.source_path}
     return {
         "security": "Failed",
         "functional": "Failed",
@@ -319,10 +342,45 @@ def _failed(job: ValidationJob, reason: str, *, rule: str = "validator.error") -
         "results": {
             "sha256": job.sha256,
             "error": reason,
-            "findings": [finding],
+            "findings": [_finding(rule, reason, job.source_path)],
             "attempt": job.attempts,
         },
     }
+
+
+def _over_limit(
+    job: ValidationJob, finding: dict[str, Any], *, security_file: Path
+) -> dict[str, Any]:
+    """A run that broke a resource limit: the functional check fails with ``finding``; the
+    security report stays when the scan had finished (else the security result fails too)."""
+    outcome = _failed(job, finding["message"], rule=finding["ruleId"])
+    outcome["results"]["findings"] = [finding]
+    outcome["results"]["functional"] = {"status": "Failed", "findings": [finding]}
+    try:
+        security = json.loads(security_file.read_text())
+    except (OSError, ValueError):
+        return outcome
+    outcome["security"] = "Passed" if security.get("status") == "Passed" else "Failed"
+    outcome["results"]["security"] = security
+    return outcome
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        return f"was killed by signal {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _child_output(output: Path) -> str:
+    """The end of what the child said: its Python traceback, else its stderr."""
+    for path in (output.with_suffix(".err"), output.with_name(CHILD_LOG)):
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text[-STDERR_TAIL:]
+    return ""
 
 
 def start_worker_thread(registry: Registry) -> tuple[threading.Thread, threading.Event]:
