@@ -35,6 +35,7 @@ import httpx
 
 from deployers.base import (
     Instance,
+    OwnedWorkload,
     Target,
     TemporaryError,
     Workload,
@@ -296,6 +297,64 @@ class LocalDeployer:
         finally:
             self.write_prometheus_targets()
 
+    def owned(self) -> list[OwnedWorkload]:
+        """Every workload recorded in the state folder, of any target: those with a workload
+        record and those with only instance records (a crash between the two writes)."""
+        workloads = {w.deployment_id: w for w in self._read_workloads()}
+        instances: dict[str, list[_InstanceRecord]] = {}
+        for record in self._read_instances():
+            instances.setdefault(record.deployment_id, []).append(record)
+        found = []
+        for deployment_id in sorted(workloads.keys() | instances.keys()):
+            try:
+                parsed = uuid.UUID(deployment_id)
+            except ValueError:
+                self._log.warning("ignoring deployer records of deployment %r", deployment_id)
+                continue
+            workload = workloads.get(deployment_id)
+            records = instances.get(deployment_id, [])
+            first: _WorkloadRecord | _InstanceRecord = workload or records[0]
+            found.append(
+                OwnedWorkload(
+                    deployment_id=parsed,
+                    target=Target(
+                        kind="local",
+                        model=first.model,
+                        model_id=uuid.UUID(first.model_id),
+                        environment=first.environment,
+                    ),
+                    version_number=first.version_number,
+                    parts=self._parts(workload, records),
+                )
+            )
+        return found
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        """Stop the workload's servers (SIGTERM, then SIGKILL) and delete its records."""
+        deployment_id = str(workload.deployment_id)
+        try:
+            self._stop(
+                [r for r in self._read_instances() if r.deployment_id == deployment_id],
+                quiet=True,
+            )
+            self._workload_path(deployment_id).unlink(missing_ok=True)
+        finally:
+            self.write_prometheus_targets()
+
+    def _parts(self, workload: _WorkloadRecord | None, records: Sequence[_InstanceRecord]) -> str:
+        if workload is not None and workload.is_api and not records:
+            return f"the record of an API workload ({workload.endpoint}; no process)"
+        pids = [r.pid for r in records if self._refresh(r)]
+        exited = len(records) - len(pids)
+        parts = []
+        if pids:
+            many = "es" if len(pids) > 1 else ""
+            listed = ", ".join(map(str, pids))
+            parts.append(f"{len(pids)} model-server process{many} (pid{many[1:]} {listed})")
+        if exited:
+            parts.append(f"the records of {exited} exited one(s)")
+        return " and ".join(parts) or "a workload record without servers"
+
     # -- Prometheus ------------------------------------------------------------------------
 
     def prometheus_targets(self) -> list[dict[str, Any]]:
@@ -467,9 +526,11 @@ class LocalDeployer:
             )
         return record
 
-    def _stop(self, records: Sequence[_InstanceRecord]) -> None:
+    def _stop(self, records: Sequence[_InstanceRecord], *, quiet: bool = False) -> None:
         """SIGTERM the live ones, SIGKILL those still running after the grace period, and
-        forget all of them."""
+        forget all of them. ``quiet``: the caller says in one line what was stopped, so the
+        ordinary line per server is a debug one (trouble is still a warning)."""
+        done = self._log.debug if quiet else self._log.info
         running = [r for r in records if self._refresh(r)]
         was_running = {r.pid for r in running}
         for record in running:
@@ -484,9 +545,9 @@ class LocalDeployer:
             if any(r is record for r in running):
                 self._log.error("could not stop %s: forgetting it anyway", record.describe())
             elif record.pid in was_running:
-                self._log.info("stopped %s", record.describe())
+                done("stopped %s", record.describe())
             else:
-                self._log.info("forgot the exited %s", record.describe())
+                done("forgot the exited %s", record.describe())
 
     def _wait_exited(
         self, records: Sequence[_InstanceRecord], *, timeout: float

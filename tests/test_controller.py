@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -9,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
-from deployers.base import PermanentError, Target, TemporaryError, WorkloadStatus
+from deployers.base import (
+    PermanentError,
+    Target,
+    TemporaryError,
+    VersionRef,
+    Workload,
+    WorkloadStatus,
+)
 from registry.auth import Principal
-from registry.models import AIModelVersion, DeploymentEvent
+from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
 from registry.services import Registry, build_registry
 from registry.services.deployments import DeploymentView
 from registry.services.routing import current_routes
@@ -528,3 +536,131 @@ def test_api_format_versions_roll_out_like_any_other(
     assert view(registry, dep).status == "Active"
     assert weights(registry, "vendor") == {"2": 100}
     assert not list(settings.server_state_dir.glob("instances/*.json")), "no process ran"
+
+
+# -- the orphan sweep ----------------------------------------------------------------------------
+
+
+def run_elsewhere(
+    deployer: FakeDeployer, deployment_id: uuid.UUID, *, model: str = "ghost"
+) -> Target:
+    """Give ``deployer`` a workload for ``deployment_id``, as a controller that has since died
+    (or lost its lease in the middle of a pass) would have left it."""
+    target = Target(kind="local", model=model, model_id=uuid.uuid4(), environment="production")
+    version = VersionRef(
+        id=uuid.uuid4(), number="0.9", format="ONNX", sha256="0" * 64, artifact_key="k"
+    )
+    deployer.apply(target, [Workload(deployment_id, version, 1)])
+    return target
+
+
+def sweeping(registry: Registry, deployer: FakeDeployer, **kwargs: Any) -> Controller:
+    return make_controller(registry, deployer, holder="test-1", sweep_every=timedelta(0), **kwargs)
+
+
+def test_a_workload_no_row_owns_is_stopped_and_those_of_live_rows_are_kept(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ghost = uuid.uuid4()
+    run_elsewhere(deployer, ghost)
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    controller = sweeping(registry, deployer)
+    caplog.set_level(logging.INFO, logger="modelreg.controller")
+    passes(controller, at(10), at(11))
+    assert ghost not in deployer.workloads
+    assert deployer.removed == [ghost]
+    assert set(deployer.workloads) == {live_v1, dep}, "the Active one and the canary serve on"
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}
+    lines = [r.getMessage() for r in caplog.records if "orphan" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"ghost 0.9 in production (deployment {ghost})" in lines[0]
+    assert "no deployment row has its id" in lines[0]
+    passes(controller, at(12))
+    assert deployer.removed == [ghost], "nothing else is ever swept"
+
+
+def test_a_deleted_row_and_a_finished_retired_row_own_nothing(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    controller = sweeping(registry, deployer)
+    registry.deployments.request(actor, live_v1, "undeploy")
+    passes(controller, at(10), at(11))
+    assert view(registry, live_v1).finished_at is not None
+    assert deployer.workloads == {}
+    # A controller that lost its lease mid-pass applies late for the finished row; and the
+    # row of another deployment is deleted under the controller (a crash, a bad migration).
+    run_elsewhere(deployer, live_v1, model="text2img")
+    again = deploy(registry, actor, "text2img", "2.0")
+    passes(controller, at(20), at(21))
+    assert view(registry, again).status == "Active"
+    with registry.sessions.begin() as s:
+        s.execute(delete(AIModelDeployment).where(AIModelDeployment.id == again))
+    assert set(deployer.workloads) == {again}, "the late workload is gone already"
+    assert live_v1 in deployer.removed
+    passes(controller, at(30))
+    assert deployer.workloads == {}
+    assert deployer.removed == [live_v1, again]
+
+
+def test_the_sweep_keeps_a_deployment_created_after_the_worklist_was_read(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller = sweeping(registry, deployer)
+    worklist = registry.deployments.worklist
+    late: list[uuid.UUID] = []
+
+    def worklist_then_a_new_deployment(now: datetime) -> list[DeploymentView]:
+        read = worklist(now)
+        if not late:
+            # Right after this pass read its worklist, a new deployment is created and its
+            # workload started (by the controller that held the lease a moment ago).
+            add_version(registry, actor, "other", "1.0")
+            dep = deploy(registry, actor, "other", "1.0")
+            late.append(dep)
+            run_elsewhere(deployer, dep, model="other")
+        return read
+
+    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_a_new_deployment)
+    result = controller.run_pass(now=at(10))
+    assert result.leader
+    assert result.deployments == 1, "the pass planned only what it read"
+    assert late
+    assert set(deployer.workloads) == {live_v1, late[0]}
+    assert deployer.removed == []
+
+
+def test_only_the_lease_holder_sweeps_and_at_most_every_sweep_interval(
+    registry: Registry, actor: Principal, deployer: FakeDeployer, live_v1: uuid.UUID
+) -> None:
+    standby = FakeDeployer()
+    ghost = uuid.uuid4()
+    run_elsewhere(standby, ghost)
+    other = make_controller(registry, standby, holder="standby")
+    assert not other.run_pass(now=at(10)).leader
+    assert ghost in standby.workloads, "a controller without the lease stops nothing"
+
+    controller = make_controller(registry, deployer, holder="test-1")
+    passes(controller, at(10))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    run_elsewhere(deployer, first)
+    passes(controller, at(11), at(39))
+    assert first in deployer.workloads, "swept at 10s; the next sweep is due at 40s"
+    passes(controller, at(40))
+    assert first not in deployer.workloads
+    run_elsewhere(deployer, second)
+    passes(controller, at(41))
+    assert second in deployer.workloads
+    passes(controller, at(70))
+    assert deployer.removed == [first, second]
+    assert set(deployer.workloads) == {live_v1}
