@@ -556,7 +556,7 @@ class LocalDeployer:
         running = list(records)
         while running and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
-            running = [r for r in running if self._refresh(r)]
+            running = [r for r in running if self._refresh(r, stopping=True)]
         return running
 
     # -- observing -------------------------------------------------------------------------
@@ -640,15 +640,17 @@ class LocalDeployer:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _refresh(self, record: _InstanceRecord) -> bool:
+    def _refresh(self, record: _InstanceRecord, *, stopping: bool = False) -> bool:
         """Whether the instance's process is alive. A child that has exited is reaped here and
-        its exit code saved in its record."""
+        its exit code saved in its record (a warning, unless ``stopping``: we signalled it)."""
         state = _process_state(record.pid)
         if state is None or state[1] != record.proc_start:
             return False  # gone, or the pid now belongs to another process
         code = _reap(record.pid)
         if code is not None:
-            self._log.warning("%s %s", record.describe(), _exit_text(code))
+            (self._log.debug if stopping else self._log.warning)(
+                "%s %s", record.describe(), _exit_text(code)
+            )
             if self._instance_path(record.deployment_id, record.replica).exists():
                 self._save(replace(self._reread(record), last_exit_code=code))
             return False

@@ -22,13 +22,16 @@ from deployers.base import (
     Workload,
     WorkloadStatus,
 )
+from deployers.kubernetes import KubernetesDeployer
 from registry.auth import Principal
 from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
 from registry.services import Registry, build_registry
 from registry.services.deployments import DeploymentView
 from registry.services.routing import current_routes
-from tests.fakes import FakeDeployer
+from registry.settings import Settings
+from tests.fakes import FakeDeployer, FakeKubeApi
 from tests.helpers import pass_validation
+from tests.test_kube_contract import make_settings as make_kube_settings
 
 # The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
 # rollback still instant?) read the wall clock.
@@ -664,3 +667,47 @@ def test_only_the_lease_holder_sweeps_and_at_most_every_sweep_interval(
     passes(controller, at(70))
     assert deployer.removed == [first, second]
     assert set(deployer.workloads) == {live_v1}
+
+
+def test_a_kubernetes_orphan_is_deleted_and_a_live_rows_workload_kept(
+    settings: Settings, actor: Principal
+) -> None:
+    kube_registry = build_registry(settings.model_copy(update={"kube_enabled": True}))
+    cluster = FakeKubeApi()
+    kube = KubernetesDeployer(cluster, settings=make_kube_settings())
+    controller = Controller(
+        kube_registry.deployments,
+        deployers={"local": FakeDeployer(), "kubernetes": kube},
+        analysis=StepAnalysis(scrape=no_traffic),
+        holder="test-1",
+        sweep_every=timedelta(0),
+    )
+    try:
+        add_version(kube_registry, actor, "text2img", "1.0")
+        live = kube_registry.deployments.create(
+            actor,
+            model_name="text2img",
+            version_number="1.0",
+            environment="production",
+            strategy="canary",
+            target="kubernetes",
+        ).id
+        passes(controller, *(at(i) for i in range(5)))
+        assert view(kube_registry, live).status == "Active"
+        ghost = uuid.uuid4()
+        elsewhere = Target("kubernetes", "ghost", uuid.uuid4(), "staging")
+        version = VersionRef(uuid.uuid4(), "0.9", "ONNX", sha256="ab" * 32, artifact_key="k")
+        kube.apply(elsewhere, [Workload(ghost, version, 1)])
+        before = {key for key in cluster.objects if key[0] in ("Deployment", "Service")}
+        assert len(before) == 4
+        passes(controller, at(10))
+        after = {key for key in cluster.objects if key[0] in ("Deployment", "Service")}
+        assert {w.deployment_id for w in kube.owned()} == {live}
+        assert len(after) == 2
+        assert after < before
+        assert view(kube_registry, live).status == "Active"
+        deleted = [c for c in cluster.calls if c[0] == "delete"]
+        assert sorted(c[1] for c in deleted) == ["Deployment", "Service"]
+        assert all("ghost-staging" in c[3] for c in deleted)
+    finally:
+        kube_registry.close()
