@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,15 +25,19 @@ from deployers.base import (
     WorkloadStatus,
 )
 from deployers.kubernetes import KubernetesDeployer
+from deployers.local import LocalDeployer, child_env
 from registry.auth import Principal
 from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
 from registry.services import Registry, build_registry
 from registry.services.deployments import DeploymentView
 from registry.services.routing import current_routes
 from registry.settings import Settings
+from registry.types import utcnow
 from tests.fakes import FakeDeployer, FakeKubeApi
 from tests.helpers import pass_validation
+from tests.onnx_models import add_model
 from tests.test_kube_contract import make_settings as make_kube_settings
+from tests.test_local_deployer import kill_if_recorded, process_start
 
 # The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
 # rollback still instant?) read the wall clock.
@@ -711,3 +717,52 @@ def test_a_kubernetes_orphan_is_deleted_and_a_live_rows_workload_kept(
         assert all("ghost-staging" in c[3] for c in deleted)
     finally:
         kube_registry.close()
+
+
+def test_real_servers_whose_row_was_deleted_are_stopped_by_a_pass(
+    registry: Registry, actor: Principal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "servers"
+    local = LocalDeployer(state_dir=state_dir, env=child_env(registry.settings))
+    controller = Controller(
+        registry.deployments,
+        deployers={"local": local},
+        analysis=StepAnalysis(scrape=no_traffic),
+        holder="test-1",
+        sweep_every=timedelta(0),
+    )
+    registry.models.create(actor, name="text2img", provider="Internal", task_type="ImageGeneration")
+    registry.versions.create(actor, "text2img", version_number="1.0")
+    registry.versions.upload(actor, "text2img", "1.0", [add_model(constant=1.0)])
+    pass_validation(registry)
+    dep = deploy(registry, actor, "text2img", "1.0", replicas=2)
+    pids: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while view(registry, dep).status != "Active":
+            assert time.monotonic() < deadline, view(registry, dep)
+            passes(controller, utcnow())
+            time.sleep(0.1)
+        for record in (json.loads(p.read_text()) for p in state_dir.glob("instances/*.json")):
+            pids[record["pid"]] = record["proc_start"]
+        assert len(pids) == 2
+        # The row goes, as a crash or a bad migration would take it; nothing else is told.
+        with registry.sessions.begin() as s:
+            s.execute(delete(AIModelDeployment).where(AIModelDeployment.id == dep))
+        caplog.set_level(logging.INFO)
+        passes(controller, utcnow())
+        for pid, started in pids.items():
+            assert process_start(pid) != started, f"model server pid {pid} still runs"
+        assert list(state_dir.glob("instances/*.json")) == []
+        assert list(state_dir.glob("workloads/*.json")) == []
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(lines) == 1, lines
+        listed = ", ".join(map(str, sorted(pids)))
+        assert lines[0] == (
+            f"stopped orphaned workload text2img 1.0 in production (deployment {dep}): "
+            f"2 model-server processes (pids {listed}), because no deployment row has its id "
+            "(the row is gone)"
+        )
+    finally:
+        for pid, started in pids.items():
+            kill_if_recorded(pid, started)
