@@ -53,6 +53,7 @@ from controller.strategies.base import (
 from deployers.base import (
     ClusterRouter,
     Deployer,
+    OwnedWorkload,
     PermanentError,
     Target,
     TemporaryError,
@@ -212,7 +213,7 @@ class Controller:
             # The rows are read after the listing, never before: see the module docstring.
             rows = {v.id: v for v in self.deployments.load([w.deployment_id for w in found])}
             for workload in found:
-                why = orphaned_because(rows.get(workload.deployment_id), kind=kind)
+                why = orphaned_because(rows.get(workload.deployment_id), found=workload, kind=kind)
                 if why is None:
                     continue
                 try:
@@ -851,9 +852,10 @@ class Controller:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def orphaned_because(row: DeploymentView | None, *, kind: str) -> str | None:
-    """Why no deployment row owns a workload found on target ``kind`` (``row`` is the one its
-    deployment id names, if any), or ``None`` when a live row owns it."""
+def orphaned_because(row: DeploymentView | None, *, found: OwnedWorkload, kind: str) -> str | None:
+    """Why no deployment row owns the workload ``found`` that the deployer of target ``kind``
+    runs (``row`` is the one its deployment id names, if any), or ``None`` when a live row
+    owns it."""
     if row is None:
         return "no deployment row has its id (the row is gone)"
     if row.finished_at is not None and not row.in_rollout and row.status != "Active":
@@ -863,6 +865,11 @@ def orphaned_because(row: DeploymentView | None, *, kind: str) -> str | None:
         )
     if row.target != kind:
         return f"its deployment runs on target {row.target!r}, not {kind!r}"
+    if (row.model_id, row.environment) != (found.target.model_id, found.target.environment):
+        return (
+            f"its deployment serves model {row.model_name} ({row.model_id}) in "
+            f"{row.environment}, not what the workload says"
+        )
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -15,8 +16,9 @@ import pytest
 from sqlalchemy import delete, select
 
 from controller.analysis import StepAnalysis
-from controller.reconcile import Controller
+from controller.reconcile import Controller, orphaned_because
 from deployers.base import (
+    OwnedWorkload,
     PermanentError,
     Target,
     TemporaryError,
@@ -29,7 +31,7 @@ from deployers.local import LocalDeployer, child_env
 from registry.auth import Principal
 from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
 from registry.services import Registry, build_registry
-from registry.services.deployments import DeploymentView
+from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.routing import current_routes
 from registry.settings import Settings
 from registry.types import utcnow
@@ -551,11 +553,15 @@ def test_api_format_versions_roll_out_like_any_other(
 
 
 def run_elsewhere(
-    deployer: FakeDeployer, deployment_id: uuid.UUID, *, model: str = "ghost"
+    deployer: FakeDeployer,
+    deployment_id: uuid.UUID,
+    *,
+    model: str = "ghost",
+    model_id: uuid.UUID | None = None,
 ) -> Target:
     """Give ``deployer`` a workload for ``deployment_id``, as a controller that has since died
     (or lost its lease in the middle of a pass) would have left it."""
-    target = Target(kind="local", model=model, model_id=uuid.uuid4(), environment="production")
+    target = Target("local", model, model_id or uuid.uuid4(), "production")
     version = VersionRef(
         id=uuid.uuid4(), number="0.9", format="ONNX", sha256="0" * 64, artifact_key="k"
     )
@@ -637,7 +643,7 @@ def test_the_sweep_keeps_a_deployment_created_after_the_worklist_was_read(
             add_version(registry, actor, "other", "1.0")
             dep = deploy(registry, actor, "other", "1.0")
             late.append(dep)
-            run_elsewhere(deployer, dep, model="other")
+            run_elsewhere(deployer, dep, model="other", model_id=registry.models.get("other").id)
         return read
 
     monkeypatch.setattr(registry.deployments, "worklist", worklist_then_a_new_deployment)
@@ -766,3 +772,83 @@ def test_real_servers_whose_row_was_deleted_are_stopped_by_a_pass(
     finally:
         for pid, started in pids.items():
             kill_if_recorded(pid, started)
+
+
+MODEL_ID = uuid.UUID(int=1)
+FOUND = OwnedWorkload(
+    deployment_id=uuid.UUID(int=2),
+    target=Target("local", "text2img", MODEL_ID, "production"),
+    version_number="1.0",
+    parts="1 model-server process (pid 4711)",
+)
+
+
+def a_row(**changes: Any) -> DeploymentView:
+    row = DeploymentView(
+        id=FOUND.deployment_id,
+        model_id=MODEL_ID,
+        model_name="text2img",
+        environment="production",
+        target="local",
+        status="Active",
+        strategy="canary",
+        params={},
+        spec_hash=None,
+        version=VersionInfo(uuid.uuid4(), "1.0", "ONNX", "Production", "ab" * 32, "k", None),
+        step_index=0,
+        step_started_at=None,
+        traffic_weight=100,
+        hold_since=None,
+        paused=False,
+        requested_action=None,
+        conditions=[],
+        endpoint=None,
+        stable_deployment_id=None,
+        retry_count=0,
+        scale_down_at=None,
+        finished_at=None,
+        created_at=T0,
+    )
+    return dataclasses.replace(row, **changes)
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        pytest.param(a_row(), None, id="active-owns-it"),
+        pytest.param(a_row(status="Deploying", traffic_weight=10), None, id="rollout-owns-it"),
+        pytest.param(
+            a_row(status="Inactive", scale_down_at=at(300)), None, id="inactive-keeps-servers"
+        ),
+        pytest.param(a_row(status="Failed"), None, id="failed-not-yet-stopped-owns-it"),
+        pytest.param(None, "the row is gone", id="no-row"),
+        pytest.param(
+            a_row(status="Inactive", finished_at=at(5)),
+            f"its deployment is Inactive and finished at {at(5).isoformat()}",
+            id="inactive-and-finished",
+        ),
+        pytest.param(
+            a_row(status="RolledBack", finished_at=at(5)),
+            "RolledBack and finished",
+            id="rolled-back",
+        ),
+        pytest.param(
+            a_row(target="kubernetes"),
+            "runs on target 'kubernetes', not 'local'",
+            id="other-target",
+        ),
+        pytest.param(
+            a_row(environment="staging"),
+            f"text2img ({MODEL_ID}) in staging",
+            id="other-environment",
+        ),
+        pytest.param(a_row(model_id=uuid.uuid4()), "not what the workload says", id="other-model"),
+    ],
+)
+def test_which_workloads_a_row_owns(row: DeploymentView | None, why: str | None) -> None:
+    answer = orphaned_because(row, found=FOUND, kind="local")
+    if why is None:
+        assert answer is None
+    else:
+        assert answer is not None
+        assert why in answer
