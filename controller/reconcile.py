@@ -81,6 +81,8 @@ OUTCOME_EVENTS = ("promoted", "aborted", "rolled_back", "failed")
 RETIRED_REQUEUE = timedelta(seconds=2)
 SWEEP_EVERY = timedelta(seconds=30)
 """How often the lease holder looks for workloads that no deployment row owns."""
+SWEEP_BATCH = 500
+"""Deployment ids per query of the sweep (SQLite limits the parameters of one statement)."""
 
 
 @dataclass
@@ -211,7 +213,12 @@ class Controller:
             if not found:
                 continue
             # The rows are read after the listing, never before: see the module docstring.
-            rows = {v.id: v for v in self.deployments.load([w.deployment_id for w in found])}
+            ids = [w.deployment_id for w in found]
+            rows = {
+                v.id: v
+                for start in range(0, len(ids), SWEEP_BATCH)
+                for v in self.deployments.load(ids[start : start + SWEEP_BATCH])
+            }
             for workload in found:
                 why = orphaned_because(rows.get(workload.deployment_id), found=workload, kind=kind)
                 if why is None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
+from controller import reconcile
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller, orphaned_because
 from deployers.base import (
@@ -579,7 +580,9 @@ def test_a_workload_no_row_owns_is_stopped_and_those_of_live_rows_are_kept(
     deployer: FakeDeployer,
     live_v1: uuid.UUID,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(reconcile, "SWEEP_BATCH", 2)  # the rows are read in batches
     ghost = uuid.uuid4()
     run_elsewhere(deployer, ghost)
     dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
