@@ -53,7 +53,6 @@ from controller.strategies.base import (
 from deployers.base import (
     ClusterRouter,
     Deployer,
-    OwnedWorkload,
     PermanentError,
     Target,
     TemporaryError,
@@ -220,7 +219,7 @@ class Controller:
                 for v in self.deployments.load(ids[start : start + SWEEP_BATCH])
             }
             for workload in found:
-                why = orphaned_because(rows.get(workload.deployment_id), found=workload, kind=kind)
+                why = orphaned_because(rows.get(workload.deployment_id), kind=kind)
                 if why is None:
                     continue
                 try:
@@ -859,10 +858,10 @@ class Controller:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def orphaned_because(row: DeploymentView | None, *, found: OwnedWorkload, kind: str) -> str | None:
-    """Why no deployment row owns the workload ``found`` that the deployer of target ``kind``
-    runs (``row`` is the one its deployment id names, if any), or ``None`` when a live row
-    owns it."""
+def orphaned_because(row: DeploymentView | None, *, kind: str) -> str | None:
+    """Why no deployment row owns a workload that the deployer of target ``kind`` runs
+    (``row`` is the one its deployment id names, if any), or ``None`` when a live row owns
+    it."""
     if row is None:
         return "no deployment row has its id (the row is gone)"
     if row.finished_at is not None and not row.in_rollout and row.status != "Active":
@@ -872,11 +871,8 @@ def orphaned_because(row: DeploymentView | None, *, found: OwnedWorkload, kind: 
         )
     if row.target != kind:
         return f"its deployment runs on target {row.target!r}, not {kind!r}"
-    if (row.model_id, row.environment) != (found.target.model_id, found.target.environment):
-        return (
-            f"its deployment serves model {row.model_name} ({row.model_id}) in "
-            f"{row.environment}, not what the workload says"
-        )
+    # A live row owns every workload of its id on its target, whatever model or environment
+    # the workload's labels claim: removing by id would take the row's own servers too.
     return None
 
 

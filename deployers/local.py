@@ -306,21 +306,21 @@ class LocalDeployer:
             instances.setdefault(record.deployment_id, []).append(record)
         found = []
         for deployment_id in sorted(workloads.keys() | instances.keys()):
-            try:
-                parsed = uuid.UUID(deployment_id)
-            except ValueError:
-                self._log.warning("ignoring deployer records of deployment %r", deployment_id)
-                continue
             workload = workloads.get(deployment_id)
             records = instances.get(deployment_id, [])
             first: _WorkloadRecord | _InstanceRecord = workload or records[0]
+            try:
+                parsed, model_id = uuid.UUID(deployment_id), uuid.UUID(first.model_id)
+            except ValueError:
+                self._log.warning("ignoring the unreadable records of deployment %r", deployment_id)
+                continue
             found.append(
                 OwnedWorkload(
                     deployment_id=parsed,
                     target=Target(
                         kind="local",
                         model=first.model,
-                        model_id=uuid.UUID(first.model_id),
+                        model_id=model_id,
                         environment=first.environment,
                     ),
                     version_number=first.version_number,
