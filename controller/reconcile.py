@@ -643,7 +643,7 @@ class Controller:
                 holder=self.holder,
                 now=now,
             )
-            if not recorded:  # the row changed meanwhile (a rollback): plan again next pass
+            if not recorded:  # the row changed, or the lease was lost: the next pass plans again
                 return
             deployer.apply(target_of(view), [self._own_workload(view, spec, 0)])
             log.info(

@@ -29,7 +29,7 @@ from deployers.base import (
 from deployers.kubernetes import KubernetesDeployer
 from deployers.local import LocalDeployer, child_env
 from registry.auth import Principal
-from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
+from registry.models import AIModelDeployment, AIModelVersion, ControllerLease, DeploymentEvent
 from registry.services import Registry, build_registry
 from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.routing import current_routes
@@ -843,3 +843,36 @@ def test_which_workloads_a_row_owns(row: DeploymentView | None, why: str | None)
     else:
         assert answer is not None
         assert why in answer
+
+
+def test_an_undeploy_that_cannot_be_recorded_stops_nothing(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry.deployments.request(actor, live_v1, "undeploy")
+    other = make_controller(registry, deployer, holder="other")
+    worklist = registry.deployments.worklist
+
+    def worklist_then_lose_the_lease(now: datetime) -> list[DeploymentView]:
+        read = worklist(now)
+        with registry.sessions.begin() as s:
+            lease = s.get(ControllerLease, registry.deployments.lease_name)
+            assert lease is not None
+            lease.expires_at = utcnow() - timedelta(seconds=1)
+        assert registry.deployments.acquire_lease("other", ttl=timedelta(seconds=60))
+        return read
+
+    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_lose_the_lease)
+    controller.run_pass(now=at(10))
+    assert view(registry, live_v1).status == "Active", "nothing was recorded"
+    assert live_v1 in deployer.workloads, "so the servers the routes name keep serving"
+    assert weights(registry, "text2img") == {"1.0": 100}
+    monkeypatch.undo()
+    passes(other, at(11), at(12))
+    assert view(registry, live_v1).status == "Inactive"
+    assert weights(registry, "text2img") == {}
+    assert deployer.workloads == {}
