@@ -14,6 +14,12 @@ retried with exponential backoff and shown as a ``ReconcileError`` condition; a
 An unreachable database is not a deployment's error: it ends the pass (nothing could be
 recorded anyway), and the runner retries the next one with backoff. Every step is re-planned
 from what the deployer observes, so a pass cut short is simply done again.
+
+At most every ``sweep_every``, the lease holder also sweeps for orphans: workloads a deployer
+runs that no deployment row owns (the row is gone, or it is retired and finished). The
+deployers are listed first and the rows read after, by the ids found: a workload exists only
+once its row did, so one of a deployment created after the pass read its worklist is seen as
+owned and kept.
 """
 
 from __future__ import annotations
@@ -72,6 +78,10 @@ log = logging.getLogger("modelreg.controller")
 ACTIVE_REQUEUE = timedelta(seconds=5)
 OUTCOME_EVENTS = ("promoted", "aborted", "rolled_back", "failed")
 RETIRED_REQUEUE = timedelta(seconds=2)
+SWEEP_EVERY = timedelta(seconds=30)
+"""How often the lease holder looks for workloads that no deployment row owns."""
+SWEEP_BATCH = 500
+"""Deployment ids per query of the sweep (SQLite limits the parameters of one statement)."""
 
 
 @dataclass
@@ -81,6 +91,7 @@ class PassResult:
     errors: int = 0
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
+    orphans_stopped: int = 0
 
 
 def version_ref(view: DeploymentView) -> VersionRef:
@@ -125,6 +136,7 @@ class Controller:
         analysis: Analysis | None = None,
         holder: str | None = None,
         lease_ttl: timedelta = timedelta(seconds=15),
+        sweep_every: timedelta = SWEEP_EVERY,
     ) -> None:
         self.deployments = deployments
         self.deployers = deployers
@@ -132,6 +144,8 @@ class Controller:
         self.holder = holder or default_holder()
         self.lease_ttl = lease_ttl
         self.is_leader = False
+        self.sweep_every = sweep_every
+        self._swept_at: datetime | None = None
         self._cluster_routes: dict[tuple[str, uuid.UUID, str], list[tuple[str, int]]] = {}
 
     # -- the pass ----------------------------------------------------------------------------
@@ -168,9 +182,60 @@ class Controller:
                 renewed = time.monotonic()
             result.deployments += len(views)
             self._reconcile_target(views, now=now, result=result)
+        if self.is_leader and self._sweep_due(now):
+            # Only the lease holder stops anything: make sure it still is one.
+            if self.deployments.acquire_lease(self.holder, ttl=self.lease_ttl):
+                result.orphans_stopped = self.sweep_orphans()
+                self._swept_at = now
+            else:
+                log.warning("controller %s lost its lease during a pass", self.holder)
+                self.is_leader = False
         result.seconds = time.perf_counter() - started
         metrics.CONTROLLER_PASS_DURATION.observe(result.seconds)
         return result
+
+    def _sweep_due(self, now: datetime) -> bool:
+        last = self._swept_at
+        return last is None or now < last or now - last >= self.sweep_every
+
+    def sweep_orphans(self) -> int:
+        """Stop, and forget, every workload no deployment row owns; one log line each. Returns
+        how many were stopped. Call it only while holding the lease."""
+        stopped = 0
+        for kind, deployer in self.deployers.items():
+            try:
+                found = deployer.owned()
+            except Exception as exc:  # the next sweep tries again
+                metrics.CONTROLLER_ERRORS.labels("temporary").inc()
+                log.warning("orphan sweep: cannot list the %s workloads: %s", kind, exc)
+                continue
+            if not found:
+                continue
+            # The rows are read after the listing, never before: see the module docstring.
+            ids = [w.deployment_id for w in found]
+            rows = {
+                v.id: v
+                for start in range(0, len(ids), SWEEP_BATCH)
+                for v in self.deployments.load(ids[start : start + SWEEP_BATCH])
+            }
+            for workload in found:
+                why = orphaned_because(rows.get(workload.deployment_id), kind=kind)
+                if why is None:
+                    continue
+                try:
+                    deployer.remove(workload)
+                except Exception as exc:
+                    metrics.CONTROLLER_ERRORS.labels("temporary").inc()
+                    log.warning(
+                        "orphan sweep: cannot stop %s (%s): %s; the next sweep retries",
+                        workload.describe(),
+                        why,
+                        exc,
+                    )
+                    continue
+                stopped += 1
+                log.warning("stopped orphaned workload %s, because %s", workload.describe(), why)
+        return stopped
 
     def release(self) -> None:
         self.deployments.release_lease(self.holder)
@@ -557,7 +622,7 @@ class Controller:
     ) -> None:
         spec = _spec_or_none(view) or RolloutSpec(strategy=view.strategy)
         if (view.requested_action or {}).get("action") == "undeploy":
-            self.deployments.record(
+            recorded = self.deployments.record(
                 view,
                 Record(
                     status="Inactive",
@@ -578,6 +643,8 @@ class Controller:
                 holder=self.holder,
                 now=now,
             )
+            if not recorded:  # the row changed, or the lease was lost: the next pass plans again
+                return
             deployer.apply(target_of(view), [self._own_workload(view, spec, 0)])
             log.info(
                 "%s %s undeployed from %s", view.model_name, view.version.number, view.environment
@@ -789,6 +856,24 @@ class Controller:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def orphaned_because(row: DeploymentView | None, *, kind: str) -> str | None:
+    """Why no deployment row owns a workload that the deployer of target ``kind`` runs
+    (``row`` is the one its deployment id names, if any), or ``None`` when a live row owns
+    it."""
+    if row is None:
+        return "no deployment row has its id (the row is gone)"
+    if row.finished_at is not None and not row.in_rollout and row.status != "Active":
+        return (
+            f"its deployment is {row.status} and finished at {row.finished_at.isoformat()} "
+            "(its servers were due to stop then)"
+        )
+    if row.target != kind:
+        return f"its deployment runs on target {row.target!r}, not {kind!r}"
+    # A live row owns every workload of its id on its target, whatever model or environment
+    # the workload's labels claim: removing by id would take the row's own servers too.
+    return None
 
 
 def _spec_or_none(view: DeploymentView | None) -> RolloutSpec | None:

@@ -6,6 +6,10 @@ an end state ("deployment D runs version V with 2 replicas"; 0 replicas means st
 gone), never a delta, so applying the same list twice is harmless. ``apply`` touches only the
 workloads it is given; ``observe`` reports every workload of the target that it finds.
 
+``owned()`` lists every workload the deployer runs, on every target, and ``remove(workload)``
+stops one and forgets it: the controller's sweep uses them to stop what no deployment row owns
+(the row is gone, or it is retired and finished).
+
 Traffic weights are not the deployer's business: the controller records them in the routing
 table that the endpoint-resolution API serves.
 """
@@ -23,6 +27,7 @@ __all__ = [
     "Deployer",
     "DeployerError",
     "Instance",
+    "OwnedWorkload",
     "PermanentError",
     "Target",
     "TemporaryError",
@@ -130,6 +135,25 @@ class WorkloadStatus:
 Observed = Mapping[uuid.UUID, WorkloadStatus]
 
 
+@dataclass(frozen=True)
+class OwnedWorkload:
+    """A workload the deployer runs, as ``owned()`` found it: whose it says it is, and what it
+    is made of (for the log line of the sweep that stops it)."""
+
+    deployment_id: uuid.UUID
+    target: Target
+    version_number: str | None
+    parts: str
+    """What runs: ``2 model-server processes (pids 41, 42)``, ``Deployment and Service m-x``."""
+
+    def describe(self) -> str:
+        version = f" {self.version_number}" if self.version_number else ""
+        return (
+            f"{self.target.model}{version} in {self.target.environment} "
+            f"(deployment {self.deployment_id}): {self.parts}"
+        )
+
+
 class DeployerError(Exception):
     """Base class of what a deployer raises."""
 
@@ -173,6 +197,16 @@ class Deployer(Protocol):
 
     def apply(self, target: Target, workloads: Sequence[Workload]) -> None:
         """Make each workload's end state true. Idempotent; must not block on readiness."""
+        ...
+
+    def owned(self) -> list[OwnedWorkload]:
+        """Every workload this deployer runs or has records of, on every target, by whichever
+        deployment id it carries. Cheap: one listing, no health probes."""
+        ...
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        """Stop every part of ``workload`` that still runs and forget it (its records, or its
+        cluster objects). Harmless when it is already gone."""
         ...
 
 

@@ -36,6 +36,7 @@ import httpx
 
 from deployers.base import (
     Instance,
+    OwnedWorkload,
     PermanentError,
     Target,
     TemporaryError,
@@ -320,6 +321,64 @@ class LocalDeployer:
         finally:
             self.write_prometheus_targets()
 
+    def owned(self) -> list[OwnedWorkload]:
+        """Every workload recorded in the state folder, of any target: those with a workload
+        record and those with only instance records (a crash between the two writes)."""
+        workloads = {w.deployment_id: w for w in self._read_workloads()}
+        instances: dict[str, list[_InstanceRecord]] = {}
+        for record in self._read_instances():
+            instances.setdefault(record.deployment_id, []).append(record)
+        found = []
+        for deployment_id in sorted(workloads.keys() | instances.keys()):
+            workload = workloads.get(deployment_id)
+            records = instances.get(deployment_id, [])
+            first: _WorkloadRecord | _InstanceRecord = workload or records[0]
+            try:
+                parsed, model_id = uuid.UUID(deployment_id), uuid.UUID(first.model_id)
+            except ValueError:
+                self._log.warning("ignoring the unreadable records of deployment %r", deployment_id)
+                continue
+            found.append(
+                OwnedWorkload(
+                    deployment_id=parsed,
+                    target=Target(
+                        kind="local",
+                        model=first.model,
+                        model_id=model_id,
+                        environment=first.environment,
+                    ),
+                    version_number=first.version_number,
+                    parts=self._parts(workload, records),
+                )
+            )
+        return found
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        """Stop the workload's servers (SIGTERM, then SIGKILL) and delete its records."""
+        deployment_id = str(workload.deployment_id)
+        try:
+            self._stop(
+                [r for r in self._read_instances() if r.deployment_id == deployment_id],
+                quiet=True,
+            )
+            self._workload_path(deployment_id).unlink(missing_ok=True)
+        finally:
+            self.write_prometheus_targets()
+
+    def _parts(self, workload: _WorkloadRecord | None, records: Sequence[_InstanceRecord]) -> str:
+        if workload is not None and workload.is_api and not records:
+            return f"the record of an API workload ({workload.endpoint}; no process)"
+        pids = [r.pid for r in records if self._refresh(r)]
+        exited = len(records) - len(pids)
+        parts = []
+        if pids:
+            many = "es" if len(pids) > 1 else ""
+            listed = ", ".join(map(str, pids))
+            parts.append(f"{len(pids)} model-server process{many} (pid{many[1:]} {listed})")
+        if exited:
+            parts.append(f"the records of {exited} exited one(s)")
+        return " and ".join(parts) or "a workload record without servers"
+
     # -- Prometheus ------------------------------------------------------------------------
 
     def prometheus_targets(self) -> list[dict[str, Any]]:
@@ -514,9 +573,11 @@ class LocalDeployer:
             ) from exc
         return path
 
-    def _stop(self, records: Sequence[_InstanceRecord]) -> None:
+    def _stop(self, records: Sequence[_InstanceRecord], *, quiet: bool = False) -> None:
         """SIGTERM the live ones, SIGKILL those still running after the grace period, and
-        forget all of them."""
+        forget all of them. ``quiet``: the caller says in one line what was stopped, so the
+        ordinary line per server is a debug one (trouble is still a warning)."""
+        done = self._log.debug if quiet else self._log.info
         running = [r for r in records if self._refresh(r)]
         was_running = {r.pid for r in running}
         for record in running:
@@ -531,9 +592,9 @@ class LocalDeployer:
             if any(r is record for r in running):
                 self._log.error("could not stop %s: forgetting it anyway", record.describe())
             elif record.pid in was_running:
-                self._log.info("stopped %s", record.describe())
+                done("stopped %s", record.describe())
             else:
-                self._log.info("forgot the exited %s", record.describe())
+                done("forgot the exited %s", record.describe())
 
     def _wait_exited(
         self, records: Sequence[_InstanceRecord], *, timeout: float
@@ -542,7 +603,7 @@ class LocalDeployer:
         running = list(records)
         while running and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
-            running = [r for r in running if self._refresh(r)]
+            running = [r for r in running if self._refresh(r, stopping=True)]
         return running
 
     # -- observing -------------------------------------------------------------------------
@@ -626,15 +687,17 @@ class LocalDeployer:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _refresh(self, record: _InstanceRecord) -> bool:
+    def _refresh(self, record: _InstanceRecord, *, stopping: bool = False) -> bool:
         """Whether the instance's process is alive. A child that has exited is reaped here and
-        its exit code saved in its record."""
+        its exit code saved in its record (a warning, unless ``stopping``: we signalled it)."""
         state = _process_state(record.pid)
         if state is None or state[1] != record.proc_start:
             return False  # gone, or the pid now belongs to another process
         code = _reap(record.pid)
         if code is not None:
-            self._log.warning("%s %s", record.describe(), _exit_text(code))
+            (self._log.debug if stopping else self._log.warning)(
+                "%s %s", record.describe(), _exit_text(code)
+            )
             if self._instance_path(record.deployment_id, record.replica).exists():
                 self._save(replace(self._reread(record), last_exit_code=code))
             return False

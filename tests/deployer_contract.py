@@ -2,8 +2,8 @@
 
 A subclass provides two fixtures, ``deployer`` (a fresh deployer) and ``versions`` (two
 :class:`VersionRef` that can really run), and may set ``target_kind``. The tests use nothing
-but ``observe`` and ``apply``, so a local, a simulated or a real Kubernetes deployer can all
-run them.
+but the :class:`Deployer` protocol (``observe``, ``apply``, ``owned``, ``remove``), so a
+local, a simulated or a real Kubernetes deployer can all run them.
 """
 
 from __future__ import annotations
@@ -186,3 +186,27 @@ class DeployerContract:
         assert deployer.observe(other_model) == {}
         assert deployer.observe(other_environment) == {}
         assert set(deployer.observe(target)) == {deployment}
+
+    def test_owned_lists_every_target_and_remove_stops_only_that_workload(
+        self, deployer: Deployer, target: Target, versions: Sequence[VersionRef]
+    ) -> None:
+        mine, theirs = uuid.uuid4(), uuid.uuid4()
+        elsewhere = Target(target.kind, "other", uuid.uuid4(), "staging")
+        deployer.apply(target, [Workload(mine, versions[0], 1)])
+        deployer.apply(elsewhere, [Workload(theirs, versions[1], 1)])
+        kept = wait_ready(deployer, target, mine)
+        wait_ready(deployer, elsewhere, theirs)
+        owned = {w.deployment_id: w for w in deployer.owned()}
+        assert set(owned) == {mine, theirs}
+        assert owned[theirs].target.kind == target.kind
+        assert owned[theirs].target.model_id == elsewhere.model_id
+        assert owned[theirs].target.environment == "staging"
+        assert owned[theirs].version_number == versions[1].number
+        assert str(theirs) in owned[theirs].describe()
+        deployer.remove(owned[theirs])
+        assert deployer.observe(elsewhere) == {}
+        assert [w.deployment_id for w in deployer.owned()] == [mine]
+        deployer.remove(owned[theirs])  # removing what is gone is harmless
+        still = deployer.observe(target)[mine]
+        assert still.ready
+        assert instance_keys(still) == instance_keys(kept)

@@ -15,6 +15,7 @@ from typing import Any
 
 from deployers.base import (
     Instance,
+    OwnedWorkload,
     PermanentError,
     Target,
     TemporaryError,
@@ -45,6 +46,8 @@ class FakeDeployer:
     raise_on_apply: Exception | None = None
     raise_on_observe: Exception | None = None
     applied: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    removed: list[uuid.UUID] = field(default_factory=list)
+    """Deployment ids whose workloads ``remove`` was called for, in order."""
     next_port: int = 9100
     by_target: dict[tuple[uuid.UUID, str], set[uuid.UUID]] = field(default_factory=dict)
     """(model id, environment) → deployment ids: observe stays O(workloads of the target)."""
@@ -102,6 +105,25 @@ class FakeDeployer:
                 else:
                     current.ready_replicas = min(current.ready_replicas, w.replicas)
                 current.workload = w
+
+    def owned(self) -> list[OwnedWorkload]:
+        return [
+            OwnedWorkload(
+                deployment_id=dep_id,
+                target=fw.target,
+                version_number=fw.workload.version.number,
+                parts=f"{fw.workload.replicas} fake replica(s) on {fw.url}",
+            )
+            for dep_id, fw in sorted(self.workloads.items(), key=lambda item: str(item[0]))
+        ]
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        self.removed.append(workload.deployment_id)
+        found = self.workloads.pop(workload.deployment_id, None)
+        self.pending.pop(workload.deployment_id, None)
+        if found is not None:
+            key = (found.target.model_id, found.target.environment)
+            self.by_target.get(key, set()).discard(workload.deployment_id)
 
     def running(self) -> dict[str, int]:
         """version number → replicas running now."""

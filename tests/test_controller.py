@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from controller import reconcile
 from controller.analysis import StepAnalysis
-from controller.reconcile import Controller
-from deployers.base import PermanentError, Target, TemporaryError, WorkloadStatus
+from controller.reconcile import Controller, orphaned_because
+from deployers.base import (
+    PermanentError,
+    Target,
+    TemporaryError,
+    VersionRef,
+    Workload,
+    WorkloadStatus,
+)
+from deployers.kubernetes import KubernetesDeployer
+from deployers.local import LocalDeployer, child_env
 from registry.auth import Principal
-from registry.models import AIModelVersion, DeploymentEvent
+from registry.models import AIModelDeployment, AIModelVersion, ControllerLease, DeploymentEvent
 from registry.services import Registry, build_registry
-from registry.services.deployments import DeploymentView
+from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.routing import current_routes
-from tests.fakes import FakeDeployer
+from registry.settings import Settings
+from registry.types import utcnow
+from tests.fakes import FakeDeployer, FakeKubeApi
 from tests.helpers import pass_validation
+from tests.onnx_models import add_model
+from tests.test_kube_contract import make_settings as make_kube_settings
+from tests.test_local_deployer import kill_if_recorded, process_start
 
 # The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
 # rollback still instant?) read the wall clock.
@@ -528,3 +547,332 @@ def test_api_format_versions_roll_out_like_any_other(
     assert view(registry, dep).status == "Active"
     assert weights(registry, "vendor") == {"2": 100}
     assert not list(settings.server_state_dir.glob("instances/*.json")), "no process ran"
+
+
+# -- the orphan sweep ----------------------------------------------------------------------------
+
+
+def run_elsewhere(
+    deployer: FakeDeployer,
+    deployment_id: uuid.UUID,
+    *,
+    model: str = "ghost",
+    model_id: uuid.UUID | None = None,
+) -> Target:
+    """Give ``deployer`` a workload for ``deployment_id``, as a controller that has since died
+    (or lost its lease in the middle of a pass) would have left it."""
+    target = Target("local", model, model_id or uuid.uuid4(), "production")
+    version = VersionRef(
+        id=uuid.uuid4(), number="0.9", format="ONNX", sha256="0" * 64, artifact_key="k"
+    )
+    deployer.apply(target, [Workload(deployment_id, version, 1)])
+    return target
+
+
+def sweeping(registry: Registry, deployer: FakeDeployer, **kwargs: Any) -> Controller:
+    return make_controller(registry, deployer, holder="test-1", sweep_every=timedelta(0), **kwargs)
+
+
+def test_a_workload_no_row_owns_is_stopped_and_those_of_live_rows_are_kept(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconcile, "SWEEP_BATCH", 2)  # the rows are read in batches
+    ghost = uuid.uuid4()
+    run_elsewhere(deployer, ghost)
+    dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    controller = sweeping(registry, deployer)
+    caplog.set_level(logging.INFO, logger="modelreg.controller")
+    passes(controller, at(10), at(11))
+    assert ghost not in deployer.workloads
+    assert deployer.removed == [ghost]
+    assert set(deployer.workloads) == {live_v1, dep}, "the Active one and the canary serve on"
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}
+    lines = [r.getMessage() for r in caplog.records if "orphan" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"ghost 0.9 in production (deployment {ghost})" in lines[0]
+    assert "no deployment row has its id" in lines[0]
+    passes(controller, at(12))
+    assert deployer.removed == [ghost], "nothing else is ever swept"
+
+
+def test_a_deleted_row_and_a_finished_retired_row_own_nothing(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+) -> None:
+    controller = sweeping(registry, deployer)
+    registry.deployments.request(actor, live_v1, "undeploy")
+    passes(controller, at(10), at(11))
+    assert view(registry, live_v1).finished_at is not None
+    assert deployer.workloads == {}
+    # A controller that lost its lease mid-pass applies late for the finished row; and the
+    # row of another deployment is deleted under the controller (a crash, a bad migration).
+    run_elsewhere(deployer, live_v1, model="text2img")
+    again = deploy(registry, actor, "text2img", "2.0")
+    passes(controller, at(20), at(21))
+    assert view(registry, again).status == "Active"
+    with registry.sessions.begin() as s:
+        s.execute(delete(AIModelDeployment).where(AIModelDeployment.id == again))
+    assert set(deployer.workloads) == {again}, "the late workload is gone already"
+    assert live_v1 in deployer.removed
+    passes(controller, at(30))
+    assert deployer.workloads == {}
+    assert deployer.removed == [live_v1, again]
+
+
+def test_the_sweep_keeps_a_deployment_created_after_the_worklist_was_read(
+    registry: Registry,
+    actor: Principal,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller = sweeping(registry, deployer)
+    worklist = registry.deployments.worklist
+    late: list[uuid.UUID] = []
+
+    def worklist_then_a_new_deployment(now: datetime) -> list[DeploymentView]:
+        read = worklist(now)
+        if not late:
+            # Right after this pass read its worklist, a new deployment is created and its
+            # workload started (by the controller that held the lease a moment ago).
+            add_version(registry, actor, "other", "1.0")
+            dep = deploy(registry, actor, "other", "1.0")
+            late.append(dep)
+            run_elsewhere(deployer, dep, model="other", model_id=registry.models.get("other").id)
+        return read
+
+    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_a_new_deployment)
+    result = controller.run_pass(now=at(10))
+    assert result.leader
+    assert result.deployments == 1, "the pass planned only what it read"
+    assert late
+    assert set(deployer.workloads) == {live_v1, late[0]}
+    assert deployer.removed == []
+
+
+def test_only_the_lease_holder_sweeps_and_at_most_every_sweep_interval(
+    registry: Registry, actor: Principal, deployer: FakeDeployer, live_v1: uuid.UUID
+) -> None:
+    standby = FakeDeployer()
+    ghost = uuid.uuid4()
+    run_elsewhere(standby, ghost)
+    other = make_controller(registry, standby, holder="standby")
+    assert not other.run_pass(now=at(10)).leader
+    assert ghost in standby.workloads, "a controller without the lease stops nothing"
+
+    controller = make_controller(registry, deployer, holder="test-1")
+    passes(controller, at(10))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    run_elsewhere(deployer, first)
+    passes(controller, at(11), at(39))
+    assert first in deployer.workloads, "swept at 10s; the next sweep is due at 40s"
+    passes(controller, at(40))
+    assert first not in deployer.workloads
+    run_elsewhere(deployer, second)
+    passes(controller, at(41))
+    assert second in deployer.workloads
+    passes(controller, at(70))
+    assert deployer.removed == [first, second]
+    assert set(deployer.workloads) == {live_v1}
+
+
+def test_a_kubernetes_orphan_is_deleted_and_a_live_rows_workload_kept(
+    settings: Settings, actor: Principal
+) -> None:
+    kube_registry = build_registry(settings.model_copy(update={"kube_enabled": True}))
+    cluster = FakeKubeApi()
+    kube = KubernetesDeployer(cluster, settings=make_kube_settings())
+    controller = Controller(
+        kube_registry.deployments,
+        deployers={"local": FakeDeployer(), "kubernetes": kube},
+        analysis=StepAnalysis(scrape=no_traffic),
+        holder="test-1",
+        sweep_every=timedelta(0),
+    )
+    try:
+        add_version(kube_registry, actor, "text2img", "1.0")
+        live = kube_registry.deployments.create(
+            actor,
+            model_name="text2img",
+            version_number="1.0",
+            environment="production",
+            strategy="canary",
+            target="kubernetes",
+        ).id
+        passes(controller, *(at(i) for i in range(5)))
+        assert view(kube_registry, live).status == "Active"
+        ghost = uuid.uuid4()
+        elsewhere = Target("kubernetes", "ghost", uuid.uuid4(), "staging")
+        version = VersionRef(uuid.uuid4(), "0.9", "ONNX", sha256="ab" * 32, artifact_key="k")
+        kube.apply(elsewhere, [Workload(ghost, version, 1)])
+        before = {key for key in cluster.objects if key[0] in ("Deployment", "Service")}
+        assert len(before) == 4
+        passes(controller, at(10))
+        after = {key for key in cluster.objects if key[0] in ("Deployment", "Service")}
+        assert {w.deployment_id for w in kube.owned()} == {live}
+        assert len(after) == 2
+        assert after < before
+        assert view(kube_registry, live).status == "Active"
+        deleted = [c for c in cluster.calls if c[0] == "delete"]
+        assert sorted(c[1] for c in deleted) == ["Deployment", "Service"]
+        assert all("ghost-staging" in c[3] for c in deleted)
+    finally:
+        kube_registry.close()
+
+
+def test_real_servers_whose_row_was_deleted_are_stopped_by_a_pass(
+    registry: Registry, actor: Principal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "servers"
+    local = LocalDeployer(state_dir=state_dir, env=child_env(registry.settings))
+    controller = Controller(
+        registry.deployments,
+        deployers={"local": local},
+        analysis=StepAnalysis(scrape=no_traffic),
+        holder="test-1",
+        sweep_every=timedelta(0),
+    )
+    registry.models.create(actor, name="text2img", provider="Internal", task_type="ImageGeneration")
+    registry.versions.create(actor, "text2img", version_number="1.0")
+    registry.versions.upload(actor, "text2img", "1.0", [add_model(constant=1.0)])
+    pass_validation(registry)
+    dep = deploy(registry, actor, "text2img", "1.0", replicas=2)
+    pids: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while view(registry, dep).status != "Active":
+            assert time.monotonic() < deadline, view(registry, dep)
+            passes(controller, utcnow())
+            time.sleep(0.1)
+        for record in (json.loads(p.read_text()) for p in state_dir.glob("instances/*.json")):
+            pids[record["pid"]] = record["proc_start"]
+        assert len(pids) == 2
+        # The row goes, as a crash or a bad migration would take it; nothing else is told.
+        with registry.sessions.begin() as s:
+            s.execute(delete(AIModelDeployment).where(AIModelDeployment.id == dep))
+        caplog.set_level(logging.INFO)
+        passes(controller, utcnow())
+        for pid, started in pids.items():
+            assert process_start(pid) != started, f"model server pid {pid} still runs"
+        assert list(state_dir.glob("instances/*.json")) == []
+        assert list(state_dir.glob("workloads/*.json")) == []
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(lines) == 1, lines
+        listed = ", ".join(map(str, sorted(pids)))
+        assert lines[0] == (
+            f"stopped orphaned workload text2img 1.0 in production (deployment {dep}): "
+            f"2 model-server processes (pids {listed}), because no deployment row has its id "
+            "(the row is gone)"
+        )
+    finally:
+        for pid, started in pids.items():
+            kill_if_recorded(pid, started)
+
+
+MODEL_ID = uuid.UUID(int=1)
+
+
+def a_row(**changes: Any) -> DeploymentView:
+    row = DeploymentView(
+        id=uuid.UUID(int=2),
+        model_id=MODEL_ID,
+        model_name="text2img",
+        environment="production",
+        target="local",
+        status="Active",
+        strategy="canary",
+        params={},
+        spec_hash=None,
+        version=VersionInfo(uuid.uuid4(), "1.0", "ONNX", "Production", "ab" * 32, "k", None),
+        step_index=0,
+        step_started_at=None,
+        traffic_weight=100,
+        hold_since=None,
+        paused=False,
+        requested_action=None,
+        conditions=[],
+        endpoint=None,
+        stable_deployment_id=None,
+        retry_count=0,
+        scale_down_at=None,
+        finished_at=None,
+        created_at=T0,
+    )
+    return dataclasses.replace(row, **changes)
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        pytest.param(a_row(), None, id="active-owns-it"),
+        pytest.param(a_row(status="Deploying", traffic_weight=10), None, id="rollout-owns-it"),
+        pytest.param(
+            a_row(status="Inactive", scale_down_at=at(300)), None, id="inactive-keeps-servers"
+        ),
+        pytest.param(a_row(status="Failed"), None, id="failed-not-yet-stopped-owns-it"),
+        pytest.param(None, "the row is gone", id="no-row"),
+        pytest.param(
+            a_row(status="Inactive", finished_at=at(5)),
+            f"its deployment is Inactive and finished at {at(5).isoformat()}",
+            id="inactive-and-finished",
+        ),
+        pytest.param(
+            a_row(status="RolledBack", finished_at=at(5)),
+            "RolledBack and finished",
+            id="rolled-back",
+        ),
+        pytest.param(
+            a_row(target="kubernetes"),
+            "runs on target 'kubernetes', not 'local'",
+            id="other-target",
+        ),
+        pytest.param(a_row(environment="staging"), None, id="its-id-is-enough"),
+    ],
+)
+def test_which_workloads_a_row_owns(row: DeploymentView | None, why: str | None) -> None:
+    answer = orphaned_because(row, kind="local")
+    if why is None:
+        assert answer is None
+    else:
+        assert answer is not None
+        assert why in answer
+
+
+def test_an_undeploy_that_cannot_be_recorded_stops_nothing(
+    registry: Registry,
+    actor: Principal,
+    controller: Controller,
+    deployer: FakeDeployer,
+    live_v1: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry.deployments.request(actor, live_v1, "undeploy")
+    other = make_controller(registry, deployer, holder="other")
+    worklist = registry.deployments.worklist
+
+    def worklist_then_lose_the_lease(now: datetime) -> list[DeploymentView]:
+        read = worklist(now)
+        with registry.sessions.begin() as s:
+            lease = s.get(ControllerLease, registry.deployments.lease_name)
+            assert lease is not None
+            lease.expires_at = utcnow() - timedelta(seconds=1)
+        assert registry.deployments.acquire_lease("other", ttl=timedelta(seconds=60))
+        return read
+
+    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_lose_the_lease)
+    controller.run_pass(now=at(10))
+    assert view(registry, live_v1).status == "Active", "nothing was recorded"
+    assert live_v1 in deployer.workloads, "so the servers the routes name keep serving"
+    assert weights(registry, "text2img") == {"1.0": 100}
+    monkeypatch.undo()
+    passes(other, at(11), at(12))
+    assert view(registry, live_v1).status == "Inactive"
+    assert weights(registry, "text2img") == {}
+    assert deployer.workloads == {}

@@ -8,14 +8,22 @@ through the resolved endpoint says which version answered.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
+from registry.db import create_db_engine
+from registry.models import AIModelDeployment
 from tests.live import TERMINAL, Modelreg, infer, wait_for
 from tests.onnx_models import add_model
 
@@ -282,3 +290,83 @@ def test_sigkill_mid_canary_resumes_without_duplicates(
     finally:
         mr.stop()
         mr.kill_servers()
+
+
+def recorded_servers(mr: Modelreg) -> dict[str, list[tuple[int, int]]]:
+    """Deployment id → (pid, process start time) of each model server the deployer recorded."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for path in (mr.home / "data" / "servers" / "instances").glob("*.json"):
+        record = json.loads(path.read_text())
+        found.setdefault(record["deployment_id"], []).append((record["pid"], record["proc_start"]))
+    return found
+
+
+def still_runs(pid: int, started: int) -> bool:
+    """Whether the process recorded as (pid, start time) still runs (a reused pid does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]) == started and fields[0] != "Z"
+
+
+def test_undeployed_and_orphaned_servers_stop_and_a_restart_adopts_neither(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    mr = Modelreg(tmp_path_factory.mktemp("e2e-orphans")).start()
+    servers: dict[str, list[tuple[int, int]]] = {}
+    try:
+        for model in ("undeploy-demo", "orphan-demo"):
+            mr.version(model, "1.0", add_model(constant=1.0))
+            mr.validated(model, "1.0")
+        undeployed = mr.deploy("undeploy-demo", "1.0")["id"]
+        orphaned = mr.deploy("orphan-demo", "1.0")["id"]
+        for dep_id in (undeployed, orphaned):
+            assert mr.until_status(dep_id, *TERMINAL)["status"] == "Active"
+        servers = recorded_servers(mr)
+        assert sorted(servers) == sorted([undeployed, orphaned])
+
+        # Undeploy: Active → Inactive; the server stops and its records go within a pass or two.
+        answer = mr.api.post(f"/api/v1/deployments/{undeployed}/undeploy", json={"reason": "e2e"})
+        assert answer.status_code == 202, answer.text
+        wait_for(
+            lambda: mr.deployment(undeployed)["finishedAt"] is not None or None,
+            what="the undeployed server to stop",
+        )
+        assert mr.deployment(undeployed)["status"] == "Inactive"
+        assert not any(still_runs(*server) for server in servers[undeployed])
+        assert sorted(recorded_servers(mr)) == [orphaned]
+        assert mr.resolve("undeploy-demo") is None
+
+        # The controller dies, and the orphan's row goes while it is down (a bad migration).
+        mr.kill()
+        engine = create_db_engine(f"sqlite:///{mr.home / 'data' / 'modelreg.db'}")
+        try:
+            with engine.begin() as conn:
+                gone = conn.execute(
+                    delete(AIModelDeployment).where(AIModelDeployment.id == uuid.UUID(orphaned))
+                )
+                assert gone.rowcount == 1
+        finally:
+            engine.dispose()
+        assert all(still_runs(*server) for server in servers[orphaned])
+        restarted_at = (mr.home / "serve.log").stat().st_size
+        mr.start()
+        wait_for(
+            lambda: recorded_servers(mr) == {} or None,
+            what="the orphaned server to stop and its records to go",
+        )
+        assert not any(still_runs(*server) for server in servers[orphaned])
+        assert mr.resolve("orphan-demo") is None
+        log = (mr.home / "serve.log").read_text(errors="replace")[restarted_at:]
+        stopped = [line for line in log.splitlines() if "stopped orphaned workload" in line]
+        assert len(stopped) == 1, log
+        assert f"orphan-demo 1.0 in production (deployment {orphaned})" in stopped[0]
+        assert "no deployment row has its id" in stopped[0]
+        assert "undeploy-demo" not in log, "nothing of the undeployed one was left to adopt"
+    finally:
+        mr.stop()
+        for pid, started in (server for found in servers.values() for server in found):
+            if still_runs(pid, started):
+                os.kill(pid, signal.SIGKILL)

@@ -139,6 +139,44 @@ class TestKubernetesDeployer(DeployerContract):
         deployer.apply(target, [Workload(mine.deployment_id, versions[0], 0)])
         assert ("Deployment", "models", "hand-made") in fake_api.objects
 
+    def test_owned_lists_only_our_workloads_and_remove_deletes_only_theirs(
+        self,
+        fake_api: FakeKubeApi,
+        target: Target,
+        versions: list[VersionRef],
+    ) -> None:
+        deployer = KubernetesDeployer(fake_api, settings=make_settings(kube_router="istio"))
+        endpoint = VersionRef(uuid.uuid4(), "9.0", "API", endpoint="https://api.example.com/m")
+        mine, api_version = (
+            Workload(uuid.uuid4(), versions[0], 1),
+            Workload(uuid.uuid4(), endpoint, 1),
+        )
+        deployer.apply(target, [mine, api_version])
+        name = deployer.service_name(target, mine)
+        deployer.apply_routes(target, [(name, 100)])
+        # Someone copies our Deployment by hand, labels and all, but not managed-by.
+        theirs = copy.deepcopy(fake_api.objects[("Deployment", "models", name)])
+        theirs["metadata"]["name"] = "hand-made"
+        del theirs["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+        fake_api.objects[("Deployment", "models", "hand-made")] = theirs
+        owned = {w.deployment_id: w for w in deployer.owned()}
+        assert set(owned) == {mine.deployment_id, api_version.deployment_id}
+        assert owned[mine.deployment_id].parts == (
+            f"Deployment {name}, Service {name} in namespace models"
+        )
+        assert owned[mine.deployment_id].target == target
+        assert owned[api_version.deployment_id].version_number == "9.0"
+        deployer.remove(owned[mine.deployment_id])
+        deployer.remove(owned[api_version.deployment_id])
+        assert deployer.owned() == []
+        left = {(kind, name) for kind, _, name in fake_api.objects}
+        router = f"m-{target.environment}"
+        assert left == {
+            ("Deployment", "hand-made"),
+            ("Service", router),
+            ("VirtualService", router),
+        }, "the hand-made Deployment and the model's router are not workloads"
+
     def test_a_promoted_canary_keeps_its_objects(
         self,
         deployer: KubernetesDeployer,

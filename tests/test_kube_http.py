@@ -359,3 +359,52 @@ def test_a_rejected_apply_fails_the_step_with_the_server_message(
     with pytest.raises(PermanentError, match="cannot patch"):
         deployer.apply(target, [workload])
     assert [r.method for r, _ in httpserver.log] == ["GET", "GET", "PATCH"]
+
+
+def test_owned_lists_by_our_labels_and_remove_deletes_by_the_deployment_id(
+    httpserver: HTTPServer, kube: KubeApi, target: Target, workload: Workload
+) -> None:
+    settings = make_settings()
+    deployer = KubernetesDeployer(kube, settings=settings)
+    deployment = deployment_manifest(target, workload, settings=settings)
+    service = service_manifest(target, workload, settings=settings)
+    name = deployment["metadata"]["name"]
+    managed = "app.kubernetes.io/managed-by=modelreg,app.kubernetes.io/name=modelreg-model-server"
+    by_id = f"{managed},modelreg.io/deployment-id={workload.deployment_id}"
+
+    for path, kind, items in (
+        (DEPLOYMENTS, "Deployment", [served(deployment, ready=2)]),
+        (SERVICES, "Service", [served(service, ready=0)]),
+    ):
+        httpserver.expect_ordered_request(
+            path, method="GET", query_string={"labelSelector": managed}
+        ).respond_with_json(a_list(kind, items))
+    [found] = deployer.owned()
+    assert found.deployment_id == workload.deployment_id
+    assert found.target == target
+    assert found.version_number == "1.0"
+    assert found.parts == f"Deployment {name}, Service {name} in namespace {NS}"
+
+    for path, kind, item in (
+        (DEPLOYMENTS, "Deployment", served(deployment, ready=2)),
+        (SERVICES, "Service", served(service, ready=0)),
+    ):
+        httpserver.expect_ordered_request(
+            path, method="GET", query_string={"labelSelector": by_id}
+        ).respond_with_json(a_list(kind, [item]))
+    for path in (f"{DEPLOYMENTS}/{name}", f"{SERVICES}/{name}"):
+        httpserver.expect_ordered_request(
+            path,
+            method="DELETE",
+            json={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+        ).respond_with_json({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+    deployer.remove(found)
+    httpserver.check_assertions()
+    assert [(r.method, r.path) for r, _ in httpserver.log] == [
+        ("GET", DEPLOYMENTS),
+        ("GET", SERVICES),
+        ("GET", DEPLOYMENTS),
+        ("GET", SERVICES),
+        ("DELETE", f"{DEPLOYMENTS}/{name}"),
+        ("DELETE", f"{SERVICES}/{name}"),
+    ]

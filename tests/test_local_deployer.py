@@ -379,6 +379,43 @@ class TestLocalDeployer(DeployerContract):
         with pytest.raises(TemporaryError, match=r"cannot start the model server for m 1\.0"):
             broken.apply(target, [Workload(uuid.uuid4(), versions[0], 1)])
 
+    def test_remove_stops_the_servers_and_deletes_their_records(
+        self,
+        make_deployer: Callable[..., LocalDeployer],
+        state_dir: Path,
+        target: Target,
+        versions: list[VersionRef],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        deployment = uuid.uuid4()
+        make_deployer().apply(target, [Workload(deployment, versions[0], 2)])
+        running = wait_ready(make_deployer(), target, deployment)
+        started = {i.pid: process_start(i.pid) for i in running.instances if i.pid}
+        assert len(started) == 2
+        # A controller died between writing the instance records and the workload record.
+        (state_dir / "workloads" / f"{deployment}.json").unlink()
+        restarted = make_deployer()
+        [found] = restarted.owned()
+        assert found.deployment_id == deployment
+        assert found.target == target
+        assert found.version_number == "1.0"
+        pids = ", ".join(str(pid) for pid in sorted(started))
+        assert found.parts == f"2 model-server processes (pids {pids})"
+        caplog.set_level(logging.DEBUG, logger="modelreg.deployers.local")
+        caplog.clear()
+        restarted.remove(found)
+        for pid, start in started.items():
+            assert process_start(pid) != start, f"pid {pid} still runs"
+        assert instance_records(state_dir) == []
+        assert list((state_dir / "workloads").glob("*.json")) == []
+        assert restarted.owned() == []
+        assert restarted.observe(target) == {}
+        assert json.loads(restarted.targets_path.read_text()) == []
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text
+        caplog.set_level(logging.INFO, logger="modelreg.deployers.local")
+        make_deployer()
+        assert "adopted" not in caplog.text
+
 
 SECRETS = {
     "MODELREG_DATABASE_URL": "postgresql+psycopg://admin:hunter2@db.internal/modelreg",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from deployers.base import (
     Instance,
+    OwnedWorkload,
     Target,
     Workload,
     WorkloadStatus,
@@ -29,13 +30,22 @@ from deployers.base import (
 from deployers.kubernetes import manifests
 from deployers.kubernetes.manifests import (
     API_FORMAT,
+    APP_NAME,
     DEPLOYMENT_ID,
     ENDPOINT_ANNOTATION,
+    ENVIRONMENT,
     FORMAT,
+    MANAGED_BY,
+    MANAGER,
+    MODEL,
+    MODEL_ID,
+    MODEL_NAME_ANNOTATION,
+    NAME,
     REPLICAS_ANNOTATION,
     SLOT,
     VERSION,
     VERSION_ID,
+    VERSION_NUMBER_ANNOTATION,
     selector,
     service_url,
 )
@@ -105,6 +115,62 @@ class KubernetesDeployer:
             check_workload(workload)
         for workload in workloads:
             self._apply_workload(target, workload)
+
+    def owned(self) -> list[OwnedWorkload]:
+        """Every workload in the namespace: the Deployments and Services that carry our
+        ``managed-by`` label and a deployment id, whatever their model and environment.
+        Objects without our labels are never listed; ours without a deployment id (a router
+        Service) are not workloads."""
+        ours = label_selector(_managed())
+        parts: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for obj in [
+            *self._api.list_deployments(self._namespace, ours),
+            *self._api.list_services(self._namespace, ours),
+        ]:
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if DEPLOYMENT_ID not in labels:
+                continue
+            try:
+                deployment_id = uuid.UUID(labels[DEPLOYMENT_ID])
+            except ValueError:
+                self._ids(obj)  # says which object, and why it is left alone
+                continue
+            parts.setdefault(deployment_id, []).append(obj)
+        return [self._owned_workload(i, objs) for i, objs in sorted(parts.items(), key=str)]
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        """Delete the workload's Deployment and Service, found again by its deployment id
+        label (never by a name alone), Deployments first."""
+        labels = label_selector({**_managed(), DEPLOYMENT_ID: str(workload.deployment_id)})
+        for kind, objs in (
+            ("Deployment", self._api.list_deployments(self._namespace, labels)),
+            ("Service", self._api.list_services(self._namespace, labels)),
+        ):
+            for obj in objs:
+                self._api.delete(kind, self._namespace, obj["metadata"]["name"])
+
+    def _owned_workload(
+        self, deployment_id: uuid.UUID, objs: Sequence[Mapping[str, Any]]
+    ) -> OwnedWorkload:
+        metadata = objs[0].get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        try:
+            model_id = uuid.UUID(labels.get(MODEL_ID, ""))
+        except ValueError:
+            model_id = uuid.UUID(int=0)
+        names = ", ".join(f"{o.get('kind', 'object')} {o['metadata']['name']}" for o in objs)
+        return OwnedWorkload(
+            deployment_id=deployment_id,
+            target=Target(
+                kind="kubernetes",
+                model=annotations.get(MODEL_NAME_ANNOTATION) or labels.get(MODEL, "?"),
+                model_id=model_id,
+                environment=labels.get(ENVIRONMENT, "?"),
+            ),
+            version_number=annotations.get(VERSION_NUMBER_ANNOTATION) or labels.get(VERSION),
+            parts=f"{names} in namespace {self._namespace}",
+        )
 
     @property
     def writes_routes(self) -> bool:
@@ -266,6 +332,11 @@ class KubernetesDeployer:
                 "externalName": (service.get("spec") or {}).get("externalName"),
             },
         )
+
+
+def _managed() -> dict[str, str]:
+    """The labels every object modelreg made carries, whatever its target."""
+    return {NAME: APP_NAME, MANAGED_BY: MANAGER}
 
 
 def _failure(status: Mapping[str, Any]) -> str | None:
