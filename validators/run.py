@@ -23,11 +23,11 @@ def validate_artifact(
     baseline_p95_ms: float | None = None,
 ) -> dict[str, Any]:
     """Run the three validators; the statuses, the benchmark and every finding."""
+    from registry.onnx_artifact import unpack_artifact
     from validators.benchmark import benchmark_model
     from validators.functional import check_model
     from validators.security import scan_artifact
-    from validators.security.archives import safe_extract
-    from validators.security.formats import BUNDLE_FORMATS, detect_format
+    from validators.security.archives import limits_of
     from validators.security.policy import DEFAULT_POLICY
 
     timings: dict[str, float] = {}
@@ -45,11 +45,9 @@ def validate_artifact(
         out["benchmark"] = None
         return out
     out["securityStatus"] = "Passed"
-    model_path = path
-    if detect_format(path) in BUNDLE_FORMATS:
-        model_path = workdir / "bundle"
-        model_path.mkdir(mode=0o700)
-        safe_extract(path, model_path, policy=DEFAULT_POLICY)
+    # A bundle is unpacked as the model server unpacks it (registry.onnx_artifact), with the
+    # limits it was scanned with: what passes here is what serves.
+    model_path = unpack_artifact(path, into=workdir / "bundle", limits=limits_of(DEFAULT_POLICY))
     started = time.perf_counter()
     functional = check_model(model_path, parameters=parameters, fmt=fmt)
     timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
