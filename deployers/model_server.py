@@ -377,11 +377,14 @@ def json_depth(body: bytes) -> int:
     import numpy as np
 
     brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    codes = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int64)
-    return int(np.cumsum(steps).max())
+    deepest = level = 0
+    for start in range(0, len(brackets), CHUNK):  # a chunk at a time: memory stays bounded
+        codes = np.frombuffer(brackets, dtype=np.uint8, count=-1, offset=start)[:CHUNK]
+        steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+        levels = np.cumsum(steps, dtype=np.int64) + level
+        deepest = max(deepest, int(levels.max()))
+        level = int(levels[-1])
+    return deepest
 
 
 def _parse_request(body: bytes) -> dict[str, Any]:
