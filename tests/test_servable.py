@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 import uuid
@@ -239,3 +240,25 @@ def test_a_hostile_bundle_is_refused_by_validator_and_server(
         assert outside.read_bytes() == b"secret outside the bundle"
     else:
         assert not outside.exists()
+
+
+def test_a_gzip_that_holds_no_tar_fails_validation_and_is_not_served(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    """The scanner reads the gunzipped ONNX as data and passes it; unpacking it as a bundle
+    fails. That is a Failed functional check with the reason, not a crashed validation."""
+    folder = model_folder(tmp_path)
+    onnx.save_model(onnx.load(str(folder / "model.onnx")), str(tmp_path / "whole.onnx"))
+    artifact = tmp_path / "model.onnx.gz"
+    artifact.write_bytes(gzip.compress((tmp_path / "whole.onnx").read_bytes()))
+
+    report = validate(tmp_path, artifact)
+    assert report["securityStatus"] == "Passed", report["security"]["findings"]
+    assert report["functionalStatus"] == "Failed"
+    assert [f["ruleId"] for f in report["functional"]["findings"]] == ["archive.corrupt"]
+    assert report["functional"]["signature"] is None
+
+    proc = ServerProcess(tmp_path, "--artifact", str(artifact), "--sha256", sha256_of(artifact))
+    processes.append(proc)
+    assert proc.process.wait(timeout=60) == 1
+    assert f"error: refusing to serve {artifact}: unsafe archive" in proc.output()

@@ -23,11 +23,12 @@ def validate_artifact(
     baseline_p95_ms: float | None = None,
 ) -> dict[str, Any]:
     """Run the three validators; the statuses, the benchmark and every finding."""
+    from registry.bundles import UnsafeBundle
     from registry.onnx_artifact import unpack_artifact
     from validators.benchmark import benchmark_model
-    from validators.functional import check_model
+    from validators.functional import FunctionalReport, check_model
     from validators.security import scan_artifact
-    from validators.security.archives import limits_of
+    from validators.security.archives import finding_of, limits_of
     from validators.security.policy import DEFAULT_POLICY
 
     timings: dict[str, float] = {}
@@ -46,9 +47,24 @@ def validate_artifact(
         return out
     out["securityStatus"] = "Passed"
     # A bundle is unpacked as the model server unpacks it (registry.onnx_artifact), with the
-    # limits it was scanned with: what passes here is what serves.
-    model_path = unpack_artifact(path, into=workdir / "bundle", limits=limits_of(DEFAULT_POLICY))
+    # limits it was scanned with: what passes here is what serves, and what the server would
+    # refuse to unpack (a gzip that holds no tar, say) fails here with the same reasons.
     started = time.perf_counter()
+    try:
+        model_path = unpack_artifact(
+            path, into=workdir / "bundle", limits=limits_of(DEFAULT_POLICY)
+        )
+    except UnsafeBundle as exc:
+        functional = FunctionalReport(
+            status="Failed",
+            findings=tuple(finding_of(p) for p in exc.problems),
+            reason="the bundle cannot be unpacked, so it cannot be loaded or served",
+        )
+        out["functional"] = functional.to_dict()
+        out["functionalStatus"] = functional.status
+        out["benchmark"] = None
+        timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
+        return out
     functional = check_model(model_path, parameters=parameters, fmt=fmt)
     timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
     out["functional"] = functional.to_dict()
