@@ -134,6 +134,10 @@ def test_a_bundle_that_validates_is_served(
     assert report["securityStatus"] == "Passed", report["security"]["findings"]
     assert report["functionalStatus"] == "Passed", report["functional"]["findings"]
     assert report["functional"]["modelFile"] == "model.onnx"
+    assert report["functional"]["signature"] == {
+        "inputs": [{"name": "x", "type": "tensor(float)", "shape": ["batch", 64]}],
+        "outputs": [{"name": "y", "type": "tensor(float)", "shape": ["batch", 8]}],
+    }
 
     proc = ServerProcess(tmp_path, "--artifact", str(bundle), "--sha256", sha256_of(bundle))
     processes.append(proc)
@@ -225,6 +229,7 @@ def test_a_hostile_bundle_is_refused_by_validator_and_server(
     findings = [f for f in report["security"]["findings"] if f["ruleId"] == rule]
     assert findings, report["security"]["findings"]
     assert needle in findings[0]["message"]
+    assert report["functional"]["signature"] is None
 
     proc = ServerProcess(tmp_path, "--artifact", str(bundle), "--sha256", sha256_of(bundle))
     processes.append(proc)

@@ -42,6 +42,7 @@ def validate_artifact(
         out["functional"] = {
             "status": "Skipped",
             "reason": "the security scan did not pass: the artifact is not loaded",
+            "signature": None,  # no session was opened
         }
         out["benchmark"] = None
         return out
