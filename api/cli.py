@@ -1594,17 +1594,31 @@ def serve_model(
     ],
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
     artifact: Annotated[
-        Path | None, typer.Option("--artifact", help="A local ONNX file", dir_okay=False)
+        Path | None,
+        typer.Option("--artifact", help="A local ONNX file or bundle", dir_okay=False),
     ] = None,
     artifact_key: Annotated[
         str | None,
         typer.Option("--artifact-key", help="Key of the ONNX object in the configured store"),
     ] = None,
+    model_file: Annotated[
+        str | None,
+        typer.Option(
+            "--model-file",
+            help="The model in a bundle that holds several .onnx files (parameters.modelFile)",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option("--max-body-bytes", min=1, help="Largest inference request body (413 above)"),
+    ] = 32 * 1024 * 1024,
 ) -> None:
     """Serve one ONNX model over the Open Inference Protocol (KServe v2 REST) until SIGTERM.
 
     The artifact is hashed first (an --artifact-key is downloaded to a private temporary
     directory); if its SHA-256 is not --sha256, nothing is served and the exit code is 2.
+    A bundle (zip, tar, tar.gz) is unpacked with the security scanner's checks; one that is
+    refused, or that onnxruntime cannot load, exits 1.
     """
     import re
 
@@ -1632,6 +1646,8 @@ def serve_model(
             artifact=artifact,
             artifact_key=artifact_key,
             store=store,
+            model_file=model_file,
+            max_body_bytes=max_body_bytes,
             log_level=settings.log_level,
         )
     except ArtifactMismatch as exc:

@@ -1,21 +1,26 @@
 """A model server: one ONNX model behind the Open Inference Protocol (KServe v2), over REST.
 
 ``create_model_app(model_name=..., version=..., model_path=...)`` opens an onnxruntime session
-(CPU only) and returns a FastAPI app with the OIP routes:
+(CPU only) on ``model_path`` (an ONNX file, or a directory holding an unpacked bundle) with the
+loader the functional check uses (``registry.onnx_artifact``), and returns a FastAPI app with the
+OIP routes:
 
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (503 until the session is loaded);
 - ``GET /v2`` (server metadata), ``GET /v2/models/{name}[/versions/{v}]`` (model metadata),
   ``GET /v2/models/{name}[/versions/{v}]/ready``;
 - ``POST /v2/models/{name}[/versions/{v}]/infer``: JSON tensors in, JSON tensors out. ``data``
   is row-major and flat, or nested lists. Errors are ``{"error": "..."}``: 404 for an unknown
-  model or version, 400 for a bad request, 500 when onnxruntime fails;
+  model or version, 400 for a bad request (also a body nested deeper than ``MAX_JSON_DEPTH``,
+  refused before it is parsed), 413 (problem+json, with ``error`` too) for a body over
+  ``max_body_bytes``, 500 when onnxruntime fails;
 - ``GET /metrics``: Prometheus metrics from a registry of the app's own.
 
-Non-finite floats in outputs are written as ``NaN``/``Infinity`` (as Python's ``json`` does):
-JSON has no other way to carry them.
+Answers are standard JSON: a non-finite float in an output (NaN, +-Infinity) is written as
+``null``, in its place, so the shape and every finite value are kept.
 
 ``fetch_and_verify`` copies an artifact from a store (or hashes a local file) and refuses it when
-its SHA-256 is not the expected one; ``run_model_server`` does both and serves under uvicorn until
+its SHA-256 is not the expected one; ``run_model_server`` does both, unpacks a bundle (zip, tar,
+tar.gz) with the security scanner's checks (``registry.bundles``), and serves under uvicorn until
 SIGTERM or SIGINT. onnxruntime and uvicorn are imported only when a server is built.
 """
 
@@ -25,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import signal
 import tempfile
 import time
@@ -49,6 +55,14 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from registry.bundles import UnsafeBundle
+from registry.onnx_artifact import (
+    ArtifactProblem,
+    open_session,
+    resolve_model_file,
+    unpack_artifact,
+)
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -67,6 +81,17 @@ log = logging.getLogger("modelreg.model_server")
 
 CHUNK = 1024 * 1024
 PLATFORM = "onnxruntime_onnx"
+
+#: The default cap on an inference request's body (``serve-model --max-body-bytes``).
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: Deepest nesting of arrays and objects a request may have: a rank-8 tensor as nested lists
+#: inside ``{"inputs": [{"data": ...}]}`` is 11 levels deep.
+MAX_JSON_DEPTH = 64
+PROBLEM = "application/problem+json"
+
+#: A JSON string (escapes included), and every byte that is not a bracket or a brace.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 #: onnxruntime type -> (OIP datatype, numpy dtype); ``None``: numpy cannot hold it.
 _TYPES: dict[str, tuple[str, str | None]] = {
@@ -121,7 +146,8 @@ class ArtifactMismatch(Exception):
 
 
 class ModelLoadError(Exception):
-    """onnxruntime cannot load the artifact."""
+    """The artifact cannot be loaded: onnxruntime refuses it, the bundle is unsafe (a member
+    escaping the destination, a link, a device, over the limits) or holds no single model."""
 
 
 class InferenceRequestError(Exception):
@@ -157,7 +183,7 @@ def fetch_and_verify(
                 digest.update(chunk)
         path, source = artifact, str(artifact)
     elif artifact_key is not None and artifact is None and store is not None and into is not None:
-        path = into / "model.onnx"
+        path = into / "artifact"  # a model file or a bundle: told apart by its content
         source = f"{artifact_key} from {store.describe()}"
         with path.open("wb") as out:
             for chunk in store.open_range(artifact_key):
@@ -192,17 +218,6 @@ def _spec(arg: Any) -> TensorSpec:
     datatype, dtype = _TYPES.get(arg.type, (str(arg.type), None))
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
     return TensorSpec(arg.name, datatype, shape, dtype)
-
-
-def _open_session(model_path: Path) -> Any:
-    """An onnxruntime session on the CPU execution provider only."""
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(
-        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
 
 
 class _Metrics:
@@ -247,11 +262,14 @@ class _Metrics:
 class ModelServer:
     """One loaded model: its session, its tensor specs, and ``infer``."""
 
-    def __init__(self, *, model_name: str, version: str, model_path: Path) -> None:
+    def __init__(
+        self, *, model_name: str, version: str, model_path: Path, model_file: str | None = None
+    ) -> None:
         self.model_name = model_name
         self.version = version
         self.metrics = _Metrics(model=model_name, version=version)
-        self._session: Any = _open_session(model_path)
+        self.model_file = resolve_model_file(model_path, model_file=model_file)
+        self._session: Any = open_session(self.model_file)
         self.inputs = {a.name: _spec(a) for a in self._session.get_inputs()}
         self.outputs = {a.name: _spec(a) for a in self._session.get_outputs()}
         self.metrics.ready.set(1)
@@ -312,7 +330,7 @@ class ModelServer:
             _tensor(name, self.outputs[name].datatype, array)
             for name, array in zip(output_names, results, strict=True)
         ]
-        return 200, json.dumps(answer, separators=(",", ":")).encode()
+        return 200, json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
 
     def _feeds(self, request: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
         inputs = request.get("inputs")
@@ -353,7 +371,29 @@ class ModelServer:
         return names or list(self.outputs)
 
 
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``body``, counted without parsing
+    it and without recursion: strings are cut out, then the brackets that remain are summed."""
+    import numpy as np
+
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    deepest = level = 0
+    for start in range(0, len(brackets), CHUNK):  # a chunk at a time: memory stays bounded
+        codes = np.frombuffer(brackets, dtype=np.uint8, count=-1, offset=start)[:CHUNK]
+        steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+        levels = np.cumsum(steps, dtype=np.int64) + level
+        deepest = max(deepest, int(levels.max()))
+        level = int(levels[-1])
+    return deepest
+
+
 def _parse_request(body: bytes) -> dict[str, Any]:
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise InferenceRequestError(
+            f"the body nests arrays and objects {depth} levels deep, more than the limit "
+            f"({MAX_JSON_DEPTH})"
+        )
     try:
         request = json.loads(body)
     except ValueError as exc:
@@ -414,12 +454,10 @@ def _tensor(name: str, datatype: str, array: Any) -> dict[str, Any]:
     import numpy as np
 
     array = np.asarray(array)
-    return {
-        "name": name,
-        "shape": list(array.shape),
-        "datatype": datatype,
-        "data": array.ravel().tolist(),
-    }
+    data = array.ravel().tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        data = [v if math.isfinite(v) else None for v in data]  # JSON has no NaN or Infinity
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
 
 
 def _error(message: str) -> bytes:
@@ -462,10 +500,41 @@ class _CountRequests:
             self.server.metrics.count_request(route, status)
 
 
-def create_model_app(*, model_name: str, version: str, model_path: Path) -> FastAPI:
-    """A FastAPI app serving the ONNX model at ``model_path`` over OIP; the session is loaded
-    now. ``app.state.model_server`` is the :class:`ModelServer`."""
-    server = ModelServer(model_name=model_name, version=version, model_path=model_path)
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refused (:class:`BodyTooLarge`) as soon as it is known to be over
+    ``limit`` bytes: from its Content-Length, or while it streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_model_app(
+    *,
+    model_name: str,
+    version: str,
+    model_path: Path,
+    model_file: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """A FastAPI app serving the ONNX model at ``model_path`` (a file, or an unpacked bundle
+    in which ``model_file`` names the model when it holds several) over OIP; the session is
+    loaded now. Inference bodies over ``max_body_bytes`` are answered 413.
+    ``app.state.model_server`` is the :class:`ModelServer`."""
+    server = ModelServer(
+        model_name=model_name, version=version, model_path=model_path, model_file=model_file
+    )
     try:
         server_version = package_version("modelreg")
     except PackageNotFoundError:
@@ -525,7 +594,18 @@ def create_model_app(*, model_name: str, version: str, model_path: Path) -> Fast
             server.check_target(name, model_version)
         except InferenceRequestError as exc:
             return refused(exc)
-        body = await request.body()
+        try:
+            body = await _read_body(request, limit=max_body_bytes)
+        except BodyTooLarge:
+            message = f"the request body is larger than the limit of {max_body_bytes} bytes"
+            problem = {
+                "type": "about:blank",
+                "title": "Request body too large",
+                "status": 413,
+                "detail": message,
+                "error": message,
+            }
+            return JSONResponse(problem, status_code=413, media_type=PROBLEM)
         return answer(*await run_in_threadpool(server.infer, body))
 
     @app.get("/v2/models/{name}")
@@ -572,14 +652,18 @@ def run_model_server(
     artifact: Path | None = None,
     artifact_key: str | None = None,
     store: ArtifactStore | None = None,
+    model_file: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
 ) -> None:
     """Verify the artifact, load it, and serve it until SIGTERM or SIGINT.
 
     Raises :class:`ArtifactMismatch` before anything listens when the digest is wrong, and
-    :class:`ModelLoadError` when onnxruntime cannot load the artifact. A
-    downloaded copy lives in a private temporary directory only until the session is loaded.
-    Returns normally after a graceful shutdown on SIGTERM.
+    :class:`ModelLoadError` when the artifact cannot be loaded: a bundle refused by the
+    scanner's checks, no single model in it (``model_file`` chooses, as the version's
+    ``parameters.modelFile`` does for the functional check), or onnxruntime refusing it. A
+    downloaded copy and an unpacked bundle live in a private temporary directory only until
+    the session is loaded. Returns normally after a graceful shutdown on SIGTERM.
     """
     import uvicorn
 
@@ -603,7 +687,23 @@ def run_model_server(
             )
             source = str(artifact) if artifact is not None else f"{artifact_key} (downloaded)"
             try:
-                app = create_model_app(model_name=model_name, version=version, model_path=path)
+                model_path = unpack_artifact(path, into=Path(workdir) / "bundle")
+            except UnsafeBundle as exc:
+                raise ModelLoadError(f"refusing to serve {source}: {exc}") from exc
+            except OSError as exc:
+                raise ModelLoadError(f"cannot unpack {source}: {exc}") from exc
+            if model_path != path:
+                log.info("unpacked the bundle %s", source)
+            try:
+                app = create_model_app(
+                    model_name=model_name,
+                    version=version,
+                    model_path=model_path,
+                    model_file=model_file,
+                    max_body_bytes=max_body_bytes,
+                )
+            except ArtifactProblem as exc:
+                raise ModelLoadError(f"cannot serve {source}: {exc.message}") from exc
             except Exception as exc:
                 message = " ".join(f"{type(exc).__name__}: {exc}".split())
                 raise ModelLoadError(f"onnxruntime cannot load {source}: {message}") from exc

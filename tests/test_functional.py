@@ -449,6 +449,7 @@ def test_report_serialises_with_camel_case_keys(tmp_path: Path) -> None:
         "testVectorResults",
         "durationSeconds",
         "toolVersions",
+        "signature",
     }
     assert data["testVectorResults"][0]["maxAbsError"] < 1e-5
     assert data["outputs"]["y"]["finite"] is True
@@ -496,3 +497,62 @@ def test_a_run_over_the_time_limit_is_cancelled(tmp_path: Path) -> None:
 
     assert report.status == "Failed"
     assert rules(report) == ["functional.timeout"]
+
+
+# --- the signature (stored on the version and compared at deploy time) ----------------------
+
+
+def test_report_carries_the_signature_the_session_declares(tmp_path: Path) -> None:
+    model = _model(
+        [
+            helper.make_node("Identity", ["x"], ["y"]),
+            helper.make_node("Cast", ["ids"], ["n"], to=TensorProto.FLOAT),
+        ],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", None, 4]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", None, 4]),
+            helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 4]),
+        ],
+    )
+
+    report = check_model(save(model, tmp_path / "m.onnx"))
+
+    assert report.status == "Passed", report.findings
+    assert report.to_dict()["signature"] == {
+        "inputs": [
+            {"name": "x", "type": "tensor(float)", "shape": ["batch", None, 4]},
+            {"name": "ids", "type": "tensor(int64)", "shape": [1, 4]},
+        ],
+        "outputs": [
+            {"name": "y", "type": "tensor(float)", "shape": ["batch", None, 4]},
+            {"name": "n", "type": "tensor(float)", "shape": [1, 4]},
+        ],
+    }
+
+
+def test_signature_is_kept_when_the_run_fails(tmp_path: Path) -> None:
+    report = check_model(save(linear_model(), tmp_path / "m.onnx"), parameters={"dimensions": 3})
+
+    assert rules(report) == ["functional.parameters"]
+    assert report.to_dict()["signature"]["inputs"] == [
+        {"name": "x", "type": "tensor(float)", "shape": ["batch", 4]}
+    ]
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        pytest.param("gone.onnx", id="missing-file"),
+        pytest.param("junk.onnx", id="not-onnx"),
+    ],
+)
+def test_signature_is_null_when_no_session_was_opened(tmp_path: Path, artifact: str) -> None:
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+
+    data = check_model(tmp_path / artifact).to_dict()
+
+    assert data["status"] == "Failed"
+    assert data["signature"] is None

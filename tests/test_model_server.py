@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 import signal
@@ -282,14 +284,6 @@ def test_onnxruntime_failure_is_500_and_counted(tmp_path: Path) -> None:
     assert metric(text, count, model="m", version="1") == 1
 
 
-def test_non_finite_outputs_are_written(tmp_path: Path) -> None:
-    path = write(tmp_path / "nan.onnx", nan_model())
-    with serving(create_model_app(model_name="m", version="1", model_path=path)) as http:
-        answer = http.post(INFER, json={"inputs": [x_input([1.0, 2.0, 3.0, 4.0], shape=(1, 4))]})
-    assert answer.status_code == 200
-    assert b"NaN" in answer.content
-
-
 def test_metrics_count_requests_by_route_and_status(http: AppClient) -> None:
     for _ in range(3):
         assert http.post(INFER, json={"inputs": [x_input()]}).status_code == 200
@@ -504,3 +498,127 @@ def test_serve_model_reports_a_missing_store_object(
     output = proc.output()
     assert f"error: cannot read the artifact: artifact object '{key}' is missing" in output
     assert "Traceback" not in output
+
+
+# --- standard JSON, a bounded body, a bounded depth (against a real process) ----------------
+
+
+def strict_json(content: bytes) -> Any:
+    """``content`` parsed as standard JSON: NaN and Infinity are refused."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant} in {content[:200]!r}")
+
+    return json.loads(content, parse_constant=refuse)
+
+
+def log_model() -> bytes:
+    """y = log(x): NaN below 0, -Infinity at 0, finite above."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Log", ["x"], ["y"])], "log", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real ``serve-model`` process with ``--max-body-bytes`` 1 MiB, serving log(x)."""
+    tmp = tmp_path_factory.mktemp("hardened")
+    model = write(tmp / "log.onnx", log_model())
+    args = ["--artifact", str(model), "--sha256", sha256_of(model)]
+    proc = ServerProcess(tmp, *args, "--max-body-bytes", str(LIMIT))
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def still_serves(url: str) -> None:
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(f"{url}{INFER}", json={"inputs": [x_input([1.0] * 4, shape=(1, 4))]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [0.0] * 4
+
+
+def test_non_finite_outputs_are_null_in_standard_json(hardened: ServerProcess) -> None:
+    body = {"inputs": [x_input([1.0, 0.0, -1.0, math.e], shape=(1, 4))]}
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(f"{hardened.url}{INFER}", json=body)
+    assert answer.status_code == 200, answer.text
+    output = strict_json(answer.content)["outputs"][0]
+    assert output["shape"] == [1, 4]
+    assert output["data"][:3] == [0.0, None, None]
+    assert output["data"][3] == pytest.approx(1.0)
+
+
+def test_in_process_nan_model_answers_null(tmp_path: Path) -> None:
+    path = write(tmp_path / "nan.onnx", nan_model())
+    with serving(create_model_app(model_name="m", version="1", model_path=path)) as http:
+        answer = http.post(INFER, json={"inputs": [x_input([1.0, 2.0, 3.0, 4.0], shape=(1, 4))]})
+    assert answer.status_code == 200
+    assert strict_json(answer.content)["outputs"][0]["data"] == [None] * 4
+
+
+def assert_too_large(answer: httpx.Response) -> None:
+    assert answer.status_code == 413, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = strict_json(answer.content)
+    assert problem["status"] == 413
+    assert problem["title"] == "Request body too large"
+    assert f"limit of {LIMIT} bytes" in problem["detail"]
+    assert problem["error"] == problem["detail"]
+
+
+def test_a_body_over_the_limit_is_413(hardened: ServerProcess) -> None:
+    padding = " " * LIMIT  # valid JSON whitespace: only the size is wrong
+    body = json.dumps({"inputs": [x_input([1.0] * 4, shape=(1, 4))]}) + padding
+    with httpx.Client(timeout=30) as client:
+        assert_too_large(client.post(f"{hardened.url}{INFER}", content=body.encode()))
+    still_serves(hardened.url)
+
+
+def test_a_chunked_body_over_the_limit_is_413(hardened: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server counts as it reads
+        yield b'{"inputs": ['
+        for _ in range(40):
+            yield b" " * 64 * 1024
+
+    with httpx.Client(timeout=30) as client:
+        answer = client.post(f"{hardened.url}{INFER}", content=chunks())
+    assert answer.request.headers.get("transfer-encoding") == "chunked"
+    assert_too_large(answer)
+    still_serves(hardened.url)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="balanced"),
+        pytest.param(b"[" * 100_000, id="unclosed"),
+        pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, id="objects"),
+    ],
+)
+def test_over_deep_json_is_400_without_recursion(hardened: ServerProcess, body: bytes) -> None:
+    with httpx.Client(timeout=30) as client:
+        answer = client.post(f"{hardened.url}{INFER}", content=body)
+    assert answer.status_code == 400, answer.text
+    error = strict_json(answer.content)["error"]
+    assert "levels deep, more than the limit (64)" in error
+    still_serves(hardened.url)
+    assert "RecursionError" not in hardened.output()
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(hardened: ServerProcess) -> None:
+    name = '[[[{"' + "[" * 1000 + '\\"\\\\'
+    body = {"inputs": [{**x_input([1.0] * 4, shape=(1, 4)), "name": name}]}
+    with httpx.Client(timeout=10) as client:
+        answer = client.post(f"{hardened.url}{INFER}", json=body)
+    assert answer.status_code == 400, answer.text
+    assert "unknown input" in strict_json(answer.content)["error"]

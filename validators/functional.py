@@ -38,9 +38,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from registry import onnx_artifact
+from registry.onnx_artifact import ArtifactProblem
 from validators.report import CheckStatus, Finding, Severity
 
 if TYPE_CHECKING:
@@ -137,9 +139,13 @@ class FunctionalReport:
     model_file: str | None = None
     duration_seconds: float = 0.0
     tool_versions: Mapping[str, str] = field(default_factory=dict)
+    #: {"inputs": [{"name", "type", "shape"}, ...], "outputs": [...]} as the session declares
+    #: them (``registry.onnx_artifact.signature_of``); None when no session was opened.
+    signature: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         vectors = self.test_vector_results
+        signature = self.signature
         return {
             "status": self.status,
             "reason": self.reason,
@@ -150,6 +156,12 @@ class FunctionalReport:
             "testVectorResults": None if vectors is None else [c.to_dict() for c in vectors],
             "durationSeconds": self.duration_seconds,
             "toolVersions": dict(self.tool_versions),
+            "signature": None
+            if signature is None
+            else {
+                "inputs": [dict(arg) for arg in signature["inputs"]],
+                "outputs": [dict(arg) for arg in signature["outputs"]],
+            },
         }
 
 
@@ -204,69 +216,33 @@ class Session(Protocol):
 # --- locating the model -------------------------------------------------------------------
 
 
+def _problem(exc: ArtifactProblem) -> CheckProblem:
+    return CheckProblem(
+        f"functional.{exc.rule}",
+        exc.message,
+        location=exc.location,
+        severity=Severity[exc.severity],
+        not_onnx=exc.not_onnx,
+    )
+
+
 def _inside(base: Path, relative: object, *, what: str) -> Path:
     """``base / relative``, refusing absolute paths, ``..`` and anything resolving outside."""
-    if not isinstance(relative, str) or not relative:
-        raise CheckProblem(
-            "functional.parameters",
-            f"parameters.{what} must be a non-empty relative path, got {relative!r}",
-            severity=Severity.MEDIUM,
-        )
-    pure = PurePosixPath(relative.replace("\\", "/"))
-    if pure.is_absolute() or PureWindowsPath(relative).is_absolute() or ".." in pure.parts:
-        raise CheckProblem(
-            "functional.parameters",
-            f"parameters.{what} {relative!r} must be relative and stay inside the bundle",
-            severity=Severity.HIGH,
-        )
-    root = base.resolve()
-    target = (root / pure).resolve()
-    if not target.is_relative_to(root):
-        raise CheckProblem(
-            "functional.parameters",
-            f"parameters.{what} {relative!r} resolves outside the bundle",
-            severity=Severity.HIGH,
-        )
-    return target
+    try:
+        return onnx_artifact.path_inside(base, relative, what=what)
+    except ArtifactProblem as exc:
+        raise _problem(exc) from None
 
 
 def resolve_model_file(path: Path, parameters: Mapping[str, Any] | None = None) -> Path:
     """The ONNX file to check: ``path`` itself, or the single ``.onnx`` file in the bundle
-    directory ``path`` (``parameters["modelFile"]`` chooses when there are several)."""
+    directory ``path`` (``parameters["modelFile"]`` chooses when there are several). The model
+    server resolves it with the same code (``registry.onnx_artifact``)."""
     params = parameters or {}
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise CheckProblem("functional.missing", f"{path} does not exist", location=str(path))
-    if params.get("modelFile") is not None:
-        chosen = _inside(path, params["modelFile"], what="modelFile")
-        if not chosen.is_file():
-            raise CheckProblem(
-                "functional.missing",
-                f"parameters.modelFile {params['modelFile']!r} is not a file in the bundle",
-            )
-        return chosen
-    root = path.resolve()
-    found = sorted(p for p in root.rglob("*.onnx") if p.is_file())
-    for candidate in found:
-        if not candidate.resolve().is_relative_to(root):
-            raise CheckProblem(
-                "functional.outside-bundle",
-                f"{candidate.relative_to(root)} is a link to a file outside the bundle",
-                location=str(candidate.relative_to(root)),
-            )
-    if not found:
-        raise CheckProblem("functional.no-model", "the bundle holds no .onnx file", not_onnx=True)
-    if len(found) > 1:
-        names = ", ".join(str(p.relative_to(root)) for p in found[:5])
-        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-        raise CheckProblem(
-            "functional.ambiguous-model",
-            f"the bundle holds {len(found)} .onnx files ({names}{more}); "
-            "name the one to check in parameters.modelFile",
-            severity=Severity.MEDIUM,
-        )
-    return found[0]
+    try:
+        return onnx_artifact.resolve_model_file(path, model_file=params.get("modelFile"))
+    except ArtifactProblem as exc:
+        raise _problem(exc) from None
 
 
 # --- sessions and inputs ------------------------------------------------------------------
@@ -275,18 +251,11 @@ def resolve_model_file(path: Path, parameters: Mapping[str, Any] | None = None) 
 def open_session(
     model_file: Path, *, intra_op_threads: int | None = None, inter_op_threads: int | None = None
 ) -> Session:
-    """An onnxruntime session on the CPU execution provider only. External data is read
-    relative to the model's folder."""
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: no shape-mismatch warnings on stderr
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = intra_op_threads
-    if inter_op_threads is not None:
-        options.inter_op_num_threads = inter_op_threads
-    session = ort.InferenceSession(
-        str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
+    """An onnxruntime session on the CPU execution provider only, opened as the model server
+    opens it (``registry.onnx_artifact.open_session``). External data is read relative to the
+    model's folder."""
+    session = onnx_artifact.open_session(
+        model_file, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
     )
     return cast(Session, session)
 
@@ -440,7 +409,7 @@ def tool_versions() -> dict[str, str]:
     """The versions of onnx, onnxruntime and numpy."""
     import numpy as np
     import onnx
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     return {"onnx": onnx.__version__, "onnxruntime": str(ort.__version__), "numpy": np.__version__}
 
@@ -681,6 +650,7 @@ class _Draft:
     reason: str | None = None
     model_file: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None
 
     def report(self, status: CheckStatus | None = None) -> FunctionalReport:
         if status is None:
@@ -695,6 +665,7 @@ class _Draft:
             model_file=self.model_file,
             duration_seconds=round(time.perf_counter() - self.started, 6),
             tool_versions=self.versions,
+            signature=self.signature,
         )
 
 
@@ -750,6 +721,7 @@ def check_model(
                 f"onnxruntime cannot load the model: {type(exc).__name__}: {exc}",
                 location=location,
             ) from exc
+        draft.signature = onnx_artifact.signature_of(session)
         feeds = make_inputs(session, params, policy=policy)
         draft.inputs = {name: _describe(array) for name, array in feeds.items()}
         results = _run(session, feeds, timeout=policy.run_timeout_seconds, location=location)

@@ -28,11 +28,12 @@ def validate_artifact(
 
     ``on_security`` gets the security report as soon as the scan is over, before the artifact
     is loaded: the worker keeps it when the functional check breaks a resource limit."""
+    from registry.bundles import UnsafeBundle
+    from registry.onnx_artifact import unpack_artifact
     from validators.benchmark import benchmark_model
-    from validators.functional import check_model
+    from validators.functional import FunctionalReport, check_model
     from validators.security import scan_artifact
-    from validators.security.archives import safe_extract
-    from validators.security.formats import BUNDLE_FORMATS, detect_format
+    from validators.security.archives import finding_of, limits_of
     from validators.security.policy import DEFAULT_POLICY
 
     timings: dict[str, float] = {}
@@ -48,16 +49,30 @@ def validate_artifact(
         out["functional"] = {
             "status": "Skipped",
             "reason": "the security scan did not pass: the artifact is not loaded",
+            "signature": None,  # no session was opened
         }
         out["benchmark"] = None
         return out
     out["securityStatus"] = "Passed"
-    model_path = path
-    if detect_format(path) in BUNDLE_FORMATS:
-        model_path = workdir / "bundle"
-        model_path.mkdir(mode=0o700)
-        safe_extract(path, model_path, policy=DEFAULT_POLICY)
+    # A bundle is unpacked as the model server unpacks it (registry.onnx_artifact), with the
+    # limits it was scanned with: what passes here is what serves, and what the server would
+    # refuse to unpack (a gzip that holds no tar, say) fails here with the same reasons.
     started = time.perf_counter()
+    try:
+        model_path = unpack_artifact(
+            path, into=workdir / "bundle", limits=limits_of(DEFAULT_POLICY)
+        )
+    except UnsafeBundle as exc:
+        functional = FunctionalReport(
+            status="Failed",
+            findings=tuple(finding_of(p) for p in exc.problems),
+            reason="the bundle cannot be unpacked, so it cannot be loaded or served",
+        )
+        out["functional"] = functional.to_dict()
+        out["functionalStatus"] = functional.status
+        out["benchmark"] = None
+        timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
+        return out
     functional = check_model(model_path, parameters=parameters, fmt=fmt)
     timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
     out["functional"] = functional.to_dict()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import onnx
 
+from registry.bundles import unsafe_name
 from validators.report import Finding, Severity
 from validators.security.policy import SecurityPolicy
 
@@ -31,8 +31,6 @@ _ITEM_BYTES: dict[int, float] = {
     15: 16, 16: 2, 17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5, 23: 0.5, 24: 1, 25: 0.25,
     26: 0.25,
 }  # fmt: skip
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass
@@ -228,18 +226,9 @@ def _check_tensor(scan: _Scan, tensor: onnx.TensorProto, where: str) -> None:
 
 
 def unsafe_location(location: str) -> str | None:
-    """Why an external-data location (or an archive member name) is unsafe, or None."""
-    if not location:
-        return "is empty"
-    if "\x00" in location:
-        return "contains a NUL byte"
-    if "\\" in location:
-        return "contains a backslash"
-    if location.startswith("/") or _DRIVE.match(location):
-        return "is an absolute path"
-    if ".." in PurePosixPath(location).parts:
-        return "contains a '..' component"
-    return None
+    """Why an external-data location (or an archive member name) is unsafe, or None: the
+    rule the bundle checks apply to member names (``registry.bundles.unsafe_name``)."""
+    return unsafe_name(location)
 
 
 def _check_external(
