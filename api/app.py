@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import metrics
-from api.limits import BodyLimitMiddleware
+from api.limits import BodyLimitMiddleware, NulMiddleware
 from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
 from api.routes import (
     deployments,
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.metrics_database = metrics.scrape_registry(registry)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
+    app.add_middleware(NulMiddleware)
     # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.
     app.add_middleware(metrics.MetricsMiddleware, routes=app)
     app.include_router(health.router)
