@@ -3,18 +3,65 @@ uploads that stall. Every test runs on SQLite and on PostgreSQL, against a real 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from registry.models import AIModelFeedback, AIModelVersion
+from registry.models import AIModelFeedback, AIModelVersion, ArtifactUpload, ValidationRequest
 from registry.services import Registry
-from tests.helpers import assert_problem, make_model, make_version
+from registry.settings import Settings
+from tests.conftest import LiveServer
+from tests.helpers import (
+    RawUpload,
+    assert_problem,
+    make_model,
+    make_version,
+    pass_validation,
+    upload,
+)
 
 NUL = "\u0000"
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The suite's settings, with a test's changes (``parametrize("settings", ..., indirect)``)."""
+    return settings.model_copy(update=getattr(request, "param", {}))
+
+
+def tuned(**changes: Any) -> pytest.MarkDecorator:
+    """Run the test with these settings changed."""
+    return pytest.mark.parametrize(
+        "settings", [pytest.param(changes, id="-".join(map(str, changes.values())))], indirect=True
+    )
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll until the server got there (the bound only keeps a bug from hanging the run)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server never got there: {what}")
+        time.sleep(0.02)
+
+
+def other_key(http: httpx.Client, email: str) -> str:
+    """A models key of another user (budgets are per user)."""
+    response = http.post(
+        "/api/v1/keys",
+        json={"name": email, "scopes": ["models:read", "models:write"], "user": email},
+    )
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
 
 
 def _post_json(http: httpx.Client, path: str, text: str, method: str = "POST") -> httpx.Response:
@@ -240,3 +287,225 @@ def test_finite_numbers_and_ordinary_strings_still_pass(http: httpx.Client) -> N
     params = {"t": 1e308, "n": -0.0, "s": "tab\tand unicode é \u2028", "deep": [[{"x": 1}]]}
     version = make_version(http, "m", "1.0", parameters=params)
     assert version["parameters"] == json.loads(json.dumps(params))
+
+
+# -- the validation queue -------------------------------------------------------------------
+
+
+def _pending(registry: Registry) -> list[ValidationRequest]:
+    with registry.sessions() as s:
+        return list(s.scalars(select(ValidationRequest).where(ValidationRequest.status != "Done")))
+
+
+def _together(count: int, call: Callable[[], httpx.Response]) -> list[httpx.Response]:
+    """``count`` calls at once, each from its own thread and connection."""
+    start = threading.Barrier(count)
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        start.wait()
+        response = call()
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_a_repeated_validation_request_returns_the_pending_run(
+    http: httpx.Client, registry: Registry
+) -> None:
+    make_model(http, "m")
+    make_version(http, "m", "1.0")
+    assert upload(http, "m", "1.0", b"weights").status_code == 201
+    (queued,) = _pending(registry)  # the upload queued one
+    path = "/api/v1/models/m/versions/1.0/validations"
+    again = http.post(path)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == str(queued.id)
+    assert again.headers["Location"] == f"/api/v1/validations/{queued.id}"
+    assert len(_pending(registry)) == 1
+    # Once that run is done, a request queues a new one.
+    pass_validation(registry)
+    fresh = http.post(path)
+    assert fresh.status_code == 202, fresh.text
+    assert fresh.json()["id"] != str(queued.id)
+    assert [str(r.id) for r in _pending(registry)] == [fresh.json()["id"]]
+
+
+def test_concurrent_validation_requests_queue_one_run(
+    server: LiveServer, admin_token: str, http: httpx.Client, registry: Registry
+) -> None:
+    make_model(http, "m")
+    make_version(http, "m", "1.0")
+    assert upload(http, "m", "1.0", b"weights").status_code == 201
+    pass_validation(registry)  # nothing pending: the requests below race to queue the run
+
+    def request() -> httpx.Response:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+        ) as own:
+            return own.post("/api/v1/models/m/versions/1.0/validations")
+
+    answers = _together(8, request)
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [202], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(_pending(registry)) == 1
+
+
+@tuned(validations_per_key=3)
+def test_a_key_over_its_validation_budget_gets_429(
+    server: LiveServer, admin_token: str, http: httpx.Client, registry: Registry
+) -> None:
+    make_model(http, "m")
+    for n in range(5):
+        make_version(http, "m", f"{n}.0")
+        assert upload(http, "m", f"{n}.0", f"w{n}".encode()).status_code == 201
+    pass_validation(registry)
+
+    def request(n: int) -> Callable[[], httpx.Response]:
+        def call() -> httpx.Response:
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60
+            ) as own:
+                return own.post(f"/api/v1/models/m/versions/{n}.0/validations")
+
+        return call
+
+    calls = iter([request(n) for n in range(5)])
+    answers = _together(5, lambda: next(calls)())
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202, 202, 202, 429, 429], [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 429):
+        problem = assert_problem(refused, 429, "MODELREG_VALIDATIONS_PER_KEY")
+        assert int(refused.headers["Retry-After"]) > 0
+        assert problem["limit"] == 3
+    pending = {r.model_version_id for r in _pending(registry)}
+    assert len(pending) == 3
+    numbers = {
+        n: http.get(f"/api/v1/models/m/versions/{n}.0").json()["id"] in map(str, pending)
+        for n in range(5)
+    }
+    # A repeat of a pending run queues nothing, so it is answered, not refused.
+    waiting = next(n for n, is_pending in numbers.items() if is_pending)
+    assert http.post(f"/api/v1/models/m/versions/{waiting}.0/validations").status_code == 200
+    # Another user's key has a budget of its own.
+    refused = next(n for n, is_pending in numbers.items() if not is_pending)
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {other_key(http, 'b@x.io')}"}
+    ) as b:
+        assert b.post(f"/api/v1/models/m/versions/{refused}.0/validations").status_code == 202
+    assert len(_pending(registry)) == 4
+
+
+# -- slow and greedy uploaders --------------------------------------------------------------
+
+
+def _leases(registry: Registry) -> list[ArtifactUpload]:
+    with registry.sessions() as s:
+        return list(s.scalars(select(ArtifactUpload)))
+
+
+def _stored(registry: Registry) -> list[str]:
+    """Every object the (local) store holds, finished or not."""
+    root = registry.settings.artifact_root
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def stall(server: LiveServer) -> Iterator[Callable[..., RawUpload]]:
+    """Start a PUT of ``length`` bytes, send ``sent`` of them, and stop there."""
+    opened: list[RawUpload] = []
+
+    def start(token: str, path: str, *, sent: int, length: int = 1 << 20) -> RawUpload:
+        sender = RawUpload(server.port, token, length=length, path=path)
+        opened.append(sender)
+        if sent:
+            sender.send(b"x" * sent)
+        return sender
+
+    yield start
+    for sender in opened:
+        sender.close()
+
+
+@tuned(upload_idle_timeout=1.0)
+def test_a_stalled_upload_ends_with_408_and_leaves_nothing(
+    http: httpx.Client, registry: Registry, admin_token: str, stall: Callable[..., RawUpload]
+) -> None:
+    make_model(http, "m")
+    for n in range(4):
+        make_version(http, "m", f"{n}.0")
+    # Three stop mid-body, one never sends a byte of it.
+    senders = [
+        stall(admin_token, f"/api/v1/models/m/versions/{n}.0/artifact", sent=sent)
+        for n, sent in enumerate((64 * 1024, 1, 300_000, 0))
+    ]
+    for sender in senders:
+        status, headers, raw = sender.response()
+        assert status == 408, raw
+        assert headers["content-type"].startswith("application/problem+json")
+        assert "MODELREG_UPLOAD_IDLE_TIMEOUT" in json.loads(raw)["detail"]
+    wait_until(lambda: _leases(registry) == [], "every lease is released")
+    assert _stored(registry) == []
+    for n in range(4):
+        version = http.get(f"/api/v1/models/m/versions/{n}.0").json()
+        assert version["sourcePath"] is None
+        assert version["sha256"] is None
+    assert _pending(registry) == []
+    # The key's places are free again, and the versions take an upload.
+    for n in range(4):
+        assert upload(http, "m", f"{n}.0", f"w{n}".encode()).status_code == 201
+
+
+def test_one_key_holds_at_most_four_uploads_and_another_key_still_uploads(
+    http: httpx.Client,
+    server: LiveServer,
+    registry: Registry,
+    admin_token: str,
+    stall: Callable[..., RawUpload],
+) -> None:
+    """16 stalled PUTs from one key once took all 16 upload threads, for ever."""
+    make_model(http, "m")
+    for n in range(17):
+        make_version(http, "m", f"{n}.0")
+    senders = [
+        stall(admin_token, f"/api/v1/models/m/versions/{n}.0/artifact", sent=4096)
+        for n in range(16)
+    ]
+    answers: dict[int, tuple[int, dict[str, str], bytes]] = {}
+
+    def read(n: int) -> None:
+        with contextlib.suppress(OSError):  # the test closes the held ones below
+            answers[n] = senders[n].response()
+
+    readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(16)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: len(answers) == 12, "12 of the 16 uploads are refused")
+    assert len(_leases(registry)) == 4
+    for status, headers, raw in answers.values():
+        assert status == 429, raw
+        assert int(headers["retry-after"]) > 0
+        assert "MODELREG_UPLOADS_PER_KEY" in json.loads(raw)["detail"]
+    # Another key (another user) uploads meanwhile.
+    with httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {other_key(http, 'b@x.io')}"},
+        timeout=60,
+    ) as b:
+        done = upload(b, "m", "16.0", b"weights of b")
+        assert done.status_code == 201, done.text
+    # The four held are still running; when their clients go, their places are freed.
+    held = [n for n in range(16) if n not in answers]
+    assert len(held) == 4
+    for n in held:  # shut down: a reader thread still holds the socket open
+        senders[n].sock.shutdown(socket.SHUT_RDWR)
+    wait_until(lambda: _leases(registry) == [], "the held uploads release their leases")
+    assert _stored(registry) == [done.json()["sourcePath"]]
+    assert upload(http, "m", f"{held[0]}.0", b"weights").status_code == 201
