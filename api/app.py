@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import metrics
-from api.limits import BodyLimitMiddleware
+from api.limits import BodyLimitMiddleware, NulMiddleware
 from api.problems import COMMON_ERRORS, install_problem_handlers, problem_responses
 from api.routes import (
     deployments,
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.state.readiness = health.ReadinessLog()
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)
+    app.add_middleware(NulMiddleware)
     # Outside the exception handlers: it sees the status the client gets, 4xx/5xx included.
     app.add_middleware(metrics.MetricsMiddleware, routes=app)
     if settings.trusted_proxies:

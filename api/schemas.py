@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from registry.auth import ALL_SCOPES
@@ -20,6 +20,7 @@ from registry.models import (
     VERSION_STATUSES,
 )
 from registry.services.versions import FORMATS
+from registry.storable import unstorable
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 VERSION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._+-]{0,48}[A-Za-z0-9._+-])?$"
@@ -38,9 +39,28 @@ VersionNumber = Annotated[
 
 
 class InBody(BaseModel):
-    """Inputs: camelCase, and unknown fields are an error rather than silently ignored."""
+    """Inputs: camelCase, and unknown fields are an error rather than silently ignored.
+
+    Every field of every input, however deep (a string, a key or a number inside
+    ``parameters``, ``strategyParams``, ``details``...), must be storable: no NUL character,
+    no ``NaN`` or infinite number (see registry/storable.py). A value that is not answers 422
+    naming the field. ``UNCHECKED`` fields are left to the service, which checks them item by
+    item (a feedback batch keeps its good items).
+    """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    UNCHECKED: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in cls.UNCHECKED:
+            return value
+        field = cls.model_fields[info.field_name or ""].alias or info.field_name or "value"
+        reason = unstorable(value, field)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
 
 
 class OutBody(BaseModel):
@@ -367,6 +387,8 @@ class FeedbackIn(InBody):
 class FeedbackBatchIn(InBody):
     """Up to 1,000 items. Each is checked on its own: bad ones are rejected with their index
     and reason, good ones are kept."""
+
+    UNCHECKED: ClassVar[frozenset[str]] = frozenset({"items"})
 
     items: list[Any] = Field(
         min_length=1,

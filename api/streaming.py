@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +91,56 @@ class BodyChannel:
                 raise item
             self._loop.call_soon_threadsafe(self._slots.release)
             yield from item
+
+
+class UploadIdle(RegistryError):
+    """The client stopped sending the body: no byte came for ``MODELREG_UPLOAD_IDLE_TIMEOUT``."""
+
+    status = 408
+    title = "Request timeout"
+
+
+async def pump_body(
+    body: AsyncIterator[bytes],
+    channel: BodyChannel,
+    *,
+    consumer: asyncio.Future[Any],
+    idle_timeout: float,
+) -> None:
+    """Move ``body`` into ``channel`` until it ends, the consumer stops, or the client stalls.
+
+    Each read waits at most ``idle_timeout`` seconds for the next chunk; a client that sends
+    nothing for that long fails the channel with :class:`UploadIdle`, so the consumer thread
+    ends, cleans up and frees its place in the pool. A consumer that finishes first (it
+    refused the upload: a conflict, a full budget, a bad name) stops the reading at once, so
+    its answer does not wait for a body nobody will store. A client that goes away fails the
+    channel with ``UploadAborted``.
+    """
+    iterator = aiter(body)
+    while True:
+        read: asyncio.Future[bytes] = asyncio.ensure_future(anext(iterator))
+        done, _ = await asyncio.wait(
+            {read, consumer}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if read not in done:
+            read.cancel()
+            await asyncio.wait({read})
+            if consumer not in done:
+                channel.fail(
+                    UploadIdle(
+                        f"no byte of the upload arrived for {idle_timeout:g} s "
+                        "(MODELREG_UPLOAD_IDLE_TIMEOUT); nothing was kept",
+                        idleTimeoutSeconds=idle_timeout,
+                    )
+                )
+            return
+        try:
+            chunk = read.result()
+        except StopAsyncIteration:
+            await channel.close()
+            return
+        if not await channel.put(chunk):
+            return
 
 
 class RangeNotSatisfiable(RegistryError):

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     """The largest JSON request body (every request but an artifact upload); larger gets 413."""
     upload_lease_seconds: int = 120
     """How long an upload's claim on a version lives without a heartbeat."""
+    upload_idle_timeout: float = Field(default=30.0, gt=0)
+    """Seconds an artifact upload may go without receiving a byte; then it ends with 408 and
+    nothing of it is kept (a stalled client does not hold an upload thread)."""
+    uploads_per_key: int = Field(default=4, ge=1)
+    """Concurrent artifact uploads one key's user may have (counted in the database's upload
+    leases, so across replicas); beyond that 429."""
+    validations_per_key: int = Field(default=20, ge=1)
+    """Validation runs one key's user may have queued or running; a request beyond that is
+    429. Uploads' runs count, but an upload is never refused for it."""
 
     worker_enabled: bool = True
     """Run the validation worker inside ``modelreg serve``."""

@@ -12,6 +12,7 @@ server per store, on SQLite, so that the tables stay cheap.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import shutil
 import threading
@@ -111,8 +112,11 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"max_artifact_bytes": LIMIT})
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """``parametrize("settings", [{...}], indirect=True)`` changes more of them."""
+    return settings.model_copy(
+        update={"max_artifact_bytes": LIMIT, **getattr(request, "param", {})}
+    )
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -267,6 +271,34 @@ def test_client_disconnect_mid_body(
     )
     sender.close()
     wait_until(lambda: leases(registry) == [], "the abandoned upload released its lease")
+    nothing_kept()
+
+
+@pytest.mark.parametrize(
+    "settings", [pytest.param({"upload_idle_timeout": 2.0}, id="idle-2s")], indirect=True
+)
+def test_a_client_that_stops_sending_gets_408_and_nothing_is_kept(
+    raw: Callable[..., RawUpload],
+    registry: Registry,
+    moto: MotoS3 | None,
+    version: dict[str, Any],
+    nothing_kept: Callable[[], None],
+) -> None:
+    data = body(LARGE)
+    sender = raw(length=LARGE)
+    sender.send(data[: 11 * MiB])
+    wait_until(lambda: len(leases(registry)) == 1, "the upload holds its lease")
+    wait_until(
+        lambda: any(
+            k.startswith((".tmp/", "multipart upload of ")) for k in stored(registry, moto)
+        ),
+        "the store is writing: a temp file, or an S3 multipart upload",
+    )
+    status, headers, answer = sender.response()  # the client sends nothing more
+    assert status == 408, answer
+    assert headers["content-type"].startswith("application/problem+json")
+    assert json.loads(answer)["idleTimeoutSeconds"] == 2.0
+    wait_until(lambda: leases(registry) == [], "the stalled upload released its lease")
     nothing_kept()
 
 

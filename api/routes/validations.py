@@ -23,15 +23,26 @@ Reg = Annotated[Registry, Depends(get_registry)]
     "/models/{name}/versions/{version}/validations",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ValidationRunOut,
+    responses={
+        200: {
+            "model": ValidationRunOut,
+            "description": "A run of this artifact was already waiting or running: that run",
+        }
+    },
     summary="Validate the version's current artifact again",
-    description="Queues a run; a worker scans, loads, runs and benchmarks the artifact. "
-    "Poll `GET /validations/{id}` until its status is Done.",
+    description="Queues a run (202); a worker scans, loads, runs and benchmarks the artifact. "
+    "Poll `GET /validations/{id}` until its status is Done. While a run of the same artifact "
+    "is still queued or running, the request answers 200 with that run instead of queueing "
+    "another. A key with `MODELREG_VALIDATIONS_PER_KEY` runs pending gets 429 with "
+    "Retry-After.",
 )
 def request_validation(
     name: ModelName, version: VersionNumber, actor: Writer, reg: Reg, response: Response
 ) -> ValidationRunOut:
     run = reg.validations.request(actor, name, version)
     response.headers["Location"] = f"/api/v1/validations/{run.request.id}"
+    if not run.created:
+        response.status_code = status.HTTP_200_OK
     return ValidationRunOut.of(run)
 
 

@@ -23,7 +23,13 @@ from api.schemas import (
     VersionStatus,
     VersionUpdate,
 )
-from api.streaming import BodyChannel, RangeNotSatisfiable, if_none_match_matches, parse_range
+from api.streaming import (
+    BodyChannel,
+    RangeNotSatisfiable,
+    if_none_match_matches,
+    parse_range,
+    pump_body,
+)
 from registry.auth import Principal, Scope
 from registry.errors import Invalid, PayloadTooLarge
 from registry.pagination import MAX_LIMIT
@@ -36,7 +42,7 @@ Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
 Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
 Reg = Annotated[Registry, Depends(get_registry)]
 
-_UPLOAD_ERRORS = problem_responses(400, 413)
+_UPLOAD_ERRORS = problem_responses(400, 408, 413, 429)
 _DOWNLOAD_ERRORS = problem_responses(416)
 
 
@@ -122,7 +128,9 @@ def transition_version(
     summary="Upload the version's artifact (raw streamed body)",
     description="The body is streamed to the artifact store; its SHA-256 and size are computed "
     "on the way. With `X-Checksum-Sha256` a mismatch is 400. Above the size limit: 413. "
-    "Either way, and if the client goes away, nothing is kept.",
+    "No byte for `MODELREG_UPLOAD_IDLE_TIMEOUT` seconds: 408. More than "
+    "`MODELREG_UPLOADS_PER_KEY` uploads at once from one key: 429. In every such case, and "
+    "if the client goes away, nothing is kept.",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -174,11 +182,12 @@ async def upload_artifact(
     )
     channel.watch(work)
     try:
-        async for chunk in request.stream():
-            if not await channel.put(chunk):
-                break
-        else:
-            await channel.close()
+        await pump_body(
+            request.stream(),
+            channel,
+            consumer=work,
+            idle_timeout=reg.settings.upload_idle_timeout,
+        )
     except ClientDisconnect:
         channel.fail(UploadAborted("the client disconnected before the upload was complete"))
     except BaseException:

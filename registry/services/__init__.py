@@ -70,8 +70,13 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
             store=store,
             max_artifact_bytes=settings.max_artifact_bytes,
             lease_seconds=settings.upload_lease_seconds,
+            per_key=settings.uploads_per_key,
         ),
-        validations=ValidationService(sessions, lease_seconds=settings.validation_lease_seconds),
+        validations=ValidationService(
+            sessions,
+            lease_seconds=settings.validation_lease_seconds,
+            per_key=settings.validations_per_key,
+        ),
         deployments=DeploymentService(
             sessions,
             on_routes_changed=endpoints.invalidate,

@@ -33,6 +33,7 @@ from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.services.models import Page, get_model
 from registry.services.versions import get_version
+from registry.storable import unstorable
 from registry.types import utcnow
 
 MAX_BATCH = 1_000
@@ -398,6 +399,10 @@ def _parse_item(raw: Any) -> _Item:
     unknown = sorted(str(k) for k in raw if k not in ITEM_FIELDS)
     if unknown:
         raise _Bad(f"unknown field(s): {', '.join(unknown)}")
+    for field in sorted(ITEM_FIELDS & raw.keys()):
+        reason = unstorable(raw[field], field)
+        if reason is not None:
+            raise _Bad(reason)
     has_id = raw.get("modelVersionId") is not None
     has_pair = raw.get("model") is not None or raw.get("versionNumber") is not None
     if has_id == has_pair:

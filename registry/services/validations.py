@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal
-from registry.errors import Conflict, NotFound
+from registry.db import lock_row
+from registry.errors import Conflict, NotFound, TooManyRequests
 from registry.metrics import VALIDATION_DURATION, VALIDATIONS
 from registry.models import (
     AIModel,
     AIModelValidationResult,
     AIModelVersion,
+    User,
     ValidationRequest,
 )
 from registry.services import audit
@@ -33,6 +35,11 @@ from registry.types import utcnow
 log = logging.getLogger(__name__)
 
 API_FORMAT = "API"
+#: Statuses of a run that has not finished: it is queued, or a worker holds it.
+PENDING = ("Queued", "Running")
+#: What a key over its budget of pending runs is told to wait, in seconds: about as long as a
+#: worker takes to finish a small model's run.
+QUEUE_FULL_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,24 @@ class ValidationRun:
 
     request: ValidationRequest
     result: AIModelValidationResult | None
+    created: bool = True
+    """False when a request found this run already pending and returned it."""
+
+
+def lock_budget(s: Session, user_id: uuid.UUID) -> None:
+    """Serialise, until the transaction ends, the decisions that count a user's rows (pending
+    validation runs, concurrent uploads): lock the user's row.
+
+    On PostgreSQL the lock is ``FOR NO KEY UPDATE``, not :func:`registry.db.lock_row`'s
+    ``FOR UPDATE``: every insert that references the user (an audit row, a feedback item, a
+    validation run) takes ``FOR KEY SHARE`` on it, which ``FOR UPDATE`` would block, and a
+    worker storing a result while holding a version's lock would then deadlock with a request
+    holding the user's. SQLite takes its one write lock, as ``lock_row`` does.
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        lock_row(s, User, user_id)
+        return
+    s.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 def queue_validation(
@@ -116,23 +141,72 @@ def validation_gate(s: Session, version: AIModelVersion) -> list[str]:
 
 class ValidationService:
     def __init__(
-        self, sessions: sessionmaker[Session], *, lease_seconds: int = 60, max_attempts: int = 3
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        lease_seconds: int = 60,
+        max_attempts: int = 3,
+        per_key: int = 20,
     ) -> None:
         self.sessions = sessions
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        self.per_key = per_key
 
     # -- requests from users ---------------------------------------------------------------
 
     def request(self, actor: Principal, model_name: str, version_number: str) -> ValidationRun:
+        """Queue a run of the version's current artifact, or return the one already pending.
+
+        There is at most one pending run per version and digest: a repeated request (a retry,
+        an impatient user, a script in a loop) gets that run back, with ``created`` False. The
+        database settles concurrent requests: the version's row is locked before the pending
+        runs are read. A key's user may have at most ``per_key`` pending runs (uploads'
+        included); beyond that :class:`TooManyRequests`. The user's budget is locked first
+        (:func:`lock_budget`), so that concurrent requests for different versions cannot both
+        take the last place.
+        """
         from registry.services.versions import get_version
 
         with self.sessions.begin() as s:
-            version = get_version(s, get_model(s, model_name), version_number)
+            found = get_version(s, get_model(s, model_name), version_number)
+            lock_budget(s, actor.user_id)
+            version = lock_row(s, AIModelVersion, found.id)
+            if version is None:
+                raise NotFound(f"model {model_name!r} has no version {version_number!r}")
             if version.sha256 is None:
                 raise Conflict(
                     f"version {version_number!r} has no artifact to validate"
                     + (" (format API)" if version.format == API_FORMAT else "")
+                )
+            pending = s.scalar(
+                select(ValidationRequest)
+                .where(
+                    ValidationRequest.model_version_id == version.id,
+                    ValidationRequest.sha256 == version.sha256,
+                    ValidationRequest.status.in_(PENDING),
+                )
+                .order_by(ValidationRequest.requested_at)
+                .limit(1)
+            )
+            if pending is not None:
+                return ValidationRun(pending, None, created=False)
+            held = s.scalar(
+                select(func.count())
+                .select_from(ValidationRequest)
+                .where(
+                    ValidationRequest.requested_by_user_id == actor.user_id,
+                    ValidationRequest.status.in_(PENDING),
+                )
+            )
+            if (held or 0) >= self.per_key:
+                raise TooManyRequests(
+                    f"this key already has {held} validation runs waiting or running, the "
+                    f"most it may have (MODELREG_VALIDATIONS_PER_KEY={self.per_key}); retry "
+                    "when some have finished",
+                    retry_after=QUEUE_FULL_RETRY_SECONDS,
+                    pendingRuns=held,
+                    limit=self.per_key,
                 )
             req = queue_validation(s, version, requested_by=actor.user_id)
             audit.record(

@@ -11,19 +11,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
 from registry.db import DB_UNAVAILABLE_ERRORS
-from registry.errors import BadRequest, Conflict, Forbidden, GateClosed, Invalid, NotFound
+from registry.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GateClosed,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+)
 from registry.metrics import UPLOAD_BYTES, UPLOADS
 from registry.models import AIModel, AIModelVersion, ArtifactUpload
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.services.models import Page, get_model
-from registry.services.validations import queue_validation, validation_gate
+from registry.services.validations import lock_budget, queue_validation, validation_gate
 from registry.storage import ArtifactStore, HashingReader, StoredObject, artifact_key
 from registry.types import utcnow
 
@@ -72,6 +80,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "Archived": (),
 }
 MUTABLE_FIELDS = ("release_notes", "parameters")
+#: What a key at its limit of concurrent uploads is told to wait, in seconds.
+UPLOADS_FULL_RETRY_SECONDS = 10
 
 
 class LeaseLost(Conflict):
@@ -160,11 +170,13 @@ class VersionService:
         store: ArtifactStore,
         max_artifact_bytes: int,
         lease_seconds: int = 120,
+        per_key: int = 4,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.max_artifact_bytes = max_artifact_bytes
         self.lease = timedelta(seconds=lease_seconds)
+        self.per_key = per_key
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -415,8 +427,16 @@ class VersionService:
     def _claim(
         self, actor: Principal, model_name: str, version_number: str, *, filename: str | None
     ) -> UploadClaim:
+        """Take the version's upload lease, within the actor's budget of concurrent uploads.
+
+        The budget (``per_key`` live leases per user) is counted in ``artifact_upload``, so it
+        holds across API replicas; the user's row is locked before counting, so that
+        concurrent claims cannot both take the last place. A lease a dead process left behind
+        counts until it expires (``lease_seconds``).
+        """
         try:
             with self.sessions.begin() as s:
+                lock_budget(s, actor.user_id)
                 model = get_model(s, model_name)
                 version = get_version(s, model, version_number)
                 if version.format == API_FORMAT:
@@ -439,6 +459,23 @@ class VersionService:
                     log.info("taking over expired upload lease on version %s", version.id)
                     s.delete(held)
                     s.flush()
+                uploading = s.scalar(
+                    select(func.count())
+                    .select_from(ArtifactUpload)
+                    .where(
+                        ArtifactUpload.started_by_user_id == actor.user_id,
+                        ArtifactUpload.expires_at > now,
+                    )
+                )
+                if (uploading or 0) >= self.per_key:
+                    raise TooManyRequests(
+                        f"this key already has {uploading} uploads in progress, the most it may "
+                        f"have at once (MODELREG_UPLOADS_PER_KEY={self.per_key}); retry when "
+                        "one has finished",
+                        retry_after=UPLOADS_FULL_RETRY_SECONDS,
+                        uploadsInProgress=uploading,
+                        limit=self.per_key,
+                    )
                 claim = UploadClaim(
                     version.id, uuid.uuid4(), artifact_key(model.id, version.id, name)
                 )
