@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from api.cli import app
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from deployers.base import PermanentError, VersionRef, Workload, check_workload
@@ -22,6 +25,7 @@ from registry.io_signature import signature_diff
 from registry.models import AIModelDeployment, DeploymentEvent
 from registry.services import Registry
 from registry.services.routing import current_routes
+from tests.conftest import LiveServer
 from tests.fakes import FakeDeployer
 from tests.helpers import assert_problem, audit_rows, make_model, make_version, upload
 
@@ -375,6 +379,24 @@ def test_the_signature_is_stored_and_shown(http: httpx.Client, registry: Registr
         )
     failed = http.get(f"/api/v1/models/{MODEL}/versions/2.0").json()
     assert failed["signature"] is None, "only a passed functional check's signature is kept"
+
+
+def test_versions_show_prints_the_signature(
+    http: httpx.Client,
+    registry: Registry,
+    server: LiveServer,
+    admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    onnx_version(http, registry, "1.0", signature=X_Nx4)
+    monkeypatch.setenv("MODELREG_URL", server.url)
+    monkeypatch.setenv("MODELREG_TOKEN", admin_token)
+    monkeypatch.setenv("MODELREG_CREDENTIALS_FILE", str(tmp_path / "no-such-credentials"))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["versions", "show", MODEL, "1.0"])
+    assert result.exit_code == 0, result.output
+    assert "input 'x' tensor(float) [N, 4]" in result.output
 
 
 @pytest.mark.parametrize("strategy", ["canary", "blue_green", "rolling_update"])
