@@ -406,7 +406,9 @@ def test_a_candidate_with_another_signature_is_refused(
     onnx_version(http, registry, "1.0", signature=X_1x4)
     onnx_version(http, registry, "2.0", signature=INPUT_1x4)
     serve(http, controller, "1.0", at=0)
-    body = assert_problem(deploy(http, "2.0", deploymentStrategy=strategy), 409, "signature")
+    body = assert_problem(
+        deploy(http, "2.0", deploymentStrategy=strategy), 409, "signature", "input 'x' is gone"
+    )
     assert any(c.startswith("signature") for c in body["failedChecks"])
     assert body["signatureDiff"] == [
         "input 'x' is gone",

@@ -103,9 +103,11 @@ def check_deployable(
         raise Invalid(found.unservable, format=version.format or "ONNX", target=target)
     if found.failed_checks:
         extra = {"signatureDiff": list(found.signature_diff)} if found.signature_diff else {}
+        diff = f" ({'; '.join(found.signature_diff)})" if found.signature_diff else ""
         raise GateClosed(
             f"version {version.version_number!r} cannot be deployed to {environment}: "
-            + "; ".join(found.failed_checks),
+            + "; ".join(found.failed_checks)
+            + diff,
             failedChecks=list(found.failed_checks),
             **extra,
         )
