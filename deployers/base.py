@@ -149,7 +149,7 @@ def check_workload(workload: Workload) -> None:
     a format no target serves (the table in registry/serving.py, which the API also reads),
     an API version without its endpoint, or a version without a stored artifact."""
     version = workload.version
-    unservable = unservable_reason(version.format, artifact_key=version.artifact_key, target=None)
+    unservable = unservable_reason(version.format, artifact_key=None, target=None)
     if unservable is not None and workload.replicas > 0:
         raise PermanentError(f"version {version.number} ({version.id}): {unservable}")
     if workload.replicas < 0:

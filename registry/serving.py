@@ -24,7 +24,9 @@ def unservable_reason(
     fmt: str | None, *, artifact_key: str | None, target: str | None
 ) -> str | None:
     """Why ``target`` cannot serve a version of format ``fmt`` whose artifact is stored at
-    ``artifact_key``; None when it can. ``target`` None asks whether *any* target could."""
+    ``artifact_key``; None when it can. ``target`` None asks whether *any* target could.
+    ``artifact_key`` None skips the check of the artifact's name (the deployers check the
+    format only: the API checked the name, from the key the upload chose, at deploy time)."""
     fmt = fmt or ONNX_FORMAT
     targets = [target] if target is not None else list(SERVED_FORMATS)
     if not any(fmt in SERVED_FORMATS.get(t, ()) for t in targets):

@@ -338,7 +338,7 @@ def test_an_onnx_bundle_is_deployable(http: httpx.Client) -> None:
             VersionRef(uuid.uuid4(), "1", "PyTorch", "ab" * 32, "m/1/model.pt"), True, id="pytorch"
         ),
         pytest.param(
-            VersionRef(uuid.uuid4(), "1", "ONNX", "ab" * 32, "m/1/model.pt"), True, id="onnx-as-pt"
+            VersionRef(uuid.uuid4(), "1", "Pickle", "ab" * 32, "m/1/model.pkl"), True, id="pickle"
         ),
         pytest.param(
             VersionRef(uuid.uuid4(), "1", "ONNX", "ab" * 32, "m/1/model.onnx"), False, id="onnx"
@@ -354,7 +354,7 @@ def test_an_onnx_bundle_is_deployable(http: httpx.Client) -> None:
 def test_check_workload_agrees_with_the_format_table(version: VersionRef, refused: bool) -> None:
     workload = Workload(deployment_id=uuid.uuid4(), version=version, replicas=1)
     if refused:
-        with pytest.raises(PermanentError, match=r"cannot serve|not one the model server loads"):
+        with pytest.raises(PermanentError, match="cannot serve"):
             check_workload(workload)
     else:
         check_workload(workload)
