@@ -574,7 +574,16 @@ def versions_show(model: str, version: str, as_json: JsonOpt = False) -> None:
     """Show one version."""
     with api() as client:
         v = client.get_version(model, version)
-    _emit_json(v) if as_json else _show(v, f"{model} {version}")
+    if as_json:
+        _emit_json(v)
+        return
+    _show(v, f"{model} {version}")
+    if v.signature is not None:
+        from registry.io_signature import describe_signature
+
+        out.print("signature", highlight=False)
+        for line in describe_signature(v.signature.model_dump()):
+            out.print(f"  {line}", highlight=False)
 
 
 @versions_app.command("update")

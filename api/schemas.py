@@ -110,6 +110,19 @@ class VersionUpdate(InBody):
     parameters: dict[str, Any] | None = None
 
 
+class TensorOut(OutBody):
+    name: str
+    type: str | None = Field(description="onnxruntime's type, e.g. tensor(float)")
+    shape: list[int | str | None] | None = Field(
+        description="Dimensions: a number (fixed), a name (symbolic) or null (unknown)"
+    )
+
+
+class SignatureOut(OutBody):
+    inputs: list[TensorOut]
+    outputs: list[TensorOut]
+
+
 class VersionOut(OutBody):
     id: uuid.UUID
     model_id: uuid.UUID
@@ -126,6 +139,12 @@ class VersionOut(OutBody):
     sha256: str | None = Field(description="SHA-256 of the artifact, bound at upload")
     size_bytes: int | None
     artifact_uploaded_at: datetime | None
+    signature: SignatureOut | None = Field(
+        default=None,
+        description="The ONNX inputs and outputs its passed functional check found (null for "
+        "API versions and before validation); canary, blue-green and rolling rollouts compare "
+        "it with the stable version's",
+    )
 
 
 class VersionPage(OutBody):

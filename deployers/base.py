@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from registry.serving import unservable_reason
+
 __all__ = [
     "ClusterRouter",
     "Deployer",
@@ -168,8 +170,12 @@ class PermanentError(DeployerError):
 
 def check_workload(workload: Workload) -> None:
     """Refuse, before anything changes, a workload no deployer could run: negative replicas,
+    a format no target serves (the table in registry/serving.py, which the API also reads),
     an API version without its endpoint, or a version without a stored artifact."""
     version = workload.version
+    unservable = unservable_reason(version.format, artifact_key=None, target=None)
+    if unservable is not None and workload.replicas > 0:
+        raise PermanentError(f"version {version.number} ({version.id}): {unservable}")
     if workload.replicas < 0:
         raise PermanentError(
             f"deployment {workload.deployment_id}: replicas must be 0 or more, "

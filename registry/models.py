@@ -267,6 +267,9 @@ class AIModelVersion(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     artifact_uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Added by modelreg (docs/schema.md): the ONNX inputs and outputs (names, element types,
+    # shapes) its passed functional check found, so a rollout can compare it with the stable.
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         CheckConstraint(_in("status", VERSION_STATUSES), name="status"),

@@ -54,6 +54,9 @@ class RolloutSpec:
     """What decides once ``max_hold`` is over: ``fail`` rolls back, ``pass`` goes on."""
     resources: Mapping[str, Any] = field(default_factory=dict)
     analysis: Mapping[str, Any] = field(default_factory=dict)
+    allow_signature_change: bool = False
+    """``allowSignatureChange``: roll out a candidate whose input/output signature differs
+    from the stable version's (refused otherwise; the audit row records the override)."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -92,7 +95,15 @@ DEFAULT_CANARY_STEPS = (
     {"weight": 100, "pause": "0s"},
 )
 
-_COMMON = {"replicas", "resources", "analysis", "scaleDownDelay", "maxHold", "onHoldTimeout"}
+_COMMON = {
+    "replicas",
+    "resources",
+    "analysis",
+    "scaleDownDelay",
+    "maxHold",
+    "onHoldTimeout",
+    "allowSignatureChange",
+}
 _KNOWN = {
     "canary": _COMMON | {"steps"},
     "blue_green": _COMMON | {"previewDuration", "autoPromote"},
@@ -130,12 +141,16 @@ def parse_spec(strategy: str, params: Mapping[str, Any] | None) -> RolloutSpec:
     if on_timeout not in ("fail", "pass", "promote"):
         raise SpecError("strategyParams.onHoldTimeout must be 'fail' or 'pass' ('promote')")
     on_timeout = "pass" if on_timeout == "promote" else on_timeout
+    allow_change = params.get("allowSignatureChange", False)
+    if not isinstance(allow_change, bool):
+        raise SpecError("strategyParams.allowSignatureChange must be true or false")
     common: dict[str, Any] = {
         "strategy": strategy,
         "replicas": replicas,
         "resources": resources,
         "analysis": analysis,
         "on_hold_timeout": on_timeout,
+        "allow_signature_change": allow_change,
         "scale_down_delay": parse_duration(
             params.get("scaleDownDelay", "300s"), name="strategyParams.scaleDownDelay"
         ),

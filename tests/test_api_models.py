@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from registry.models import AIModelDeployment
 from registry.services import Registry
@@ -154,18 +155,19 @@ def test_delete_removes_versions_and_artifacts(http: httpx.Client, registry: Reg
 
 
 @pytest.mark.parametrize(
-    ("status", "blocked"),
+    "status",
     [
-        pytest.param("Initiated", True, id="initiated-blocks"),
-        pytest.param("Deploying", True, id="deploying-blocks"),
-        pytest.param("Active", True, id="active-blocks"),
-        pytest.param("Inactive", False, id="inactive-allows"),
-        pytest.param("RolledBack", False, id="rolledback-allows"),
+        pytest.param("Initiated", id="initiated-blocks"),
+        pytest.param("Deploying", id="deploying-blocks"),
+        pytest.param("Active", id="active-blocks"),
+        pytest.param("Inactive", id="inactive-blocks"),
+        pytest.param("RolledBack", id="rolledback-blocks"),
+        pytest.param("Failed", id="failed-blocks"),
     ],
 )
-def test_delete_refused_while_deployed(
-    http: httpx.Client, registry: Registry, status: str, blocked: bool
-) -> None:
+def test_delete_refused_once_deployed(http: httpx.Client, registry: Registry, status: str) -> None:
+    """A model that ever had a deployment keeps its history: deleting it is refused, even
+    when nothing serves it any more (the ledger says what served at any time)."""
     make_model(http, "live")
     version = make_version(http, "live", "1")
     with registry.sessions.begin() as s:
@@ -174,9 +176,8 @@ def test_delete_refused_while_deployed(
                 model_version_id=uuid.UUID(version["id"]), environment="production", status=status
             )
         )
-    response = http.delete("/api/v1/models/live")
-    if blocked:
-        assert_problem(response, 409, "undeploy")
-        assert http.get("/api/v1/models/live").status_code == 200
-    else:
-        assert response.status_code == 204
+    body = assert_problem(http.delete("/api/v1/models/live"), 409, "isActive")
+    assert body["suggestion"] == {"isActive": False}
+    assert http.get("/api/v1/models/live").status_code == 200
+    with registry.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AIModelDeployment)) == 1

@@ -55,8 +55,11 @@ MAX_EVENT_ID = 2**63 - 1
     response_model=DeploymentOut,
     summary="Roll a version out to an environment",
     description="Creates the deployment (status Initiated); the controller rolls it out. "
-    "A production deployment needs a version whose latest validation passed (409 with "
-    "`failedChecks` otherwise). One rollout per model and environment at a time.",
+    "The deployability check runs first: 422 when the target cannot serve the version's "
+    "format; 409 with `failedChecks` when the version is Archived or Failed, has no artifact, "
+    "failed its security scan, (production) has no passed validation, or its signature "
+    "differs from the stable version's (`signatureDiff`; `strategyParams.allowSignatureChange` "
+    "overrides). One rollout per model and environment at a time.",
 )
 def create_deployment(
     body: DeploymentCreate, actor: Operator, reg: Reg, response: Response
@@ -129,7 +132,9 @@ def deployment_events(
     response_model=DeploymentOut,
     summary="Promote, pause, resume, abort or undeploy",
     description=" ".join(f"**{k}**: {v}" for k, v in ACTION_HELP.items())
-    + " The controller carries the request out on its next pass.",
+    + " The controller carries the request out on its next pass. 409 while another promote, "
+    "abort or undeploy is pending, and for promote and resume when the candidate fails the "
+    "deployability check.",
 )
 def deployment_action(
     deployment_id: uuid.UUID,
@@ -150,7 +155,8 @@ def deployment_action(
     summary="Serve the previous Active version again",
     description="Instant while the previous version's servers are still up (inside its "
     "scaleDownDelay): the routes switch in this request. Otherwise a blue-green rollout of "
-    "the previous version starts. Returns the deployment that will serve.",
+    "the previous version starts. Returns the deployment that will serve. Either way the "
+    "previous version passes the deployability check first (409 with `failedChecks`).",
 )
 def rollback(
     name: ModelName,

@@ -86,6 +86,8 @@ def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) ->
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a model, its versions and their artifacts",
+    description="Only a model that was never deployed: once it had a deployment (in any "
+    "status) its history is kept, and the answer is 409 suggesting `isActive: false`.",
 )
 def delete_model(name: ModelName, actor: Writer, reg: Reg) -> Response:
     reg.models.delete(actor, name)

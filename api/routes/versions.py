@@ -93,6 +93,9 @@ def get_version(name: ModelName, version: VersionNumber, _: Reader, reg: Reg) ->
     response_model=VersionOut,
     responses=BAD_BODY,
     summary="Change a version's release notes or parameters",
+    description="`parameters` are what an API version serves: once the version has been "
+    "validated, deployed or has left Staged, changing them is 409 (`type` ending in "
+    "`version-immutable`). Release notes stay editable.",
 )
 def update_version(
     name: ModelName, version: VersionNumber, body: VersionUpdate, actor: Writer, reg: Reg

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry import metrics
 from registry.auth import Principal
-from registry.errors import Conflict, GateClosed, Invalid, NotFound
+from registry.db import lock_row
+from registry.errors import Conflict, Invalid, NotFound
 from registry.models import (
     DEPLOYMENT_STATUSES,
     ENVIRONMENTS,
@@ -34,9 +35,10 @@ from registry.models import (
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.rollout_spec import SpecError, parse_spec, spec_hash
 from registry.services import audit
+from registry.services.deployability import assess_deployability, check_deployable
 from registry.services.models import Page, get_model
 from registry.services.routing import RouteEntry, current_routes, set_routes
-from registry.services.versions import API_FORMAT, get_version, promotion_gate
+from registry.services.versions import API_FORMAT, get_version
 from registry.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -207,13 +209,13 @@ class DeploymentService:
                 f"{list(self.targets)}"
             )
         try:
-            parse_spec(strategy, params)
+            spec = parse_spec(strategy, params)
         except SpecError as exc:
             raise Invalid(str(exc)) from None
         if (version_number is None) == (model_version_id is None):
             raise Invalid("give exactly one of versionNumber or modelVersionId")
         with self.sessions.begin() as s:
-            model = get_model(s, model_name)
+            model = _lock_model(s, get_model(s, model_name))
             if version_number is not None:
                 version = get_version(s, model, version_number)
             else:
@@ -223,7 +225,9 @@ class DeploymentService:
                         f"model {model_name!r} has no version with id {model_version_id}"
                     )
                 version = found
-            self._check_deployable(s, model, version, environment)
+            # The version too: a PATCH of its parameters locks it before deciding.
+            version = _lock_version(s, version)
+            self._check_no_rollout(s, model, environment)
             stable = self._active(s, model.id, environment)
             if stable is not None and stable.model_version_id == version.id:
                 raise Conflict(
@@ -231,6 +235,14 @@ class DeploymentService:
                     f"{environment}",
                     deploymentId=str(stable.id),
                 )
+            checked = check_deployable(
+                s,
+                version,
+                environment=environment,
+                target=target,
+                stable=s.get(AIModelVersion, stable.model_version_id) if stable else None,
+                allow_signature_change=spec.allow_signature_change,
+            )
             deployment = AIModelDeployment(
                 model_version_id=version.id,
                 environment=environment,
@@ -257,6 +269,7 @@ class DeploymentService:
                     "strategy": strategy,
                     "strategyParams": params or {},
                     "stableDeploymentId": str(stable.id) if stable else None,
+                    **_signature_override(checked.signature_diff),
                 },
             )
             audit.record(
@@ -267,29 +280,13 @@ class DeploymentService:
                 modelVersionId=version.id,
                 environment=environment,
                 strategy=strategy,
+                **_signature_override(checked.signature_diff),
             )
         return deployment
 
-    def _check_deployable(
-        self, s: Session, model: AIModel, version: AIModelVersion, environment: str
-    ) -> None:
-        if version.status in ("Archived", "Failed"):
-            raise Conflict(
-                f"version {version.version_number!r} is {version.status} and cannot be deployed"
-            )
-        if version.format != API_FORMAT and version.source_path is None:
-            raise GateClosed(
-                f"version {version.version_number!r} has no artifact to deploy",
-                failedChecks=["artifact: no artifact has been uploaded to this version"],
-            )
-        if environment == "production":
-            reasons = promotion_gate(s, version)
-            if reasons:
-                raise GateClosed(
-                    f"version {version.version_number!r} cannot be deployed to production: "
-                    + "; ".join(reasons),
-                    failedChecks=reasons,
-                )
+    def _check_no_rollout(self, s: Session, model: AIModel, environment: str) -> None:
+        """One rollout per model and environment. The caller holds the model's row lock, so
+        two requests cannot both see none."""
         busy = s.scalar(
             select(AIModelDeployment)
             .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
@@ -344,6 +341,23 @@ class DeploymentService:
                     currentStatus=dep.status,
                     allowedStatuses=list(allowed),
                 )
+            pending = (dep.requested_action or {}).get("action")
+            if pending and action in ("promote", "abort", "undeploy"):
+                raise Conflict(
+                    f"a {pending} request is already pending on this deployment; the controller "
+                    "carries it out on its next pass",
+                    pendingAction=pending,
+                )
+            if action in ("promote", "resume"):
+                # Both let the candidate take (more) traffic: the same check as a deploy.
+                check_deployable(
+                    s,
+                    version,
+                    environment=dep.environment,
+                    target=dep.target,
+                    stable=self._stable_version(s, dep),
+                    allow_signature_change=_allows_signature_change(dep),
+                )
             now = utcnow()
             if action in ("pause", "resume"):
                 dep.paused = action == "pause"
@@ -377,7 +391,7 @@ class DeploymentService:
         if environment not in ENVIRONMENTS:
             raise Invalid(f"unknown environment {environment!r}", allowed=list(ENVIRONMENTS))
         with self.sessions.begin() as s:
-            model = get_model(s, model_name)
+            model = _lock_model(s, get_model(s, model_name))
             busy = s.scalar(
                 select(AIModelDeployment.id)
                 .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
@@ -414,6 +428,17 @@ class DeploymentService:
             cur_version = s.get(AIModelVersion, current.model_version_id)
             assert prev_version is not None
             assert cur_version is not None
+            # A rollback changes what serves: the same check as a deploy. The signature change
+            # it undoes was accepted when ``current`` was deployed with allowSignatureChange.
+            allow_change = _allows_signature_change(current)
+            check_deployable(
+                s,
+                prev_version,
+                environment=environment,
+                target=previous.target,
+                stable=cur_version,
+                allow_signature_change=allow_change,
+            )
             warm = (
                 previous.scale_down_at is not None
                 and previous.scale_down_at > now
@@ -488,6 +513,7 @@ class DeploymentService:
                         },
                         "autoPromote": True,
                         "previewDuration": "0s",
+                        **({"allowSignatureChange": True} if allow_change else {}),
                     },
                     target=previous.target,
                     stable_deployment_id=current.id,
@@ -700,6 +726,18 @@ class DeploymentService:
                 return False
             version = s.get(AIModelVersion, dep.model_version_id)
             assert version is not None
+            if outcome.status == "Active" and view.status in ROLLOUT_STATUSES:
+                refused = assess_deployability(
+                    s,
+                    version,
+                    environment=dep.environment,
+                    target=dep.target,
+                    stable=self._stable_version(s, dep),
+                    allow_signature_change=_allows_signature_change(dep),
+                )
+                if not refused.ok:
+                    self._abort_instead(s, dep, version, view, refused.summary(), now=wall)
+                    return False
             dep.status = outcome.status
             dep.step_index = outcome.step_index
             dep.step_started_at = outcome.step_started_at
@@ -758,6 +796,38 @@ class DeploymentService:
         if outcome.routes is not None:
             self._routes_changed(view.model_name)
         return True
+
+    def _abort_instead(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        version: AIModelVersion,
+        view: DeploymentView,
+        why: str,
+        *,
+        now: datetime,
+    ) -> None:
+        """The candidate no longer passes the deployability check (archived, failed its scan,
+        … since the rollout began): instead of promoting it, ask the next pass to abort."""
+        reason = f"not promoted: {why}"
+        log.warning("deployment %s: %s; aborting the rollout", dep.id, reason)
+        dep.requested_action = {
+            "action": "abort",
+            "actor": CONTROLLER,
+            "reason": reason,
+            "at": now.isoformat(),
+        }
+        dep.next_reconcile_at = None
+        dep.updated_at = now
+        self._event(
+            s,
+            dep,
+            model_id=view.model_id,
+            version=version,
+            kind="abort_requested",
+            actor=CONTROLLER,
+            reason=reason,
+        )
 
     def _promoted(
         self,
@@ -889,10 +959,17 @@ class DeploymentService:
     # -- helpers -------------------------------------------------------------------------------
 
     def _get_for_update(self, s: Session, deployment_id: uuid.UUID) -> AIModelDeployment:
-        dep = s.get(AIModelDeployment, deployment_id, with_for_update=True)
+        dep = lock_row(s, AIModelDeployment, deployment_id)
         if dep is None:
             raise NotFound(f"no deployment with id {deployment_id}")
         return dep
+
+    def _stable_version(self, s: Session, dep: AIModelDeployment) -> AIModelVersion | None:
+        """The version a rollout's candidate is compared with: its stable deployment's."""
+        if dep.stable_deployment_id is None:
+            return None
+        stable = s.get(AIModelDeployment, dep.stable_deployment_id)
+        return s.get(AIModelVersion, stable.model_version_id) if stable is not None else None
 
     def _event(
         self,
@@ -920,6 +997,35 @@ class DeploymentService:
                 details=audit_plain(details or {}),
             )
         )
+
+
+def _lock_model(s: Session, model: AIModel) -> AIModel:
+    """Lock the model's row (deploys, rollbacks and its deletion take turns on it)."""
+    locked = lock_row(s, AIModel, model.id)
+    if locked is None:
+        raise Conflict(f"model {model.name!r} was deleted while this request ran")
+    return locked
+
+
+def _lock_version(s: Session, version: AIModelVersion) -> AIModelVersion:
+    locked = lock_row(s, AIModelVersion, version.id)
+    if locked is None:
+        raise Conflict(f"version {version.version_number!r} was deleted while this request ran")
+    return locked
+
+
+def _allows_signature_change(dep: AIModelDeployment) -> bool:
+    try:
+        return parse_spec(
+            dep.deployment_strategy or "canary", dep.strategy_params
+        ).allow_signature_change
+    except SpecError:
+        return False
+
+
+def _signature_override(diff: Sequence[str]) -> dict[str, Any]:
+    """What the audit row adds when ``allowSignatureChange`` let a differing signature through."""
+    return {"allowSignatureChange": True, "signatureDiff": list(diff)} if diff else {}
 
 
 def _changes_nothing(view: DeploymentView, outcome: Record) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal
+from registry.db import lock_row
 from registry.errors import Conflict, Invalid, NotFound
 from registry.models import AIModel, AIModelDeployment, AIModelVersion, ArtifactUpload
 from registry.pagination import check_limit, decode_cursor, encode_cursor
@@ -20,7 +21,6 @@ from registry.storage import ArtifactStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LIVE_DEPLOYMENT_STATUSES = ("Initiated", "Deploying", "Active")
 MUTABLE_FIELDS = ("description", "provider", "task_type", "is_active")
 
 
@@ -131,21 +131,25 @@ class ModelService:
 
     def delete(self, actor: Principal, name: str) -> None:
         with self.sessions.begin() as s:
-            model = get_model(s, name)
-            live = s.scalar(
+            found = get_model(s, name)
+            # Lock first: a deploy locks the model too, so either it sees the model gone or
+            # this sees its deployment.
+            model = lock_row(s, AIModel, found.id)
+            if model is None:
+                raise NotFound(f"no model named {name!r}")
+            deployments = s.scalar(
                 select(func.count())
                 .select_from(AIModelDeployment)
                 .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
-                .where(
-                    AIModelVersion.model_id == model.id,
-                    AIModelDeployment.status.in_(LIVE_DEPLOYMENT_STATUSES),
-                )
+                .where(AIModelVersion.model_id == model.id)
             )
-            if live:
+            if deployments:
+                # Deleting would take its ledger and deployment rows ("what served at T").
                 raise Conflict(
-                    f"model {name!r} has {live} deployment(s) that are Initiated, Deploying or "
-                    "Active; undeploy them first",
-                    liveDeployments=live,
+                    f"model {name!r} has been deployed ({deployments} deployment(s)) and its "
+                    "history must be kept: set isActive to false instead of deleting it",
+                    deployments=deployments,
+                    suggestion={"isActive": False},
                 )
             keys = [
                 k

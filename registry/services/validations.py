@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.auth import Principal
 from registry.db import lock_row
 from registry.errors import Conflict, NotFound, TooManyRequests
+from registry.io_signature import normalize_signature
 from registry.metrics import VALIDATION_DURATION, VALIDATIONS
 from registry.models import (
     AIModel,
@@ -443,6 +444,14 @@ class ValidationService:
         version = s.get(AIModelVersion, req.model_version_id, with_for_update=True)
         if version is not None and version.sha256 == req.sha256:
             version.validation_result_id = result.id
+            functional_report = results.get("functional")
+            signature = normalize_signature(
+                functional_report.get("signature") if isinstance(functional_report, dict) else None
+            )
+            if functional == "Passed" and signature is not None:
+                # What the version's artifact takes and gives: rollouts compare it with the
+                # stable version's (registry/io_signature.py).
+                version.signature = signature
         if req.requested_by_user_id is not None:
             actor = Principal(
                 user_id=req.requested_by_user_id, api_client_id=None, scopes=frozenset()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
-from registry.db import DB_UNAVAILABLE_ERRORS
+from registry.db import DB_UNAVAILABLE_ERRORS, lock_row
 from registry.errors import (
     BadRequest,
     Conflict,
@@ -27,7 +27,13 @@ from registry.errors import (
     TooManyRequests,
 )
 from registry.metrics import UPLOAD_BYTES, UPLOADS
-from registry.models import AIModel, AIModelVersion, ArtifactUpload
+from registry.models import (
+    AIModel,
+    AIModelDeployment,
+    AIModelValidationResult,
+    AIModelVersion,
+    ArtifactUpload,
+)
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.services.models import Page, get_model
@@ -137,6 +143,40 @@ def _immutable(version: AIModelVersion) -> Conflict:
         f"version {version.version_number!r} already has an artifact (sha256 {version.sha256}); "
         "versions are immutable, create a new one"
     )
+
+
+class VersionImmutable(Conflict):
+    """What a version serves (an API version's ``parameters``) cannot change any more."""
+
+    title = "Version immutable"
+    TYPE = "https://modelreg.dev/problems/version-immutable"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail, type=self.TYPE, **extra)
+
+
+def why_frozen(s: Session, version: AIModelVersion) -> list[str]:
+    """Why ``version``'s ``parameters`` may no longer change; empty while they may. For an API
+    version they *are* what serves; for any version a validation, a deployment or a lifecycle
+    move was decided on them."""
+    reasons = []
+    if version.status != "Staged":
+        reasons.append(f"it is {version.status}")
+    validated = version.validation_result_id is not None or s.scalar(
+        select(AIModelValidationResult.id)
+        .where(AIModelValidationResult.model_version_id == version.id)
+        .limit(1)
+    )
+    if validated:
+        reasons.append("it has been validated")
+    deployed = s.scalar(
+        select(AIModelDeployment.id)
+        .where(AIModelDeployment.model_version_id == version.id)
+        .limit(1)
+    )
+    if deployed is not None:
+        reasons.append("it has been deployed")
+    return reasons
 
 
 def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
@@ -283,10 +323,23 @@ class VersionService:
         if unknown:
             raise Invalid(f"fields {sorted(unknown)} cannot be changed")
         with self.sessions.begin() as s:
-            version = get_version(s, get_model(s, model_name), version_number)
+            found = get_version(s, get_model(s, model_name), version_number)
+            # Lock first: a deploy of this version locks it too, so one of us goes first.
+            version = lock_row(s, AIModelVersion, found.id)
+            if version is None:
+                raise NotFound(f"model {model_name!r} has no version {version_number!r}")
             if "parameters" in changes:
                 check_api_parameters(version.format, changes["parameters"])
             changed = {k: v for k, v in changes.items() if getattr(version, k) != v}
+            if "parameters" in changed:
+                frozen = why_frozen(s, version)
+                if frozen:
+                    raise VersionImmutable(
+                        f"the parameters of version {version_number!r} cannot change: "
+                        + ", ".join(frozen)
+                        + "; create a new version (release notes stay editable)",
+                        reasons=frozen,
+                    )
             for field, value in changed.items():
                 setattr(version, field, value)
             if changed:
@@ -310,7 +363,11 @@ class VersionService:
         the audit row then says ``forced`` and lists the checks it overrode."""
         with self.sessions.begin() as s:
             model = get_model(s, model_name)
-            version = get_version(s, model, version_number)
+            found = get_version(s, model, version_number)
+            # Lock before reading the status: of two racing moves, the second sees the first.
+            version = lock_row(s, AIModelVersion, found.id)
+            if version is None:
+                raise NotFound(f"model {model_name!r} has no version {version_number!r}")
             current = version.status
             overridden: list[str] = []
             allowed = TRANSITIONS.get(current, ())
