@@ -19,7 +19,7 @@ from registry.models import AIModelVersion, DeploymentEvent
 from registry.services import Registry, build_registry
 from registry.services.deployments import DeploymentView
 from registry.services.routing import current_routes
-from tests.fakes import FakeDeployer
+from tests.fakes import FakeDeployer, SteadyTraffic
 from tests.helpers import pass_validation
 
 # The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
@@ -43,18 +43,13 @@ def controller(registry: Registry, deployer: FakeDeployer) -> Controller:
     return make_controller(registry, deployer, holder="test-1")
 
 
-def no_traffic(_url: str) -> str:
-    """The fake deployer's servers have served no inference requests."""
-    return ""
-
-
 def make_controller(
     registry: Registry, deployer: FakeDeployer, *, holder: str, **kwargs: Any
 ) -> Controller:
     return Controller(
         registry.deployments,
         deployers={"local": deployer},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder=holder,
         **kwargs,
     )
@@ -327,7 +322,7 @@ def test_two_controllers_never_both_act(
         two = Controller(
             other_registry.deployments,
             deployers={"local": deployer},
-            analysis=StepAnalysis(scrape=no_traffic),
+            analysis=StepAnalysis(scrape=SteadyTraffic()),
             holder="two",
         )
         add_version(registry, actor, "text2img", "1.0")
@@ -506,7 +501,7 @@ def test_api_format_versions_roll_out_like_any_other(
     controller = Controller(
         registry.deployments,
         deployers={"local": local},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder="api-format",
     )
     registry.models.create(actor, name="vendor", provider="Vendor", task_type="TextGeneration")
