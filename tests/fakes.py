@@ -207,8 +207,10 @@ class SteadyTraffic:
     so that a production step (``requireTraffic``) sees traffic, and the stable version's
     window fills as the candidate's does."""
 
-    def __init__(self, *, per_scrape: int = 25) -> None:
+    def __init__(self, *, per_scrape: int = 25, already: int = 0) -> None:
         self.per_scrape = per_scrape
+        self.already = already
+        """What each server has served before its first scrape."""
         self.served: dict[str, int] = {}
 
     def __call__(self, url: str) -> str:
@@ -216,7 +218,7 @@ class SteadyTraffic:
 
         from deployers.model_server import _Metrics
 
-        self.served[url] = self.served.get(url, 0) + self.per_scrape
+        self.served[url] = self.served.get(url, self.already) + self.per_scrape
         metrics = _Metrics(model="fake", version="fake")
         metrics.requests.labels("fake", "fake", "/v2/models/{name}/infer", "200").inc(
             self.served[url]
