@@ -18,7 +18,7 @@ from api.cli import _watch_view, app
 from api.schemas import DeploymentOut
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
-from deployers.base import Target, Workload, WorkloadStatus
+from deployers.base import Instance, Target, Workload, WorkloadStatus
 from registry.services import Registry
 from tests.conftest import LiveServer
 from tests.fakes import SteadyTraffic
@@ -28,11 +28,14 @@ MODEL = "text2img"
 
 
 class FakeDeployer:
-    """Workloads that are ready the moment they are applied; each gets a port of its own."""
+    """Workloads that are ready the moment they are applied; each gets a port of its own.
+    With ``instances``, each reports its one server as an instance (which the direct
+    analysis scrapes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, instances: bool = False) -> None:
         self.workloads: dict[tuple[str, str], dict[uuid.UUID, WorkloadStatus]] = {}
         self.ports = 0
+        self.instances = instances
 
     def observe(self, target: Target) -> dict[uuid.UUID, WorkloadStatus]:
         return dict(self.workloads.get((target.model, target.environment), {}))
@@ -55,6 +58,7 @@ class FakeDeployer:
                 replicas=w.replicas,
                 ready_replicas=w.replicas,
                 url=url,
+                instances=(Instance(url=url, ready=True),) if self.instances else (),
             )
 
 
@@ -63,8 +67,10 @@ class Driver:
 
     def __init__(self, registry: Registry, *, analysis: StepAnalysis | None = None) -> None:
         self.registry = registry
+        # A given analysis scrapes the servers it is shown; the default one sees none.
+        deployer = FakeDeployer(instances=analysis is not None)
         self.controller = Controller(
-            registry.deployments, deployers={"local": FakeDeployer()}, analysis=analysis
+            registry.deployments, deployers={"local": deployer}, analysis=analysis
         )
         self.now = datetime.now(UTC)
         self.lock = threading.Lock()

@@ -147,13 +147,6 @@ def count_window(
     return {"requests": requests, "clientErrors": client_errors, "servers": seen}
 
 
-def _server_urls(workload: WorkloadStatus) -> list[str]:
-    """The servers to scrape: each instance, or the workload's one URL when the deployer
-    reports no instances."""
-    urls = [instance.url for instance in workload.instances]
-    return urls or ([workload.url] if workload.url else [])
-
-
 class DirectGate:
     type = "direct"
 
@@ -170,10 +163,10 @@ class DirectGate:
         self.require_traffic = require_traffic
 
     def _stats(self, workload: WorkloadStatus) -> ServerStats:
-        return parse_stats(self.scrape(url) for url in _server_urls(workload))
+        return parse_stats(self.scrape(instance.url) for instance in workload.instances)
 
     def _per_server(self, workload: WorkloadStatus) -> dict[str, ServerStats]:
-        return {url: parse_stats([self.scrape(url)]) for url in _server_urls(workload)}
+        return {i.url: parse_stats([self.scrape(i.url)]) for i in workload.instances}
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.deployment.version.format == "API":
