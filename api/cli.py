@@ -1008,6 +1008,17 @@ def _status_style(status: str) -> str:
     return f"[{style}]{status}[/]"
 
 
+def _hold_reason(dep: DeploymentOut) -> str | None:
+    """Why a rollout holds its step (e.g. "waiting for traffic: 3 of 20 requests"), from its
+    Progressing condition; None when it does not hold."""
+    if dep.progress.hold_since is None or dep.status not in ("Initiated", "Deploying"):
+        return None
+    for c in dep.conditions:
+        if c.get("type") == "Progressing" and c.get("message"):
+            return str(c["message"])
+    return None
+
+
 def _condition_rows(dep: DeploymentOut) -> list[tuple[str, ...]]:
     return [
         (
@@ -1073,6 +1084,9 @@ def _watch_view(
     if dep.progress.paused:
         head += " [yellow](paused)[/]"
     parts.append(Text.from_markup(head))
+    holding = _hold_reason(dep)
+    if holding:
+        parts.append(Text(f"holding: {holding}", style="yellow"))
     if endpoints is None:
         parts.append(Text("endpoints: nothing serves yet"))
     else:
@@ -1282,6 +1296,7 @@ def deployments_show(deployment_id: str, as_json: JsonOpt = False) -> None:
         ("weight", f"{progress.traffic_weight}%"),
         ("step started", _when(progress.step_started_at)),
         ("holding since", _when(progress.hold_since)),
+        ("holding", _hold_reason(dep) or ""),
         ("endpoint", dep.endpoint or ""),
         ("stable", str(dep.stable_deployment_id or "")),
         ("requested", json.dumps(dep.requested_action) if dep.requested_action else ""),

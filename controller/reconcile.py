@@ -974,6 +974,8 @@ def _observed_state(
             **dict(verdict.details.get("counters") or {}),
             "signature": _verdict_signature(verdict),
         }
+        if verdict.details.get("baselines"):  # the gates' windows (see controller/analysis)
+            state["analysis"]["baselines"] = verdict.details["baselines"]
     return state
 
 

@@ -20,7 +20,11 @@ is written; the controller (``controller/analysis``) runs it.
 ```
 
 Without ``gates``, one direct error-rate gate runs, tuned by the older top-level fields
-``maxErrorRate``, ``minRequests`` and ``requireTraffic``.
+``maxErrorRate``, ``minRequests`` and ``max4xxIncrease``.
+
+``requireTraffic`` (top level) says whether a candidate that saw fewer than ``minRequests``
+inference requests holds the step (inconclusive, "waiting for traffic"). It defaults to true
+in ``production`` and to false elsewhere (where too few requests pass on health alone).
 """
 
 from __future__ import annotations
@@ -34,8 +38,13 @@ from registry.errors import SpecError
 
 GATE_TYPES = ("prometheus", "direct", "feedback")
 PROMETHEUS_TEMPLATES = ("error-rate", "p95-latency-vs-stable")
-DIRECT_CHECKS = ("error-rate", "p95-latency-vs-stable")
+DIRECT_CHECKS = ("error-rate", "p95-latency-vs-stable", "traffic")
 FEEDBACK_ON = ("mean", "positive_low")
+REQUIRE_TRAFFIC_IN = ("production",)
+"""The environments where ``requireTraffic`` defaults to true."""
+DEFAULT_MIN_REQUESTS = 20
+DEFAULT_MAX_4XX_INCREASE = 0.05
+"""The candidate's 4xx share may exceed the stable's (same window) by this much, no more."""
 
 #: Defaults per check: success and failure ranges.
 DEFAULT_RANGES: dict[
@@ -79,10 +88,14 @@ class GateSpec:
     """prometheus: a PromQL template; ``{{model}}``, ``{{version}}``, ``{{stable_version}}``,
     ``{{environment}}`` and ``{{window}}`` are filled in."""
     check: str | None = None
-    """direct: ``error-rate`` or ``p95-latency-vs-stable``."""
+    """direct: ``error-rate``, ``p95-latency-vs-stable`` or ``traffic``."""
     success: Range | None = None
     failure: Range | None = None
-    min_requests: int = 20
+    min_requests: int = DEFAULT_MIN_REQUESTS
+    """direct, prometheus templates: the candidate's inference requests needed to judge its
+    error rates (and, with ``requireTraffic``, to leave the step's hold)."""
+    max_4xx_increase: float = DEFAULT_MAX_4XX_INCREASE
+    """error-rate: how far the candidate's share of 4xx answers may exceed the stable's."""
     min_ratings: int = 20
     max_drop: float = 0.5
     on: str = "mean"
@@ -97,17 +110,48 @@ class AnalysisSpec:
     """Consecutive verdicts with a query error (Prometheus down) before it rolls back; None:
     hold until ``maxHold``, then roll back. An error never promotes."""
     require_traffic: bool = False
+    """A candidate with fewer than ``min_requests`` requests holds the step (the default in
+    production)."""
+    min_requests: int = DEFAULT_MIN_REQUESTS
+    """The top-level ``minRequests``: what the traffic check needs when no gate counts
+    requests itself."""
+
+    @property
+    def counts_requests(self) -> bool:
+        """Whether one of the gates looks at the candidate's request count itself."""
+        return any(g.type == "direct" or g.template is not None for g in self.gates)
 
 
 _GATE_FIELDS = {
-    "prometheus": {"type", "name", "template", "query", "success", "failure"},
-    "direct": {"type", "name", "check", "success", "failure", "minRequests"},
+    "prometheus": {
+        "type",
+        "name",
+        "template",
+        "query",
+        "success",
+        "failure",
+        "minRequests",
+        "max4xxIncrease",
+    },
+    "direct": {"type", "name", "check", "success", "failure", "minRequests", "max4xxIncrease"},
     "feedback": {"type", "name", "minRatings", "maxDrop", "on"},
 }
-_TOP = {"gates", "failureLimit", "errorLimit", "maxErrorRate", "minRequests", "requireTraffic"}
+_TOP = {
+    "gates",
+    "failureLimit",
+    "errorLimit",
+    "maxErrorRate",
+    "minRequests",
+    "max4xxIncrease",
+    "requireTraffic",
+}
 
 
-def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec:
+def parse_analysis(
+    raw: Mapping[str, Any] | None, *, environment: str | None = None
+) -> AnalysisSpec:
+    """Check ``strategyParams.analysis``; ``environment`` decides ``requireTraffic``'s
+    default (true in production)."""
     where = "strategyParams.analysis"
     raw = dict(raw or {})
     unknown = sorted(set(raw) - _TOP)
@@ -117,9 +161,10 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec:
     error_limit = raw.get("errorLimit")
     if error_limit is not None:
         error_limit = _int(error_limit, f"{where}.errorLimit", low=1)
-    require = raw.get("requireTraffic", False)
+    require = raw.get("requireTraffic", environment in REQUIRE_TRAFFIC_IN)
     if not isinstance(require, bool):
         raise SpecError(f"{where}.requireTraffic must be true or false")
+    min_requests = _int(raw.get("minRequests", DEFAULT_MIN_REQUESTS), f"{where}.minRequests", low=0)
     if "gates" not in raw:
         max_rate = _number(raw.get("maxErrorRate", 0.05), f"{where}.maxErrorRate", low=0, high=1)
         gate = GateSpec(
@@ -128,9 +173,10 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec:
             check="error-rate",
             success=Range(max=max_rate),
             failure=Range(min=math.nextafter(max_rate, math.inf)),
-            min_requests=_int(raw.get("minRequests", 20), f"{where}.minRequests", low=0),
+            min_requests=min_requests,
+            max_4xx_increase=_max_4xx(raw, where),
         )
-        return AnalysisSpec((gate,), failure_limit, error_limit, require)
+        return AnalysisSpec((gate,), failure_limit, error_limit, require, min_requests)
     gates = raw["gates"]
     if not isinstance(gates, list):
         raise SpecError(f"{where}.gates must be a list of gates")
@@ -138,7 +184,7 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec:
     names = [g.name for g in parsed]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}.gates: give each gate a distinct name (got {names})")
-    return AnalysisSpec(parsed, failure_limit, error_limit, require)
+    return AnalysisSpec(parsed, failure_limit, error_limit, require, min_requests)
 
 
 def _gate(raw: Any, where: str) -> GateSpec:
@@ -175,7 +221,8 @@ def _gate(raw: Any, where: str) -> GateSpec:
             check=check,
             success=success,
             failure=failure,
-            min_requests=_int(raw.get("minRequests", 20), f"{where}.minRequests", low=0),
+            min_requests=_min_requests(raw, where),
+            max_4xx_increase=_max_4xx(raw, where),
         )
     template, query = raw.get("template"), raw.get("query")
     if (template is None) == (query is None):
@@ -184,6 +231,10 @@ def _gate(raw: Any, where: str) -> GateSpec:
         raise SpecError(f"{where}.template must be one of {list(PROMETHEUS_TEMPLATES)}")
     if query is not None and (not isinstance(query, str) or not query.strip()):
         raise SpecError(f"{where}.query must be a PromQL expression")
+    if query is not None and ("minRequests" in raw or "max4xxIncrease" in raw):
+        raise SpecError(
+            f"{where}: minRequests and max4xxIncrease apply to the built-in templates only"
+        )
     success, failure = _ranges(raw, where, template)
     if success is None and failure is None:
         raise SpecError(f"{where} needs a 'success' or a 'failure' range, e.g. {{'max': 0.05}}")
@@ -194,7 +245,18 @@ def _gate(raw: Any, where: str) -> GateSpec:
         query=query,
         success=success,
         failure=failure,
+        min_requests=_min_requests(raw, where),
+        max_4xx_increase=_max_4xx(raw, where),
     )
+
+
+def _min_requests(raw: Mapping[str, Any], where: str) -> int:
+    return _int(raw.get("minRequests", DEFAULT_MIN_REQUESTS), f"{where}.minRequests", low=0)
+
+
+def _max_4xx(raw: Mapping[str, Any], where: str) -> float:
+    value = raw.get("max4xxIncrease", DEFAULT_MAX_4XX_INCREASE)
+    return _number(value, f"{where}.max4xxIncrease", low=0, high=1)
 
 
 def _ranges(

@@ -1,5 +1,6 @@
-"""Fakes of our own interfaces (never of HTTP libraries): a deployer that runs nothing, and
-an in-memory cluster behind our ``KubeApi`` wrapper.
+"""Fakes of our own interfaces (never of HTTP libraries): a deployer that runs nothing, an
+in-memory cluster behind our ``KubeApi`` wrapper, and the analysis' ``scrape`` of servers that
+answer steady, healthy traffic.
 
 ``FakeKubeApi`` keeps applied objects, selects on labels as the API server does, bumps a
 Deployment's ``generation`` when its spec changes, and makes its pods ready over ticks (every
@@ -220,3 +221,28 @@ class FakeKubeApi:
 
 
 __all__ = ["FakeDeployer", "FakeKubeApi", "PermanentError", "TemporaryError"]
+
+
+class SteadyTraffic:
+    """The analysis' ``scrape`` (``StepAnalysis(scrape=...)``) for servers that run nothing:
+    each server answers ``per_scrape`` more healthy inference requests between two scrapes,
+    so that a production step (``requireTraffic``) sees traffic, and the stable version's
+    window fills as the candidate's does."""
+
+    def __init__(self, *, per_scrape: int = 25, already: int = 0) -> None:
+        self.per_scrape = per_scrape
+        self.already = already
+        """What each server has served before its first scrape."""
+        self.served: dict[str, int] = {}
+
+    def __call__(self, url: str) -> str:
+        from prometheus_client import generate_latest
+
+        from deployers.model_server import _Metrics
+
+        self.served[url] = self.served.get(url, self.already) + self.per_scrape
+        metrics = _Metrics(model="fake", version="fake")
+        metrics.requests.labels("fake", "fake", "/v2/models/{name}/infer", "200").inc(
+            self.served[url]
+        )
+        return generate_latest(metrics.registry).decode()

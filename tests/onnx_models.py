@@ -8,12 +8,15 @@ import onnx
 from onnx import TensorProto, helper
 
 
-def add_model(*, constant: float = 1.0, opset: int = 17) -> bytes:
-    """y = x + constant, x: float[batch, 4]."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+def add_model(*, constant: float = 1.0, opset: int = 17, input_name: str = "x") -> bytes:
+    """y = x + constant, x: float[batch, 4]. ``input_name`` renames x (clients that send "x"
+    then get a 400)."""
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
     c = helper.make_tensor("c", TensorProto.FLOAT, [4], [constant] * 4)
-    graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "add", [x], [y], [c])
+    graph = helper.make_graph(
+        [helper.make_node("Add", [input_name, "c"], ["y"])], "add", [x], [y], [c]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     onnx.checker.check_model(model, full_check=True)

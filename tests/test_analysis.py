@@ -25,6 +25,7 @@ from controller.analysis import (
     combine,
 )
 from controller.analysis.prometheus import render
+from controller.reconcile import _observed_state
 from controller.strategies import parse_spec, plan
 from controller.strategies.base import Observed, Outcome, Progress, SlotState, Verdict
 from deployers.base import Instance, WorkloadStatus
@@ -81,14 +82,19 @@ def workload(*urls: str) -> WorkloadStatus:
     )
 
 
-def exposition(*, ok: int = 0, errors: int = 0, latency: float = 0.01) -> str:
-    """A model server's /metrics after ``ok`` good and ``errors`` failed inference calls."""
+def exposition(
+    *, ok: int = 0, errors: int = 0, latency: float = 0.01, client_errors: int = 0
+) -> str:
+    """A model server's /metrics after ``ok`` good, ``errors`` failed (500) and
+    ``client_errors`` refused (400) inference calls."""
     metrics = _Metrics(model="text2img", version="x")
     for _ in range(ok):
         metrics.count_request("/v2/models/{name}/infer", 200)
         metrics.duration.observe(latency)
     for _ in range(errors):
         metrics.count_request("/v2/models/{name}/infer", 500)
+    for _ in range(client_errors):
+        metrics.count_request("/v2/models/{name}/infer", 400)
     metrics.count_request("/v2/health/ready", 200)  # not inference: never counted
     return generate_latest(metrics.registry).decode()
 
@@ -156,6 +162,22 @@ def context(
         pytest.param({"failureLimit": 0}, "failureLimit", id="failure-limit-zero"),
         pytest.param({"errorLimit": True}, "errorLimit", id="error-limit-bool"),
         pytest.param({"colour": "red"}, "unknown field", id="unknown-field"),
+        pytest.param({"max4xxIncrease": 2}, "max4xxIncrease", id="4xx-increase-above-1"),
+        pytest.param(
+            {"gates": [{"type": "direct", "max4xxIncrease": -0.1}]},
+            "gates[0].max4xxIncrease",
+            id="4xx-increase-negative",
+        ),
+        pytest.param(
+            {
+                "gates": [
+                    {"type": "prometheus", "query": "up", "failure": {"min": 1}, "minRequests": 5}
+                ]
+            },
+            "built-in templates only",
+            id="min-requests-on-a-custom-query",
+        ),
+        pytest.param({"requireTraffic": "yes"}, "requireTraffic", id="require-traffic-not-bool"),
     ],
 )
 def test_bad_analysis_specs_name_the_field(raw: dict[str, Any], needle: str) -> None:
@@ -176,6 +198,25 @@ def test_defaults() -> None:
     assert templated.gates[0].success == Range(max=0.05)
     assert templated.gates[0].failure == Range(min=0.1)
     assert (templated.failure_limit, templated.error_limit) == (1, None)
+    assert (gate.max_4xx_increase, templated.gates[0].max_4xx_increase) == (0.05, 0.05)
+    assert templated.gates[0].min_requests == 20
+
+
+@pytest.mark.parametrize(
+    ("raw", "environment", "required"),
+    [
+        pytest.param({}, "production", True, id="production-requires-traffic"),
+        pytest.param({}, "staging", False, id="staging-does-not"),
+        pytest.param({}, "development", False, id="development-does-not"),
+        pytest.param({}, None, False, id="no-environment-as-before"),
+        pytest.param({"requireTraffic": False}, "production", False, id="production-opts-out"),
+        pytest.param({"requireTraffic": True}, "staging", True, id="staging-opts-in"),
+    ],
+)
+def test_require_traffic_defaults_to_true_in_production(
+    raw: dict[str, Any], environment: str | None, required: bool
+) -> None:
+    assert parse_analysis(raw, environment=environment).require_traffic is required
 
 
 # -- combining ---------------------------------------------------------------------------------
@@ -335,15 +376,259 @@ def test_direct_gate_without_metrics_is_inconclusive() -> None:
     assert spec.gates[0].type == "direct"
 
 
+# -- the 4xx rule ------------------------------------------------------------------------------
+
+
+class Servers:
+    """The analysis' scrape: each server's /metrics as the test last set it."""
+
+    def __init__(self) -> None:
+        self.text: dict[str, str] = {}
+
+    def set(self, url: str, **counts: int) -> None:
+        self.text[url] = exposition(**counts)
+
+    def __call__(self, url: str) -> str:
+        return self.text[url]
+
+
+def judge_passes(
+    servers: Servers,
+    passes: list[dict[str, dict[str, int]]],
+    *,
+    analysis: dict[str, Any] | None = None,
+    environment: str = "staging",
+    feedback: Any = None,
+) -> Verdict:
+    """One controller pass per entry (each server's lifetime counters at that pass), the
+    gates' state kept between passes as the controller keeps it, in the deployment's
+    observed state. The last pass's verdict."""
+    dep = replace(view("2.0", **(analysis or {})), environment=environment)
+    stable = view("1.0")
+    verdict = Verdict(Outcome.INCONCLUSIVE, "not judged")
+    for counts in passes:
+        for url, c in counts.items():
+            servers.set(url, **c)
+        candidate = workload(*(u for u in counts if u.startswith("http://c")))
+        stable_servers = workload(*(u for u in counts if u.startswith("http://s")))
+        verdict = StepAnalysis(scrape=servers, feedback=feedback).judge(
+            dep, workload=candidate, now=NOW, stable=stable, stable_workload=stable_servers
+        )
+        observed = {stable.id: stable_servers}
+        dep = replace(dep, observed_state=_observed_state(observed, dep, stable, verdict=verdict))
+    return verdict
+
+
+# The stable server has served 10,000 requests, none refused, before the rollout; the candidate
+# starts at zero. Each case: its counters at the first pass, then at the second.
+LONG_LIFE = {"ok": 10_000}
+TWO_REFUSED = {"ok": 10_098, "client_errors": 2}  # 100 more, 2 of them refused
+HALF_REFUSED = {"ok": 10_050, "client_errors": 50}
+THIRTY = {"ok": 30}
+
+
+@pytest.mark.parametrize(
+    ("passes", "expected", "needle"),
+    [
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"client_errors": 100}, "http://s": {"ok": 10_100}},
+            ],
+            Outcome.FAILED,
+            "4xx share 1 is 1 above the stable version's 0",
+            id="renamed-input-every-call-refused",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"ok": 92, "client_errors": 8}, "http://s": TWO_REFUSED},
+            ],
+            Outcome.FAILED,
+            "(more than 0.05)",
+            id="eight-percent-against-two",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"ok": 96, "client_errors": 4}, "http://s": TWO_REFUSED},
+            ],
+            Outcome.PASSED,
+            "4xx share 0.04 against the stable version's 0.02",
+            id="within-the-allowed-increase",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"ok": 50, "client_errors": 50}, "http://s": HALF_REFUSED},
+            ],
+            Outcome.PASSED,
+            "4xx share 0.5 against the stable version's 0.5",
+            id="same-window-not-the-stable-lifetime",
+        ),
+        pytest.param(
+            [{"http://c": {"client_errors": 100}, "http://s": LONG_LIFE}],
+            Outcome.INCONCLUSIVE,
+            "the stable version served 0 of 20 requests in the same window",
+            id="no-stable-window-yet",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"client_errors": 100}, "http://s": {"ok": 10_005}},
+            ],
+            Outcome.INCONCLUSIVE,
+            "the stable version served 5 of 20 requests",
+            id="too-few-stable-requests-in-the-window",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"client_errors": 100}, "http://s": {"ok": 40}},
+            ],
+            Outcome.FAILED,
+            "above the stable version's 0",
+            id="a-restarted-stable-server-counts-in-full",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"client_errors": 100}, "http://s": LONG_LIFE, "http://s2": THIRTY},
+            ],
+            Outcome.FAILED,
+            "above the stable version's 0",
+            id="a-new-stable-server-counts-in-full",
+        ),
+        pytest.param(
+            [
+                {"http://c": {}, "http://s": LONG_LIFE},
+                {"http://c": {"client_errors": 5}, "http://s": {"ok": 10_100}},
+            ],
+            Outcome.PASSED,
+            "too few to judge the error rates",
+            id="too-few-candidate-requests-outside-production",
+        ),
+    ],
+)  # fmt: skip
+def test_direct_4xx_share_against_the_stable_over_the_same_window(
+    passes: list[dict[str, dict[str, int]]], expected: Outcome, needle: str
+) -> None:
+    verdict = judge_passes(Servers(), passes)
+    assert verdict.outcome is expected, verdict
+    assert needle in verdict.reason, verdict.reason
+
+
+def test_the_4xx_rule_applies_to_the_default_gate_and_to_a_configured_one() -> None:
+    renamed = [
+        {"http://c": {}, "http://s": LONG_LIFE},
+        {"http://c": {"client_errors": 100}, "http://s": {"ok": 10_100}},
+    ]
+    lenient = {"max4xxIncrease": 1.0}
+    assert judge_passes(Servers(), renamed).outcome is Outcome.FAILED
+    assert judge_passes(Servers(), renamed, analysis=lenient).outcome is Outcome.PASSED
+    gate = {"gates": [{"type": "direct", "check": "error-rate"}]}
+    failed = judge_passes(Servers(), renamed, analysis=gate)
+    assert failed.outcome is Outcome.FAILED
+    (result,) = failed.details["gates"]
+    assert (result["candidate4xxShare"], result["stable4xxShare"]) == (1.0, 0.0)
+    assert result["stableRequests"] == 100
+
+
+# -- production needs traffic -----------------------------------------------------------------
+
+BEFORE = {"http://c": {}, "http://s": LONG_LIFE}
+THREE = [BEFORE, {"http://c": {"ok": 3}, "http://s": {"ok": 10_030}}]
+PLENTY = [BEFORE, {"http://c": {"ok": 30}, "http://s": {"ok": 10_030}}]
+FEEDBACK_ONLY = {"gates": [{"type": "feedback", "minRatings": 1}]}
+
+
+class NoRatings:
+    def rater_summary(self, *_: Any, **__: Any) -> Ratings:
+        return Ratings(0, None)
+
+
+@pytest.mark.parametrize(
+    ("environment", "analysis", "counts", "outcome", "status", "needle"),
+    [
+        pytest.param(
+            "production", {}, THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "waiting for traffic: 3 of 20 requests", id="production-holds-without-traffic",
+        ),
+        pytest.param(
+            "production", {"minRequests": 5}, THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "waiting for traffic: 3 of 5 requests", id="production-own-min-requests",
+        ),
+        pytest.param(
+            "production", {}, PLENTY, Outcome.PASSED, "Active", "",
+            id="production-with-traffic-goes-on",
+        ),
+        pytest.param(
+            "production", {"requireTraffic": False}, THREE, Outcome.PASSED, "Active",
+            "too few to judge", id="production-opted-out",
+        ),
+        pytest.param(
+            "staging", {}, THREE, Outcome.PASSED, "Active", "too few to judge",
+            id="staging-passes-on-health-as-before",
+        ),
+        pytest.param(
+            "staging", {"requireTraffic": True}, THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "waiting for traffic: 3 of 20 requests", id="staging-opted-in",
+        ),
+        pytest.param(
+            "production", FEEDBACK_ONLY, THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "waiting for traffic: 3 of 20 requests", id="feedback-only-gets-a-traffic-check",
+        ),
+        pytest.param(
+            "staging", FEEDBACK_ONLY, THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "0 rater(s)", id="feedback-only-outside-production-no-traffic-check",
+        ),
+        pytest.param(
+            "production",
+            {"gates": [{"type": "direct", "check": "p95-latency-vs-stable"}]},
+            THREE, Outcome.INCONCLUSIVE, "Deploying",
+            "waiting for traffic: 3 of 20 requests", id="latency-gate-waits-for-traffic",
+        ),
+    ],
+)  # fmt: skip
+def test_a_production_step_without_traffic_holds(
+    environment: str,
+    analysis: dict[str, Any],
+    counts: list[dict[str, dict[str, int]]],
+    outcome: Outcome,
+    status: str,
+    needle: str,
+) -> None:
+    verdict = judge_passes(
+        Servers(), counts, analysis=analysis, environment=environment, feedback=NoRatings()
+    )
+    assert verdict.outcome is outcome, verdict
+    assert needle in verdict.reason
+    # The last step of a canary whose pause is over: only the verdict stands in the way.
+    spec = parse_spec("canary", {"steps": [{"weight": 10, "pause": "1m"}, {"weight": 100}]})
+    progress = Progress(status="Deploying", step_index=0, step_started_at=STEP_START, weight=10)
+    observed = Observed(candidate=SlotState(1, 1), has_stable=True, stable_replicas=1)
+    planned = plan(spec, observed=observed, progress=progress, verdict=verdict, now=NOW)
+    assert planned.progress.status == status
+    if status == "Deploying":
+        assert planned.progress.weight == 10, "no more traffic to an unjudged candidate"
+        assert planned.progress.hold_since == NOW
+        assert planned.progress.reason is not None
+        assert needle in planned.progress.reason, "the deployment's reason says why it holds"
+
+
 # -- the feedback gate -------------------------------------------------------------------------
 
 
 @dataclass
 class Ratings:
-    rated: int
+    raters: int
     mean: float | None
     positive_share: float | None = None
     positive_low: float | None = None
+
+    @property
+    def rated(self) -> int:
+        return self.raters * 2  # each rater rated twice: rows are not what is counted
 
 
 class FakeFeedback:
@@ -353,7 +638,7 @@ class FakeFeedback:
         self.windowed, self.all_time = windowed, all_time
         self.numbers: dict[uuid.UUID, str] = {}
 
-    def summary(
+    def rater_summary(
         self,
         model_version_id: uuid.UUID,
         *,
@@ -425,6 +710,7 @@ def test_feedback_gate(
     )
     outcome = FeedbackGate(spec, source=source).evaluate(ctx)
     assert outcome.outcome is expected, outcome
+    assert outcome.inputs["candidateRaters"] == candidate.raters
     assert outcome.inputs["candidateRatings"] == candidate.rated
 
 

@@ -14,22 +14,28 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
+from api.cli import _watch_view, app
+from api.schemas import DeploymentOut
+from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
-from deployers.base import Target, Workload, WorkloadStatus
+from deployers.base import Instance, Target, Workload, WorkloadStatus
 from registry.services import Registry
 from tests.conftest import LiveServer
-from tests.helpers import make_model, make_version, upload
+from tests.fakes import SteadyTraffic
+from tests.helpers import make_model, make_version, pass_validation, upload
 
 MODEL = "text2img"
 
 
 class FakeDeployer:
-    """Workloads that are ready the moment they are applied; each gets a port of its own."""
+    """Workloads that are ready the moment they are applied; each gets a port of its own.
+    With ``instances``, each reports its one server as an instance (which the direct
+    analysis scrapes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, instances: bool = False) -> None:
         self.workloads: dict[tuple[str, str], dict[uuid.UUID, WorkloadStatus]] = {}
         self.ports = 0
+        self.instances = instances
 
     def observe(self, target: Target) -> dict[uuid.UUID, WorkloadStatus]:
         return dict(self.workloads.get((target.model, target.environment), {}))
@@ -52,15 +58,20 @@ class FakeDeployer:
                 replicas=w.replicas,
                 ready_replicas=w.replicas,
                 url=url,
+                instances=(Instance(url=url, ready=True),) if self.instances else (),
             )
 
 
 class Driver:
     """Runs controller passes with a fixed clock that jumps past every pause."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, analysis: StepAnalysis | None = None) -> None:
         self.registry = registry
-        self.controller = Controller(registry.deployments, deployers={"local": FakeDeployer()})
+        # A given analysis scrapes the servers it is shown; the default one sees none.
+        deployer = FakeDeployer(instances=analysis is not None)
+        self.controller = Controller(
+            registry.deployments, deployers={"local": deployer}, analysis=analysis
+        )
         self.now = datetime.now(UTC)
         self.lock = threading.Lock()
 
@@ -302,6 +313,50 @@ def test_wait_and_watch_exit_1_when_rolled_back(
     output = run(cli, "deployments", "watch", second, "--interval", "0.05", code=1)
     assert "RolledBack" in output
     assert "abort" in output  # the ledger's newest events
+
+
+def test_show_and_watch_say_a_production_canary_waits_for_traffic(
+    cli: CliRunner, versions: list[str], registry: Registry
+) -> None:
+    pass_validation(registry)
+    # Every server has served 3 inference requests, and no more come.
+    driver = Driver(registry, analysis=StepAnalysis(scrape=SteadyTraffic(per_scrape=0, already=3)))
+
+    def deploy_production(version: str, *args: str) -> str:
+        output = run(cli, "deploy", MODEL, version, "--env", "production", *args, "--json")
+        return str(json.loads(output)["id"])
+
+    first = deploy_production("1.0", "--steps", "100")
+    assert driver.until(first, "Active") == "Active"
+    second = deploy_production("2.0", "--steps", "10,100", "--pause", "30s")
+    driver.passes(6, step=timedelta(seconds=20))  # well past the pause, within maxHold
+    shown = json.loads(run(cli, "deployments", "show", second, "--json"))
+    assert (shown["status"], shown["progress"]["trafficWeight"]) == ("Deploying", 10)
+    assert shown["progress"]["holdSince"] is not None
+    conditions = {c["type"]: c for c in shown["conditions"]}
+    assert conditions["Analysis"]["reason"] == "inconclusive"
+    assert conditions["Analysis"]["message"] == "waiting for traffic: 3 of 20 requests"
+    assert conditions["Progressing"]["message"] == "waiting for traffic: 3 of 20 requests"
+
+    table = run(cli, "deployments", "show", second)
+    holding = next(line for line in table.splitlines() if "│ holding  " in line)
+    assert "waiting for traffic: 3 of 20 requests" in holding
+
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(_watch_view(DeploymentOut.model_validate(shown), None, []))
+    watched = console.export_text()
+    assert "holding: waiting for traffic: 3 of 20 requests" in watched
+    assert "Analysis: False inconclusive waiting for traffic: 3 of 20 requests" in watched
+
+    # Outside production the same canary passes on health alone, as before.
+    run(cli, "deployments", "abort", second)
+    driver.until(second, "RolledBack")
+    staging = str(deploy_json(cli, "1.0", "--steps", "100")["id"])
+    driver.until(staging, "Active")
+    canary = str(deploy_json(cli, "2.0", "--steps", "10,100", "--pause", "30s")["id"])
+    assert driver.until(canary, "Active", "RolledBack") == "Active"
 
 
 def test_readable_errors(cli: CliRunner, versions: list[str]) -> None:

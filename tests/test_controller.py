@@ -35,7 +35,7 @@ from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.routing import current_routes
 from registry.settings import Settings
 from registry.types import utcnow
-from tests.fakes import FakeDeployer, FakeKubeApi
+from tests.fakes import FakeDeployer, FakeKubeApi, SteadyTraffic
 from tests.helpers import pass_validation
 from tests.onnx_models import add_model
 from tests.test_kube_contract import make_settings as make_kube_settings
@@ -62,18 +62,13 @@ def controller(registry: Registry, deployer: FakeDeployer) -> Controller:
     return make_controller(registry, deployer, holder="test-1")
 
 
-def no_traffic(_url: str) -> str:
-    """The fake deployer's servers have served no inference requests."""
-    return ""
-
-
 def make_controller(
     registry: Registry, deployer: FakeDeployer, *, holder: str, **kwargs: Any
 ) -> Controller:
     return Controller(
         registry.deployments,
         deployers={"local": deployer},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder=holder,
         **kwargs,
     )
@@ -346,7 +341,7 @@ def test_two_controllers_never_both_act(
         two = Controller(
             other_registry.deployments,
             deployers={"local": deployer},
-            analysis=StepAnalysis(scrape=no_traffic),
+            analysis=StepAnalysis(scrape=SteadyTraffic()),
             holder="two",
         )
         add_version(registry, actor, "text2img", "1.0")
@@ -525,7 +520,7 @@ def test_api_format_versions_roll_out_like_any_other(
     controller = Controller(
         registry.deployments,
         deployers={"local": local},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder="api-format",
     )
     registry.models.create(actor, name="vendor", provider="Vendor", task_type="TextGeneration")

@@ -79,7 +79,10 @@ def test_canary_from_first_deploy_to_promotion(modelreg: Modelreg, two_versions:
                 {"weight": 10, "pause": "3s"},
                 {"weight": 50, "pause": "3s"},
                 {"weight": 100},
-            ]
+            ],
+            # Nobody calls the model here: the production traffic hold is in
+            # tests/test_prometheus_rollouts.py and tests/test_strategies.py.
+            "analysis": {"requireTraffic": False},
         },
     )
     modelreg.until_weights(model, {"1.0": 90, "1.1": 10})
@@ -211,7 +214,11 @@ def test_blue_green_previews_then_switches_atomically(modelreg: Modelreg) -> Non
         "Active"
     )
     green = modelreg.deploy(
-        model, "2.0", deploymentStrategy="blue_green", strategyParams={"previewDuration": "4s"}
+        model,
+        "2.0",
+        deploymentStrategy="blue_green",
+        # The preview takes no routed traffic; in production it would wait for 20 requests.
+        strategyParams={"previewDuration": "4s", "analysis": {"requireTraffic": False}},
     )
 
     def preview() -> dict[str, Any] | None:
@@ -244,7 +251,10 @@ def test_rolling_update(modelreg: Modelreg) -> None:
     first = modelreg.deploy(model, "1.0", strategyParams={"replicas": 2})
     assert modelreg.until_status(first["id"], *TERMINAL)["status"] == "Active"
     rolling = modelreg.deploy(
-        model, "2.0", deploymentStrategy="rolling_update", strategyParams={"replicas": 2}
+        model,
+        "2.0",
+        deploymentStrategy="rolling_update",
+        strategyParams={"replicas": 2, "analysis": {"requireTraffic": False}},  # nobody calls it
     )
     modelreg.until_weights(model, {"1.0": 50, "2.0": 50})
     assert modelreg.until_status(rolling["id"], *TERMINAL)["status"] == "Active"
@@ -269,6 +279,7 @@ def test_sigkill_mid_canary_resumes_without_duplicates(
             "2.0",
             strategyParams={
                 "steps": [{"weight": 10, "pause": "6s"}, {"weight": 60, "pause": "2s"}],
+                "analysis": {"requireTraffic": False},  # nobody calls the model here
             },
         )
         mr.until_weights(model, {"1.0": 90, "2.0": 10})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,13 +14,16 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
-from controller.analysis import StepAnalysis
+from controller.analysis import FeedbackGate, GateContext, StepAnalysis
 from controller.reconcile import Controller
+from controller.strategies.base import Outcome
+from registry.analysis_spec import parse_analysis
 from registry.auth import Principal
 from registry.errors import Invalid
 from registry.metrics import METRICS
 from registry.models import AIModelFeedback
 from registry.services import Registry
+from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.feedback import wilson_interval
 from tests.fakes import FakeDeployer
 from tests.helpers import (
@@ -30,6 +34,8 @@ from tests.helpers import (
     pass_validation,
     upload,
 )
+from tests.test_analysis import view as analysis_view
+from tests.test_analysis import workload as analysis_workload
 
 MODEL = "text2img"
 
@@ -159,6 +165,94 @@ def test_summary_counts_in_sql_with_a_wilson_interval(
     # By hand: p = 5/8, n = 8, z = 1.96: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
     assert summary.positive_low == pytest.approx(0.30574, abs=1e-4)
     assert summary.positive_high == pytest.approx(0.86316, abs=1e-4)
+
+
+def _people(registry: Registry, actor: Principal, count: int) -> list[Principal]:
+    """``count`` users, each with a ``feedback:write`` key of their own."""
+    return [
+        registry.keys.authenticate(
+            registry.keys.create(
+                actor, name=f"rater-{i}", scopes=["feedback:write"], user_email=f"r{i}@example.com"
+            ).token
+        )
+        for i in range(count)
+    ]
+
+
+def _rate_as(registry: Registry, who: Principal, version_id: uuid.UUID, *ratings: int) -> None:
+    registry.feedback.submit(
+        who, [{"modelVersionId": str(version_id), "rating": r} for r in ratings]
+    )
+
+
+def test_raters_are_people_each_with_one_vote(
+    registry: Registry, actor: Principal, versions: dict[str, uuid.UUID]
+) -> None:
+    empty = registry.feedback.rater_summary(versions["2.0"])
+    assert (empty.raters, empty.rated, empty.mean, empty.positive_low) == (0, 0, None, None)
+    spammer, *others = _people(registry, actor, 5)
+    _rate_as(registry, spammer, versions["2.0"], *[1] * 30)
+    second_key = registry.keys.authenticate(
+        registry.keys.create(
+            actor, name="rater-0-again", scopes=["feedback:write"], user_email="r0@example.com"
+        ).token
+    )
+    _rate_as(registry, second_key, versions["2.0"], 1, 1)  # the same person, another key
+    registry.feedback.submit(spammer, [{"modelVersionId": str(versions["2.0"])}])  # no rating
+    alone = registry.feedback.rater_summary(versions["2.0"])
+    assert (alone.raters, alone.rated, alone.mean) == (1, 32, 1.0)
+    for person, rating in zip(others, (4, 4, 5, 3), strict=True):
+        _rate_as(registry, person, versions["2.0"], rating, rating)
+    five = registry.feedback.rater_summary(versions["2.0"])
+    assert (five.raters, five.rated) == (5, 40)
+    assert five.mean == pytest.approx((1 + 4 + 4 + 5 + 3) / 5), "the mean of each rater's mean"
+    assert five.positive_share == pytest.approx(3 / 5)
+    assert five.positive_low == pytest.approx(wilson_interval(3, 5)[0])  # type: ignore[index]
+    rows = registry.feedback.summary(versions["2.0"])
+    assert rows.mean == pytest.approx((32 + 32) / 40), "the public summary still counts rows"
+
+
+def _gate_context(versions: dict[str, uuid.UUID], *, since: datetime, now: datetime) -> GateContext:
+    def dep(number: str) -> DeploymentView:
+        info = VersionInfo(versions[number], number, "ONNX", "Staged", "0" * 64, "k", None)
+        return replace(analysis_view(number), version=info)
+
+    return GateContext(
+        deployment=dep("2.0"),
+        candidate=analysis_workload("http://c"),
+        stable=dep("1.0"),
+        stable_workload=analysis_workload("http://s"),
+        window_start=since,
+        now=now,
+    )
+
+
+def test_the_feedback_gate_counts_people_not_rows(
+    registry: Registry, actor: Principal, versions: dict[str, uuid.UUID]
+) -> None:
+    spec = parse_analysis(
+        {"gates": [{"type": "feedback", "minRatings": 5, "maxDrop": 1.0, "on": "mean"}]}
+    ).gates[0]
+    gate = FeedbackGate(spec, source=registry.feedback)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    people = _people(registry, actor, 5)
+    for person in people:
+        _rate_as(registry, person, versions["1.0"], 4)
+    spammer = people[0]
+    _rate_as(registry, spammer, versions["2.0"], *[1] * 30)
+    held = gate.evaluate(_gate_context(versions, since=since, now=datetime.now(UTC)))
+    assert held.outcome is Outcome.INCONCLUSIVE, "30 ratings from one key: one rater"
+    assert "1 rater(s) of the candidate in this step (30 rating(s)), fewer than 5" in held.reason
+    for person in people[1:]:
+        _rate_as(registry, person, versions["2.0"], 4)
+    judged = gate.evaluate(_gate_context(versions, since=since, now=datetime.now(UTC)))
+    # By rows the candidate's mean would be (30 + 16) / 34 = 1.35, a drop of 2.65: one key
+    # would roll it back alone. By people it is (1 + 4 * 4) / 5 = 3.4, a drop of 0.6.
+    assert judged.outcome is Outcome.PASSED, judged
+    assert judged.inputs["candidateRaters"] == 5
+    assert judged.inputs["candidateRatings"] == 34
+    assert judged.inputs["candidateMean"] == pytest.approx(3.4)
+    assert judged.inputs["stableMean"] == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize(

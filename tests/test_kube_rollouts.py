@@ -24,7 +24,7 @@ from registry.auth import Principal
 from registry.services import Registry, build_registry
 from registry.services.routing import current_routes
 from registry.settings import Settings
-from tests.fakes import FakeKubeApi
+from tests.fakes import FakeKubeApi, SteadyTraffic
 from tests.helpers import pass_validation
 
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -64,7 +64,7 @@ class Cluster:
         self.controller = Controller(
             registry.deployments,
             deployers={"kubernetes": KubernetesDeployer(self.api, settings=settings)},
-            analysis=StepAnalysis(scrape=lambda _url: ""),
+            analysis=StepAnalysis(scrape=SteadyTraffic()),
             holder="kube-test",
         )
         self.clock = T0

@@ -2,14 +2,17 @@
 
 One ``modelreg serve`` (embedded defaults, its controller pointed at Prometheus) and one
 Prometheus that scrapes the API and, through the ``file_sd`` targets file the local deployer
-writes, every model server. Four rollouts:
+writes, every model server. The rollouts:
 
 1. a candidate that answers 5xx to a share of requests: the Prometheus error-rate gate fails
    it, and it rolls back;
-2. a healthy candidate that users rate badly through the feedback API: the feedback gate fails
-   it, and it rolls back;
-3. a healthy, well-rated candidate: it is promoted;
-4. Prometheus stopped mid-rollout: the step holds, and is never promoted.
+2. a candidate that answers 400 to the clients the stable version serves (its input was
+   renamed): the 4xx rule fails it, through Prometheus and through the direct gate (which
+   reads the model servers' own /metrics, not Prometheus);
+3. a healthy candidate that users rate badly through the feedback API: the feedback gate fails
+   it, and it rolls back; one key's many ratings do not open the gate, several users' do;
+4. a healthy, well-rated candidate: it is promoted;
+5. Prometheus stopped mid-rollout: the step holds, and is never promoted.
 """
 
 from __future__ import annotations
@@ -173,6 +176,73 @@ def verdicts(mr: Modelreg, dep_id: str) -> list[dict[str, Any]]:
     return [e for e in mr.events(dep_id) if e["kind"] == "verdict"]
 
 
+def raters(mr: Modelreg, count: int, *, prefix: str) -> list[str]:
+    """``count`` people, each with a ``feedback:write`` key (token) of their own."""
+    tokens = []
+    for i in range(count):
+        made = mr.api.post(
+            "/api/v1/keys",
+            json={
+                "name": f"{prefix}-{i}",
+                "scopes": ["feedback:write"],
+                "user": f"{prefix}-{i}@example.com",
+            },
+        )
+        assert made.status_code == 201, made.text
+        tokens.append(made.json()["token"])
+    return tokens
+
+
+def rate(mr: Modelreg, people: list[str], model: str, number: str, rating: int) -> None:
+    """Each person rates ``number`` once, with their own key."""
+    item = {"model": model, "versionNumber": number, "rating": rating}
+    for token in people:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=mr.url, headers=headers, timeout=10) as person:
+            answer = person.post("/api/v1/feedback", json={"items": [item]})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "analysis",
+    [
+        pytest.param(
+            {"gates": [{"type": "prometheus", "template": "error-rate"}]}, id="prometheus"
+        ),
+        pytest.param({}, id="direct-by-default"),
+    ],
+)
+def test_a_candidate_that_answers_400_is_rolled_back(
+    stack: tuple[Modelreg, Prometheus], analysis: dict[str, Any]
+) -> None:
+    mr, _ = stack
+    model = f"renamed-input-{'prom' if analysis else 'direct'}"
+    # The stable version reads "x", as its clients send; the candidate wants "features".
+    setup_model(mr, model, add_model(constant=2.0, input_name="features"))
+    with Traffic(mr, model, batch=1) as traffic:
+        canary = mr.deploy(
+            model,
+            "2.0",
+            environment=ENV,
+            strategyParams={
+                "steps": [{"weight": 50, "pause": "60s"}, {"weight": 100}],
+                **({"analysis": analysis} if analysis else {}),
+            },
+        )
+        ended = mr.until_status(canary["id"], *TERMINAL, timeout=120)
+    assert ended["status"] == "RolledBack", (ended, mr.events(canary["id"]))
+    assert set(traffic.statuses.get("2.0", [])) == {400}, "the candidate refused every call"
+    assert set(traffic.statuses["1.0"]) == {200}
+    failed = [v for v in verdicts(mr, canary["id"]) if v["details"]["outcome"] == "fail"]
+    gate = failed[-1]["details"]["gates"][0]
+    assert gate["type"] == ("prometheus" if analysis else "direct")
+    assert gate["candidate4xxShare"] == 1.0
+    assert gate["stable4xxShare"] == 0.0
+    assert gate["stableRequests"] >= 20, "the stable version's own requests, in the same window"
+    assert "4xx share" in failed[-1]["reason"]
+    assert mr.weights(model, ENV) == {"1.0": 100}
+
+
 def test_prometheus_error_rate_gate_rolls_a_failing_candidate_back(
     stack: tuple[Modelreg, Prometheus],
 ) -> None:
@@ -239,19 +309,28 @@ def test_feedback_gate_rolls_back_a_badly_rated_candidate(
 
     held = wait_for(analysis, what="an inconclusive verdict (too few ratings)")
     assert held["reason"] == "inconclusive"
-    time.sleep(6)  # longer than the step's pause: a passing verdict would have moved on
-    assert mr.deployment(canary["id"])["progress"]["stepIndex"] == 0, "the step holds"
-    items = [{"model": model, "versionNumber": "1.0", "rating": 5} for _ in range(12)]
-    items += [{"model": model, "versionNumber": "2.0", "rating": 1} for _ in range(12)]
+    # One key, 30 ratings of each version: still one rater, fewer than 10.
+    items = [{"model": model, "versionNumber": v, "rating": 1} for v in ("1.0", "2.0")] * 30
     posted = mr.api.post("/api/v1/feedback", json={"items": items})
     assert posted.status_code == 200, posted.text
+    time.sleep(6)  # longer than the step's pause: a passing verdict would have moved on
+    state = mr.deployment(canary["id"])
+    assert state["status"] == "Deploying"
+    assert state["progress"]["stepIndex"] == 0, "the step holds"
+    message = {c["type"]: c for c in state["conditions"]}["Analysis"]["message"]
+    assert "1 rater(s) of the candidate in this step (30 rating(s)), fewer than 10" in message
+    people = raters(mr, 12, prefix="bad-rating")
+    rate(mr, people, model, "1.0", 5)
+    rate(mr, people, model, "2.0", 1)
     ended = mr.until_status(canary["id"], *TERMINAL, timeout=60)
     assert ended["status"] == "RolledBack", ended
     failed = [v for v in verdicts(mr, canary["id"]) if v["details"]["outcome"] == "fail"][-1]
     gate = failed["details"]["gates"][0]
+    # The gate may fail as soon as 10 people (the admin counts as one) have rated 2.0.
+    assert 10 <= gate["candidateRaters"] <= 13
+    assert gate["candidateRatings"] >= 30 + 9, "the admin key's 30 ratings and 9 people's"
     assert gate["candidateMean"] == 1.0
-    assert gate["stableMean"] == 5.0
-    assert gate["drop"] == 4.0
+    assert gate["stableMean"] == pytest.approx((12 * 5 + 1) / 13), "the admin: one vote"
 
 
 def test_a_healthy_well_rated_candidate_is_promoted(stack: tuple[Modelreg, Prometheus]) -> None:
@@ -274,12 +353,9 @@ def test_a_healthy_well_rated_candidate_is_promoted(stack: tuple[Modelreg, Prome
             },
         )
         mr.until_weights(model, {"1.0": 50, "2.0": 50}, environment=ENV)
-        items = [
-            {"model": model, "versionNumber": v, "rating": 5}
-            for v in ("1.0", "2.0")
-            for _ in range(6)
-        ]
-        assert mr.api.post("/api/v1/feedback", json={"items": items}).status_code == 200
+        people = raters(mr, 6, prefix="good-rating")
+        for number in ("1.0", "2.0"):
+            rate(mr, people, model, number, 5)
         ended = mr.until_status(canary["id"], *TERMINAL, timeout=120)
     assert ended["status"] == "Active", (ended, mr.events(canary["id"]))
     assert set(traffic.statuses.get("2.0", [])) == {200}
@@ -299,7 +375,7 @@ def test_a_healthy_well_rated_candidate_is_promoted(stack: tuple[Modelreg, Prome
     passed = [v for v in verdicts(mr, canary["id"]) if v["details"]["outcome"] == "pass"][-1]
     by_name = {g["name"]: g for g in passed["details"]["gates"]}
     assert by_name["error-rate"]["value"] == 0.0
-    assert by_name["feedback"]["candidateRatings"] >= 5
+    assert by_name["feedback"]["candidateRaters"] >= 5
 
 
 def test_prometheus_outage_holds_the_step_and_never_promotes(

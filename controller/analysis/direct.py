@@ -1,22 +1,42 @@
 """The direct gate: the Prometheus gate's checks, computed from the model servers' own
 ``/metrics``, for the embedded default without Prometheus.
 
-The counters are the servers' lifetime counters (a candidate's servers start with its
-rollout, so their lifetime is the rollout's). Checks:
+The candidate's counters are its servers' lifetime counters (they start with its rollout, so
+their lifetime is the rollout's). Checks:
 
-- ``error-rate``: the share of inference requests answered with a 5xx. Below ``minRequests``
-  requests the rate is not judged (pass on health alone), unless ``requireTraffic`` is set
-  (then: inconclusive).
+- ``error-rate``:
+  - the share of inference requests answered with a 5xx, against the success and failure
+    ranges;
+  - the 4xx rule (:class:`~controller.analysis.base.ClientErrors`): the candidate's share of
+    4xx answers against the stable version's *over the same window*. The stable version's
+    servers have been up for long, so their lifetime is not that window: the gate keeps, in
+    the deployment's ``observedState.analysis.baselines``, each stable server's counters as
+    last seen and the requests counted since the gate first looked (the first analysis pass
+    of the rollout, before the candidate takes traffic). A server that is new or restarted
+    (its counters went down) counts in full, as Prometheus' ``increase`` does.
+
+  Below ``minRequests`` candidate requests neither rate is judged: with ``requireTraffic``
+  (the default in production) the step holds, "waiting for traffic: 3 of 20 requests";
+  without it, it passes on health alone.
 - ``p95-latency-vs-stable``: the candidate's p95 inference latency over the stable version's,
   from the servers' latency histograms.
+- ``traffic``: only the request count, which ``requireTraffic`` adds when no other gate
+  counts requests (for example, an analysis of feedback gates only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from controller.analysis.base import GateContext, GateResult
+from controller.analysis.base import (
+    ClientErrors,
+    GateContext,
+    GateResult,
+    join,
+    waiting_for_traffic,
+)
 from controller.strategies.base import Outcome
 from deployers.base import WorkloadStatus
 from registry.analysis_spec import GateSpec
@@ -46,6 +66,9 @@ def scrape_metrics(url: str, *, timeout: float = 1.0) -> str:
 class ServerStats:
     requests: int
     errors: int
+    """Answered with a 5xx."""
+    client_errors: int
+    """Answered with a 4xx."""
     buckets: dict[float, float]
     """Cumulative latency histogram: upper bound → count."""
 
@@ -76,7 +99,7 @@ def parse_stats(texts: Iterable[str]) -> ServerStats:
     """Sum the inference counters and latency buckets of several servers' expositions."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    requests = errors = 0
+    requests = errors = client_errors = 0
     buckets: dict[float, float] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
@@ -87,14 +110,41 @@ def parse_stats(texts: Iterable[str]) -> ServerStats:
                     if INFER_ROUTE_MARK not in sample.labels.get("route", ""):
                         continue
                     requests += int(sample.value)
-                    if sample.labels.get("status", "").startswith("5"):
+                    status = sample.labels.get("status", "")
+                    if status.startswith("5"):
                         errors += int(sample.value)
+                    elif status.startswith("4"):
+                        client_errors += int(sample.value)
             elif family.name == LATENCY:
                 for sample in family.samples:
                     if sample.name.endswith("_bucket"):
                         bound = float(sample.labels["le"])
                         buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return ServerStats(requests, errors, buckets)
+    return ServerStats(requests, errors, client_errors, buckets)
+
+
+def count_window(
+    current: Mapping[str, ServerStats], state: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Add what each server served since the last pass to the window's counts.
+
+    ``state`` is what this returned on the last pass (None on the first one: the window
+    starts now, at zero). A server not seen before, or whose counters went down (it
+    restarted), started inside the window: all of its requests count."""
+    seen = {url: (stats.requests, stats.client_errors) for url, stats in sorted(current.items())}
+    if state is None:
+        return {"requests": 0, "clientErrors": 0, "servers": seen}
+    last = state.get("servers") or {}
+    requests, client_errors = int(state.get("requests", 0)), int(state.get("clientErrors", 0))
+    for url, (now_requests, now_4xx) in seen.items():
+        before = last.get(url)
+        if before is not None and now_requests >= before[0] and now_4xx >= before[1]:
+            requests += now_requests - before[0]
+            client_errors += now_4xx - before[1]
+        else:
+            requests += now_requests
+            client_errors += now_4xx
+    return {"requests": requests, "clientErrors": client_errors, "servers": seen}
 
 
 class DirectGate:
@@ -115,6 +165,9 @@ class DirectGate:
     def _stats(self, workload: WorkloadStatus) -> ServerStats:
         return parse_stats(self.scrape(instance.url) for instance in workload.instances)
 
+    def _per_server(self, workload: WorkloadStatus) -> dict[str, ServerStats]:
+        return {i.url: parse_stats([self.scrape(i.url)]) for i in workload.instances}
+
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.deployment.version.format == "API":
             return GateResult(
@@ -124,11 +177,17 @@ class DirectGate:
             candidate = self._stats(ctx.candidate)
             if self.spec.check == "p95-latency-vs-stable":
                 return self._latency(ctx, candidate)
+            if self.spec.check == "traffic":
+                return self._traffic(candidate)
+            return self._error_rate(ctx, candidate)
         except MetricsUnavailable as exc:
             return GateResult(
-                self.name, self.type, Outcome.INCONCLUSIVE, f"cannot read metrics: {exc}"
+                self.name,
+                self.type,
+                Outcome.INCONCLUSIVE,
+                f"cannot read metrics: {exc}",
+                state=ctx.baselines.get(self.name),
             )
-        return self._error_rate(candidate)
 
     def _judge(self, value: float, inputs: dict[str, object], what: str) -> GateResult:
         spec = self.spec
@@ -146,21 +205,58 @@ class DirectGate:
         reason = f"{what} {value:.4g} is in neither range"
         return GateResult(self.name, self.type, Outcome.INCONCLUSIVE, reason, inputs)
 
-    def _error_rate(self, stats: ServerStats) -> GateResult:
-        inputs: dict[str, object] = {"requests": stats.requests, "errors": stats.errors}
+    def _traffic(self, stats: ServerStats) -> GateResult:
+        inputs = {"requests": stats.requests, "minRequests": self.spec.min_requests}
         if stats.requests < self.spec.min_requests:
-            text = f"{stats.requests} inference request(s), fewer than {self.spec.min_requests}"
+            text = waiting_for_traffic(stats.requests, self.spec.min_requests)
+            return GateResult(self.name, self.type, Outcome.INCONCLUSIVE, text, inputs)
+        text = f"{stats.requests} inference requests"
+        return GateResult(self.name, self.type, Outcome.PASSED, text, inputs)
+
+    def _error_rate(self, ctx: GateContext, stats: ServerStats) -> GateResult:
+        spec = self.spec
+        window: dict[str, Any] | None = None
+        if ctx.stable is not None and ctx.stable_workload is not None:
+            previous = ctx.baselines.get(self.name)
+            if previous is not None and previous.get("stable") != str(ctx.stable.id):
+                previous = None
+            window = {
+                "stable": str(ctx.stable.id),
+                **count_window(self._per_server(ctx.stable_workload), previous),
+            }
+        inputs: dict[str, object] = {
+            "requests": stats.requests,
+            "errors": stats.errors,
+            "clientErrors": stats.client_errors,
+            "minRequests": spec.min_requests,
+        }
+        if stats.requests < spec.min_requests:
             if self.require_traffic:
-                return GateResult(self.name, self.type, Outcome.INCONCLUSIVE, text, inputs)
-            return GateResult(
-                self.name,
-                self.type,
-                Outcome.PASSED,
-                f"healthy; {text}: too few to judge the error rate",
-                inputs,
+                text = waiting_for_traffic(stats.requests, spec.min_requests)
+                return GateResult(self.name, self.type, Outcome.INCONCLUSIVE, text, inputs, window)
+            text = (
+                f"healthy; {stats.requests} inference request(s), fewer than "
+                f"{spec.min_requests}: too few to judge the error rates"
             )
+            return GateResult(self.name, self.type, Outcome.PASSED, text, inputs, window)
         rate = stats.errors / stats.requests
-        return self._judge(rate, inputs, f"error rate over {stats.requests} requests:")
+        judged = self._judge(rate, inputs, f"5xx rate over {stats.requests} requests:")
+        judged = GateResult(
+            judged.name, judged.type, judged.outcome, judged.reason, judged.inputs, window
+        )
+        if judged.outcome is Outcome.FAILED:
+            return judged
+        if window is None:
+            return join(judged, Outcome.PASSED, "no stable version to compare 4xx with", {})
+        rule = ClientErrors(
+            candidate_share=ClientErrors.share(stats.client_errors, stats.requests),
+            stable_requests=window["requests"],
+            stable_share=ClientErrors.share(window["clientErrors"], window["requests"]),
+        )
+        outcome, reason, more = rule.judge(
+            min_requests=spec.min_requests, max_increase=spec.max_4xx_increase
+        )
+        return join(judged, outcome, reason, more)
 
     def _latency(self, ctx: GateContext, candidate: ServerStats) -> GateResult:
         if ctx.stable_workload is None or ctx.stable is None:
@@ -172,8 +268,12 @@ class DirectGate:
             "candidateRequests": candidate.observations,
             "stableRequests": stable.observations,
         }
+        needed = max(1, self.spec.min_requests)
+        if self.require_traffic and candidate.observations < needed:
+            text = waiting_for_traffic(candidate.observations, needed)
+            return GateResult(self.name, self.type, Outcome.INCONCLUSIVE, text, inputs)
         least = min(candidate.observations, stable.observations)
-        if least < max(1, self.spec.min_requests):
+        if least < needed:
             return GateResult(
                 self.name,
                 self.type,

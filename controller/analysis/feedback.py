@@ -1,15 +1,21 @@
 """The feedback gate: users' ratings of the candidate against the stable version's, over the
 current step's window.
 
-- Fewer than ``minRatings`` ratings of the candidate in the window: inconclusive (the step
+It counts people, not rows (``registry.services.feedback.summarize_raters``): a rater is the
+user behind the API key that submitted the rating, and each rater's ratings are averaged into
+one vote before anything else. So one ``feedback:write`` key, however many ratings it sends,
+is one rater: it can neither meet ``minRatings`` alone nor outvote the others.
+
+- Fewer than ``minRatings`` raters of the candidate in the window: inconclusive (the step
   holds; after ``maxHold``, ``onHoldTimeout`` decides).
-- ``on: mean``: fail when the candidate's mean rating is more than ``maxDrop`` below the
-  stable version's.
-- ``on: positive_low``: fail when the lower bound of the candidate's Wilson 95% interval for
-  the share of ratings ≥ 4 is more than ``maxDrop`` below the stable version's share.
+- ``on: mean``: fail when the mean of the candidate's raters' means is more than ``maxDrop``
+  below the stable version's.
+- ``on: positive_low``: fail when the lower bound of the Wilson 95% interval for the share of
+  the candidate's raters whose mean is ≥ 4 is more than ``maxDrop`` below the stable
+  version's share.
 
 The stable version is judged over the same window; when it has fewer than ``minRatings``
-ratings there, over all of its ratings. With none at all, the candidate passes (there is
+raters there, over all of its ratings. With none at all, the candidate passes (there is
 nothing to fall below).
 """
 
@@ -25,6 +31,7 @@ from registry.analysis_spec import GateSpec
 
 
 class Summary(Protocol):
+    raters: int
     rated: int
     mean: float | None
     positive_share: float | None
@@ -32,7 +39,7 @@ class Summary(Protocol):
 
 
 class FeedbackSource(Protocol):
-    def summary(
+    def rater_summary(
         self,
         model_version_id: uuid.UUID,
         *,
@@ -57,11 +64,12 @@ class FeedbackGate:
             return GateResult(
                 self.name, self.type, Outcome.INCONCLUSIVE, "the step has just started"
             )
-        mine: Summary = self.source.summary(
+        mine: Summary = self.source.rater_summary(
             ctx.deployment.version.id, since=ctx.window_start, until=ctx.now
         )
         inputs: dict[str, Any] = {
             "windowStart": ctx.window_start.isoformat(),
+            "candidateRaters": mine.raters,
             "candidateRatings": mine.rated,
             "candidateMean": mine.mean,
             "candidatePositiveLow": mine.positive_low,
@@ -69,25 +77,26 @@ class FeedbackGate:
             "maxDrop": spec.max_drop,
             "on": spec.on,
         }
-        if mine.rated < spec.min_ratings:
+        if mine.raters < spec.min_ratings:
             return GateResult(
                 self.name,
                 self.type,
                 Outcome.INCONCLUSIVE,
-                f"{mine.rated} rating(s) of the candidate in this step, fewer than "
-                f"{spec.min_ratings}",
+                f"{mine.raters} rater(s) of the candidate in this step ({mine.rated} "
+                f"rating(s)), fewer than {spec.min_ratings} raters",
                 inputs,
             )
         if ctx.stable is None:
             return GateResult(
                 self.name, self.type, Outcome.PASSED, "no stable version to compare with", inputs
             )
-        theirs: Summary = self.source.summary(
+        theirs: Summary = self.source.rater_summary(
             ctx.stable.version.id, since=ctx.window_start, until=ctx.now
         )
-        if theirs.rated < spec.min_ratings:
-            theirs = self.source.summary(ctx.stable.version.id)
+        if theirs.raters < spec.min_ratings:
+            theirs = self.source.rater_summary(ctx.stable.version.id)
         inputs.update(
+            stableRaters=theirs.raters,
             stableRatings=theirs.rated,
             stableMean=theirs.mean,
             stablePositiveShare=theirs.positive_share,
@@ -120,6 +129,6 @@ class FeedbackGate:
             self.type,
             Outcome.PASSED,
             f"{what} {ours:.3g} against stable's {reference:.3g} (drop {drop:.3g}, allowed "
-            f"{spec.max_drop:g}) over {mine.rated} rating(s)",
+            f"{spec.max_drop:g}) over {mine.raters} rater(s)",
             inputs,
         )

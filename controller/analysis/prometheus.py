@@ -5,16 +5,32 @@ The query is a template: ``{{model}}``, ``{{version}}``, ``{{stable_version}}``,
 sample of the answer is the value. In the failure range: fail; in the success range: pass;
 neither, or no data: inconclusive. Prometheus unreachable or the query refused: an *error*,
 which holds the step and never promotes.
+
+The built-in templates also count the candidate's inference requests over the window
+(``increase``):
+
+- with ``requireTraffic`` (the default in production), fewer than ``minRequests`` hold the
+  step: "waiting for traffic: 3 of 20 requests";
+- ``error-rate`` also applies the 4xx rule (:class:`~controller.analysis.base.ClientErrors`):
+  the candidate's share of 4xx answers against the stable version's, both over the same
+  window. It is judged once the candidate has ``minRequests`` requests in the window.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import httpx
 
-from controller.analysis.base import GateContext, GateResult
+from controller.analysis.base import (
+    ClientErrors,
+    GateContext,
+    GateResult,
+    join,
+    waiting_for_traffic,
+)
 from controller.strategies.base import Outcome
 from registry.analysis_spec import GateSpec
 
@@ -39,6 +55,21 @@ TEMPLATES = {
         'version="{{stable_version}}",environment="{{environment}}"}[{{window}}])))'
     ),
 }
+_COUNT = (
+    "sum(increase(modelreg_model_server_requests_total{{"
+    'model="{{{{model}}}}",version="{{{{{version}}}}}",environment="{{{{environment}}}}",'
+    'route=~".*/infer"{status}}}[{{{{window}}}}]))'
+)
+
+
+def count_query(*, stable: bool = False, status: str | None = None) -> str:
+    """The template of a version's inference requests over the window (those answered with
+    ``status``, a regular expression such as ``4..``, when given); 0 when there are none."""
+    version = "stable_version" if stable else "version"
+    matcher = f',status=~"{status}"' if status else ""
+    return f"({_COUNT.format(version=version, status=matcher)} or vector(0))"
+
+
 _VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9 ._+:-]*$")
 
@@ -101,13 +132,31 @@ def render(template: str, ctx: GateContext) -> str:
     return _VARIABLE.sub(fill, template)
 
 
+def count(
+    client: PrometheusClient, ctx: GateContext, *, stable: bool = False, status: str | None = None
+) -> float:
+    """A version's inference requests over the step's window (see :func:`count_query`)."""
+    return client.query(render(count_query(stable=stable, status=status), ctx)) or 0.0
+
+
+def share_4xx(client: PrometheusClient, ctx: GateContext, *, stable: bool = False) -> float:
+    """A version's share of 4xx answers over the window, from one query (so that both counts
+    are taken at the same instant)."""
+    whole = count_query(stable=stable)
+    query = f"{count_query(stable=stable, status='4..')} / {whole}"
+    return ClientErrors.share(client.query(render(query, ctx)) or 0.0, 1.0)
+
+
 class PrometheusGate:
     type = "prometheus"
 
-    def __init__(self, spec: GateSpec, *, client: PrometheusClient | None) -> None:
+    def __init__(
+        self, spec: GateSpec, *, client: PrometheusClient | None, require_traffic: bool = False
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.client = client
+        self.require_traffic = require_traffic
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         spec = self.spec
@@ -129,11 +178,51 @@ class PrometheusGate:
                 self.name, self.type, Outcome.PASSED, "no stable version to compare with"
             )
         try:
+            requests = None
+            if spec.template is not None:
+                requests = count(self.client, ctx)
+                if self.require_traffic and requests < spec.min_requests:
+                    return GateResult(
+                        self.name,
+                        self.type,
+                        Outcome.INCONCLUSIVE,
+                        waiting_for_traffic(requests, spec.min_requests),
+                        {"requests": requests, "minRequests": spec.min_requests, **thresholds},
+                    )
             query = render(template, ctx)
             value = self.client.query(query)
+            judged = self._judge(value, {"query": query, "value": value, **thresholds})
+            if spec.template == "error-rate" and requests is not None:
+                return self._client_errors(self.client, ctx, judged, requests)
+            return judged
         except QueryError as exc:
             return GateResult(self.name, self.type, Outcome.ERROR, str(exc), thresholds)
-        inputs = {"query": query, "value": value, **thresholds}
+
+    def _client_errors(
+        self, client: PrometheusClient, ctx: GateContext, judged: GateResult, requests: float
+    ) -> GateResult:
+        """The 4xx rule, after the 5xx share (``judged``) has not failed."""
+        spec = self.spec
+        counted = {"requests": requests, "minRequests": spec.min_requests}
+        if judged.outcome is Outcome.FAILED:
+            return replace(judged, inputs={**judged.inputs, **counted})
+        if ctx.stable is None:
+            return join(judged, Outcome.PASSED, "no stable version to compare 4xx with", counted)
+        if requests < spec.min_requests:
+            text = f"{int(requests)} request(s) in the window: too few to compare 4xx answers"
+            return join(judged, Outcome.PASSED, text, counted)
+        rule = ClientErrors(
+            candidate_share=share_4xx(client, ctx),
+            stable_requests=count(client, ctx, stable=True),
+            stable_share=share_4xx(client, ctx, stable=True),
+        )
+        outcome, reason, more = rule.judge(
+            min_requests=spec.min_requests, max_increase=spec.max_4xx_increase
+        )
+        return join(judged, outcome, reason, {**counted, **more})
+
+    def _judge(self, value: float | None, inputs: dict[str, object]) -> GateResult:
+        spec = self.spec
         if value is None:
             return GateResult(
                 self.name, self.type, Outcome.INCONCLUSIVE, "the query returned no data", inputs

@@ -15,7 +15,7 @@ restarted controller keeps counting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from controller.analysis.feedback import FeedbackGate, FeedbackSource
 from controller.analysis.prometheus import PrometheusClient, PrometheusGate
 from controller.strategies.base import Outcome, Verdict
 from deployers.base import WorkloadStatus
-from registry.analysis_spec import AnalysisSpec, parse_analysis
+from registry.analysis_spec import AnalysisSpec, GateSpec, parse_analysis
 from registry.errors import SpecError
 from registry.services.deployments import DeploymentView
 
@@ -48,13 +48,24 @@ class StepAnalysis:
         built: list[Gate] = []
         for gate in spec.gates:
             if gate.type == "prometheus":
-                built.append(PrometheusGate(gate, client=self.prometheus))
+                built.append(
+                    PrometheusGate(
+                        gate, client=self.prometheus, require_traffic=spec.require_traffic
+                    )
+                )
             elif gate.type == "feedback":
                 built.append(FeedbackGate(gate, source=self.feedback))
             else:
                 built.append(
                     DirectGate(gate, scrape=self.scrape, require_traffic=spec.require_traffic)
                 )
+        if spec.require_traffic and not spec.counts_requests:
+            # No gate counts requests (feedback gates, custom queries): the traffic check
+            # still holds a candidate nobody has called yet.
+            traffic = GateSpec(
+                type="direct", name="traffic", check="traffic", min_requests=spec.min_requests
+            )
+            built.append(DirectGate(traffic, scrape=self.scrape, require_traffic=True))
         return built
 
     def judge(
@@ -66,17 +77,22 @@ class StepAnalysis:
         stable: DeploymentView | None = None,
         stable_workload: WorkloadStatus | None = None,
     ) -> Verdict:
+        baselines = _baselines(deployment)
+        kept = {"baselines": baselines} if baselines else {}
         if workload is None:
-            return Verdict(Outcome.INCONCLUSIVE, "the candidate has no servers yet")
+            return Verdict(Outcome.INCONCLUSIVE, "the candidate has no servers yet", kept)
         if workload.failure:
-            return Verdict(Outcome.FAILED, f"the candidate failed: {workload.failure}")
+            return Verdict(Outcome.FAILED, f"the candidate failed: {workload.failure}", kept)
         if not workload.ready:
             return Verdict(
                 Outcome.INCONCLUSIVE,
                 f"{workload.ready_replicas} of {workload.replicas} candidate replica(s) ready",
+                kept,
             )
         try:
-            spec = parse_analysis(deployment.params.get("analysis"))
+            spec = parse_analysis(
+                deployment.params.get("analysis"), environment=deployment.environment
+            )
         except SpecError as exc:
             return Verdict(Outcome.FAILED, f"strategyParams: {exc}")
         ctx = GateContext(
@@ -86,9 +102,10 @@ class StepAnalysis:
             stable_workload=stable_workload,
             window_start=deployment.step_started_at or now,
             now=now,
+            baselines=baselines,
         )
         results = [_evaluate(gate, ctx) for gate in self.gates(spec)]
-        return combine(results, spec=spec, previous=_counters(deployment))
+        return combine(results, spec=spec, previous=_counters(deployment), baselines=baselines)
 
 
 def _evaluate(gate: Gate, ctx: GateContext) -> GateResult:
@@ -103,7 +120,13 @@ def _evaluate(gate: Gate, ctx: GateContext) -> GateResult:
         return GateResult(gate.name, kind, Outcome.ERROR, reason)
 
 
-def combine(results: list[GateResult], *, spec: AnalysisSpec, previous: dict[str, int]) -> Verdict:
+def combine(
+    results: list[GateResult],
+    *,
+    spec: AnalysisSpec,
+    previous: dict[str, int],
+    baselines: Mapping[str, Any] | None = None,
+) -> Verdict:
     outcomes = {r.outcome for r in results}
     failures = errors = 0
     if Outcome.FAILED in outcomes:
@@ -133,7 +156,17 @@ def combine(results: list[GateResult], *, spec: AnalysisSpec, previous: dict[str
         "gates": [r.to_dict() for r in results],
         "counters": {"consecutiveFailures": failures, "consecutiveErrors": errors},
     }
+    kept = {**(baselines or {}), **{r.name: r.state for r in results if r.state is not None}}
+    if kept:
+        details["baselines"] = kept
     return Verdict(outcome, reason, details)
+
+
+def _baselines(deployment: DeploymentView) -> dict[str, Any]:
+    """What the gates kept on the last pass (``observedState.analysis.baselines``)."""
+    state = (deployment.observed_state or {}).get("analysis") or {}
+    kept = state.get("baselines")
+    return dict(kept) if isinstance(kept, dict) else {}
 
 
 def _counters(deployment: DeploymentView) -> dict[str, int]:

@@ -3,6 +3,11 @@
 A batch keeps its good items and rejects its bad ones one by one, in one transaction. The
 aggregates (count, mean, distribution, share of ratings >= 4 with its Wilson interval) come
 from one aggregate query; rows are never loaded into Python to be counted.
+
+The rollout gates count people, not rows (:func:`summarize_raters`): a rater is the user
+behind the API key that submitted the rating (``user_id``, never a field the client sends),
+and each rater's ratings weigh as one vote, so a single key can neither open a gate nor tip
+its mean alone.
 """
 
 from __future__ import annotations
@@ -105,6 +110,26 @@ class FeedbackSummary:
 
 
 @dataclass(frozen=True)
+class RaterSummary:
+    """One version's ratings over ``[since, until)``, one vote per rater (the user behind the
+    submitting key): each rater's ratings are averaged first, then the raters' means are."""
+
+    model_version_id: uuid.UUID
+    raters: int
+    """Distinct users with at least one rating in the window."""
+    rated: int
+    """Ratings (rows) in the window, from all raters."""
+    mean: float | None
+    """The mean of the raters' mean ratings."""
+    positive_share: float | None
+    """The share of raters whose mean rating is at least 4."""
+    positive_low: float | None
+    positive_high: float | None
+    since: datetime | None
+    until: datetime | None
+
+
+@dataclass(frozen=True)
 class ServingRoute:
     """One version serving a model in an environment now (a row of deployment_route)."""
 
@@ -173,6 +198,47 @@ def summarize(
         mean=float(mean) if mean is not None else None,
         distribution=distribution,
         positive_share=positive / rated if rated else None,
+        positive_low=interval[0] if interval else None,
+        positive_high=interval[1] if interval else None,
+        since=since,
+        until=until,
+    )
+
+
+def summarize_raters(
+    s: Session,
+    model_version_id: uuid.UUID,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> RaterSummary:
+    """One aggregate query over the version's ratings in ``[since, until)``, grouped by rater
+    first; the Wilson interval is over raters."""
+    fb = AIModelFeedback
+    per_rater = select(func.count(fb.rating).label("n"), func.avg(fb.rating).label("m")).where(
+        fb.model_version_id == model_version_id, fb.rating.is_not(None)
+    )
+    if since is not None:
+        per_rater = per_rater.where(fb.feedback_timestamp >= since)
+    if until is not None:
+        per_rater = per_rater.where(fb.feedback_timestamp < until)
+    raters = per_rater.group_by(fb.user_id).subquery()
+    row = s.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(raters.c.n), 0),
+            func.avg(raters.c.m),
+            func.coalesce(func.sum(case((raters.c.m >= POSITIVE, 1), else_=0)), 0),
+        )
+    ).one()
+    count, rated, mean, positive = int(row[0]), int(row[1]), row[2], int(row[3])
+    interval = wilson_interval(positive, count)
+    return RaterSummary(
+        model_version_id=model_version_id,
+        raters=count,
+        rated=rated,
+        mean=float(mean) if mean is not None else None,
+        positive_share=positive / count if count else None,
         positive_low=interval[0] if interval else None,
         positive_high=interval[1] if interval else None,
         since=since,
@@ -325,6 +391,18 @@ class FeedbackService:
         _check_window(since, until)
         with self.sessions() as s:
             return summarize(s, model_version_id, since=since, until=until)
+
+    def rater_summary(
+        self,
+        model_version_id: uuid.UUID,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> RaterSummary:
+        """What the feedback gate judges: the version's ratings, one vote per rater."""
+        _check_window(since, until)
+        with self.sessions() as s:
+            return summarize_raters(s, model_version_id, since=since, until=until)
 
     def compare(self, model_name: str, environment: str) -> FeedbackComparison:
         """The versions serving ``model_name`` in ``environment`` now, each summarized from
