@@ -687,7 +687,7 @@ def test_a_kubernetes_orphan_is_deleted_and_a_live_rows_workload_kept(
     controller = Controller(
         kube_registry.deployments,
         deployers={"local": FakeDeployer(), "kubernetes": kube},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder="test-1",
         sweep_every=timedelta(0),
     )
@@ -730,7 +730,7 @@ def test_real_servers_whose_row_was_deleted_are_stopped_by_a_pass(
     controller = Controller(
         registry.deployments,
         deployers={"local": local},
-        analysis=StepAnalysis(scrape=no_traffic),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder="test-1",
         sweep_every=timedelta(0),
     )
