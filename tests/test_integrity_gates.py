@@ -26,7 +26,7 @@ from registry.models import AIModelDeployment, DeploymentEvent
 from registry.services import Registry
 from registry.services.routing import current_routes
 from tests.conftest import LiveServer
-from tests.fakes import FakeDeployer
+from tests.fakes import FakeDeployer, SteadyTraffic
 from tests.helpers import assert_problem, audit_rows, make_model, make_version, upload
 
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -44,7 +44,7 @@ def controller(registry: Registry) -> Controller:
     return Controller(
         registry.deployments,
         deployers={"local": FakeDeployer()},
-        analysis=StepAnalysis(scrape=lambda _url: ""),
+        analysis=StepAnalysis(scrape=SteadyTraffic()),
         holder="integrity-test",
     )
 
