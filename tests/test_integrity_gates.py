@@ -501,3 +501,29 @@ def test_a_model_that_was_deployed_keeps_its_history(
     assert http.get(f"/api/v1/deployments/{dep['id']}").status_code == 200
     retired = http.patch(f"/api/v1/models/{MODEL}", json={"isActive": False})
     assert retired.status_code == 200, retired.text
+
+
+def test_the_validator_stores_the_signature_and_a_renamed_input_is_refused(
+    http: httpx.Client, registry: Registry, controller: Controller
+) -> None:
+    """The whole path, with the real validation worker and real ONNX models: the stable takes
+    ``x``, the candidate was re-exported with its input named ``input``."""
+    from tests.onnx_models import add_model
+    from validators.worker import ValidationWorker
+
+    for number, input_name in (("1.0", "x"), ("2.0", "input")):
+        make_version(http, MODEL, number, parameters={"dimensions": {"batch": 2}})
+        model = add_model(input_name=input_name)
+        assert upload(http, MODEL, number, model).status_code == 201
+    worker = ValidationWorker(registry)
+    while worker.run_once():
+        pass
+    stable = http.get(f"/api/v1/models/{MODEL}/versions/1.0").json()
+    assert stable["signature"]["inputs"] == [
+        {"name": "x", "type": "tensor(float)", "shape": ["batch", 4]}
+    ]
+    serve(http, controller, "1.0", at=0)
+    body = assert_problem(deploy(http, "2.0"), 409)
+    assert any(c.startswith("signature") for c in body["failedChecks"])
+    assert "input 'x' is gone" in body["signatureDiff"]
+    assert weights(registry) == {"1.0": 100}
