@@ -103,6 +103,7 @@ def version_ref(view: DeploymentView) -> VersionRef:
         sha256=v.sha256,
         artifact_key=v.source_path,
         endpoint=v.endpoint,
+        model_file=v.model_file,
     )
 
 

@@ -51,6 +51,9 @@ class VersionRef:
     artifact_key: str | None = None
     endpoint: str | None = None
     """For format ``API``: the URL that serves it. No process runs for such a version."""
+    model_file: str | None = None
+    """``parameters.modelFile``: which model of a bundle to serve (``serve-model --model-file``),
+    as the functional check chose it."""
 
 
 @dataclass(frozen=True)

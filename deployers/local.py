@@ -491,6 +491,7 @@ class LocalDeployer:
                 *source,
                 "--sha256",
                 version.sha256,
+                *(["--model-file", version.model_file] if version.model_file else []),
             ],
             limits,
             python=self._python,

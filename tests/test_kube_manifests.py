@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,18 @@ def test_fetch_artifact_refuses_a_mismatch_with_exit_code_2(
     assert "sha256" in result.output
     assert wrong in result.output
     assert not output.exists()
+
+
+def test_the_pod_serves_the_model_a_bundle_version_names() -> None:
+    target = Target("kubernetes", "Text2Img", uuid.uuid4(), "production")
+    v = replace(version("1.0"), artifact_key="models/m/v/model.tar.gz", model_file="net/a.onnx")
+    workload = Workload(uuid.uuid4(), v, 1)
+    pod = manifests.deployment_manifest(target, workload, settings=settings_for())["spec"][
+        "template"
+    ]["spec"]
+    (server,) = pod["containers"]
+    assert server["command"][-2:] == ["--model-file", "net/a.onnx"]
+    plain = manifests.deployment_manifest(
+        target, Workload(uuid.uuid4(), version("1.0"), 1), settings=settings_for()
+    )
+    assert "--model-file" not in plain["spec"]["template"]["spec"]["containers"][0]["command"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -556,3 +558,33 @@ def test_with_s3_the_server_gets_a_verified_copy_and_no_s3_keys(
         assert failed.failure.startswith("model server exited with code 2:")
     finally:
         deployer.apply(target, [Workload(one, good, 0), Workload(two, bad, 0)])
+
+
+def test_a_bundle_of_several_models_serves_the_one_its_version_names(
+    deployer: LocalDeployer, target: Target, artifacts: LocalStore
+) -> None:
+    """A bundle the functional check accepted because ``parameters.modelFile`` named its model
+    is served the same way: the deployer passes the name on to the server."""
+    members = {"model.onnx": add_model(constant=1.0), "extra/other.onnx": add_model(constant=5.0)}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    version_id = uuid.uuid4()
+    key = f"models/m/versions/{version_id}/model.tar.gz"
+    stored = artifacts.put(key, HashingReader([buffer.getvalue()], max_bytes=1 << 20))
+    version = VersionRef(
+        id=version_id,
+        number="1.0",
+        format="ONNX",
+        sha256=stored.sha256,
+        artifact_key=key,
+        model_file="extra/other.onnx",
+    )
+    deployment = uuid.uuid4()
+    deployer.apply(target, [Workload(deployment, version, 1)])
+    status = wait_ready(deployer, target, deployment)
+    assert status.url is not None
+    assert infer(status.url) == [v + 5 for v in X]

@@ -228,6 +228,7 @@ def deployment_manifest(
             "0.0.0.0",  # noqa: S104 - a pod listens on its own address
             "--port",
             str(SERVER_PORT),
+            *(["--model-file", version.model_file] if version.model_file else []),
         ],
         "env": [{"name": "MODELREG_LOG_LEVEL", "value": settings.log_level}],
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],

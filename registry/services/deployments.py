@@ -59,6 +59,8 @@ class VersionInfo:
     sha256: str | None
     source_path: str | None
     endpoint: str | None
+    model_file: str | None = None
+    """``parameters.modelFile``: the model to serve in a bundle that holds several."""
 
 
 @dataclass(frozen=True)
@@ -1071,6 +1073,7 @@ def _event_view(e: DeploymentEvent) -> EventView:
 
 def _view(d: AIModelDeployment, v: AIModelVersion, model_name: str) -> DeploymentView:
     endpoint = (v.parameters or {}).get("endpoint") if v.format == API_FORMAT else None
+    model_file = (v.parameters or {}).get("modelFile")
     return DeploymentView(
         id=d.id,
         model_id=v.model_id,
@@ -1089,6 +1092,7 @@ def _view(d: AIModelDeployment, v: AIModelVersion, model_name: str) -> Deploymen
             sha256=v.sha256,
             source_path=v.source_path,
             endpoint=endpoint if isinstance(endpoint, str) else None,
+            model_file=model_file if isinstance(model_file, str) else None,
         ),
         step_index=d.step_index,
         step_started_at=d.step_started_at,
