@@ -18,7 +18,7 @@ from api.cli import _watch_view, app
 from api.schemas import DeploymentOut
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
-from deployers.base import Instance, Target, Workload, WorkloadStatus
+from deployers.base import Instance, OwnedWorkload, Target, Workload, WorkloadStatus
 from registry.services import Registry
 from tests.conftest import LiveServer
 from tests.fakes import SteadyTraffic
@@ -36,6 +36,7 @@ class FakeDeployer:
         self.workloads: dict[tuple[str, str], dict[uuid.UUID, WorkloadStatus]] = {}
         self.ports = 0
         self.instances = instances
+        self.targets: dict[tuple[str, str], Target] = {}
 
     def observe(self, target: Target) -> dict[uuid.UUID, WorkloadStatus]:
         return dict(self.workloads.get((target.model, target.environment), {}))
@@ -60,6 +61,18 @@ class FakeDeployer:
                 url=url,
                 instances=(Instance(url=url, ready=True),) if self.instances else (),
             )
+        self.targets[(target.model, target.environment)] = target
+
+    def owned(self) -> list[OwnedWorkload]:
+        return [
+            OwnedWorkload(dep_id, self.targets[key], None, f"a fake server on {status.url}")
+            for key, mine in self.workloads.items()
+            for dep_id, status in mine.items()
+        ]
+
+    def remove(self, workload: OwnedWorkload) -> None:
+        key = (workload.target.model, workload.target.environment)
+        self.workloads.get(key, {}).pop(workload.deployment_id, None)
 
 
 class Driver:
