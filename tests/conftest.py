@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 
 from api.app import create_app
 from api.client import Client
+from api.server import uvicorn_config
 from registry import migrate
 from registry.services import Registry, build_registry
 from registry.settings import Settings
@@ -182,9 +183,13 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(registry.settings, registry=registry)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        # The configuration `modelreg serve` runs with (header and keep-alive limits, proxy
+        # headers left to the app), so that tests see what production sees.
+        settings = registry.settings.model_copy(
+            update={"host": "127.0.0.1", "port": self.port, "log_level": "WARNING"}
         )
+        config = uvicorn_config(app, settings)
+        config.lifespan = "off"
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
