@@ -1,7 +1,8 @@
 """What the integrity guards cost: the same workload on the code before them and on this tree.
 
     python -m bench.integrity [--baseline a7cd22a] [--rounds 3] [--duration 10]
-                              [--deploys 30] [--uploads 5] [--json out.json]
+                              [--deploys 30] [--uploads 5] [--pass-size 1000]
+                              [--json out.json]
 
 Issue 12 puts checks on paths users hit every day: every request's key check (the failed-auth
 throttle), every deployment request (the one deployability check, under a row lock), every
@@ -27,7 +28,10 @@ validation competes for the two cores). The rounds alternate which tree goes fir
   median time;
 * **validate**: ``POST .../validations`` twice for each uploaded version (a repeat of the run
   the upload queued: a new run on the baseline, the pending one on this tree), the median
-  latency.
+  latency;
+* **controller pass**: each tree's own ``python -m bench.controller_pass`` over
+  ``--pass-size`` Active deployments on SQLite and PostgreSQL (its cold and steady pass; the
+  rows now lock what they record, and the pass sweeps for orphans).
 
 It prints one table: each figure on both trees, and the ratio current / baseline (for
 latencies and times, above 1 means slower; for throughput, below 1 means slower). Results:
@@ -176,6 +180,35 @@ def measure(tree: Tree, children: Children, work: Path, args: argparse.Namespace
     return result
 
 
+def measure_pass(tree: Tree, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The tree's own controller-pass benchmark, run from that tree."""
+    out = work / f"{tree.name}-pass.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.controller_pass",
+            "--sizes",
+            str(args.pass_size),
+            "--databases",
+            "sqlite,postgresql",
+            "--passes",
+            "5",
+            "--json",
+            str(out),
+        ],
+        cwd=tree.root,
+        env={**os.environ, "PYTHONPATH": str(tree.root)},
+        check=True,
+        capture_output=True,
+    )
+    found = {r["database"]: r for r in json.loads(out.read_text())["results"]}
+    return {
+        f"pass_{db}": {"cold_s": r["coldPassSeconds"], "steady_s": r["steadyPassSeconds"]}
+        for db, r in found.items()
+    }
+
+
 ROWS = (
     ("resolve", "rps", "resolve, requests/s (8 connections)"),
     ("resolve", "p99_ms", "resolve, p99 ms"),
@@ -183,6 +216,10 @@ ROWS = (
     ("deploy", "p95_ms", "POST /deployments, p95 ms"),
     ("validate", "median_ms", "POST .../validations, median ms"),
     ("upload", "median_s", "upload 16 MiB, median s"),
+    ("pass_sqlite", "cold_s", "controller cold pass, SQLite, s"),
+    ("pass_sqlite", "steady_s", "controller steady pass, SQLite, s"),
+    ("pass_postgresql", "cold_s", "controller cold pass, PostgreSQL, s"),
+    ("pass_postgresql", "steady_s", "controller steady pass, PostgreSQL, s"),
 )
 
 
@@ -197,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="wrk seconds (10)")
     parser.add_argument("--deploys", type=int, default=30)
     parser.add_argument("--uploads", type=int, default=5)
+    parser.add_argument("--pass-size", type=int, default=1000, help="controller pass: N (1000)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     check_wrk()
@@ -218,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                 round_dir = work / f"round{round_}"
                 round_dir.mkdir(exist_ok=True)
                 try:
-                    runs[tree.name].append(measure(tree, children, round_dir, args))
+                    result = measure(tree, children, round_dir, args)
                 finally:
                     children.close()
+                result.update(measure_pass(tree, round_dir, args))
+                runs[tree.name].append(result)
                 print(f"round {round_ + 1} {tree.name}: {runs[tree.name][-1]}", flush=True)
     finally:
         subprocess.run(
