@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'what':40} {'baseline':>10} {'current':>10} {'ratio':>7}")
     for row in table:
         print(
-            f"{row['what']:40} {row['baseline']:10.2f} {row['current']:10.2f} {row['ratio']:6.2f}x"
+            f"{row['what']:40} {row['baseline']:10.3f} {row['current']:10.3f} {row['ratio']:6.2f}x"
         )
     if args.json:
         args.json.write_text(
