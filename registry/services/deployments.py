@@ -344,7 +344,11 @@ class DeploymentService:
                     allowedStatuses=list(allowed),
                 )
             pending = (dep.requested_action or {}).get("action")
-            if pending and action in ("promote", "abort", "undeploy"):
+            # Abort is always the way out: it supersedes a pending promote (which may wait for
+            # a candidate that never becomes ready). Anything else pending wins, and the later
+            # request gets 409, so of a racing promote and abort the abort always wins.
+            superseded = pending if action == "abort" and pending == "promote" else None
+            if pending and action in ("promote", "abort", "undeploy") and superseded is None:
                 raise Conflict(
                     f"a {pending} request is already pending on this deployment; the controller "
                     "carries it out on its next pass",
@@ -379,9 +383,17 @@ class DeploymentService:
                 version=version,
                 kind=f"{action}_requested" if action not in ("pause", "resume") else f"{action}d",
                 actor=actor_name(actor),
-                reason=reason or f"{action} requested",
+                reason=(reason or f"{action} requested")
+                + (f" (supersedes the pending {superseded})" if superseded else ""),
             )
-            audit.record(s, actor, f"deployment_{action}", deploymentId=dep.id, reason=reason)
+            audit.record(
+                s,
+                actor,
+                f"deployment_{action}",
+                deploymentId=dep.id,
+                reason=reason,
+                **({"supersedes": superseded} if superseded else {}),
+            )
             s.flush()
         return dep
 
