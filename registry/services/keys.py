@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -300,28 +300,10 @@ class KeyService:
         revoked them by other means). The admin user is created, or restored if deleted."""
         with self.sessions.begin() as s:
             user = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
-            restored = False
-            if user is None:
-                user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
-                s.add(user)
-                s.flush()
-            elif user.deleted_at is not None:
-                user.deleted_at = None
-                restored = True
-            issued = self._issue(s, user, name=name, scopes=[Scope.ADMIN.value])
-            system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
-            audit.record(
-                s,
-                system,
-                "api_key_created",
-                apiClientId=issued.info.id,
-                apiKey=issued.info.api_key,
-                name=name,
-                scopes=[Scope.ADMIN.value],
-                via="modelreg db admin-key",
-                restoredUser=restored,
+            restored = user is not None and user.deleted_at is not None
+            return self._issue_admin(
+                s, user, name=name, via="modelreg db admin-key", restoredUser=restored
             )
-        return issued
 
     def bootstrap_admin(self) -> IssuedKey | None:
         """On a registry with no key at all, create the admin user and an admin key."""
@@ -329,20 +311,28 @@ class KeyService:
             if s.scalar(select(func.count()).select_from(APIClient)):
                 return None
             user = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
-            if user is None:
-                user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
-                s.add(user)
-                s.flush()
-            issued = self._issue(s, user, name="bootstrap-admin", scopes=[Scope.ADMIN.value])
-            system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
-            audit.record(
-                s,
-                system,
-                "api_key_created",
-                apiClientId=issued.info.id,
-                apiKey=issued.info.api_key,
-                name="bootstrap-admin",
-                scopes=[Scope.ADMIN.value],
-                bootstrap=True,
-            )
+            return self._issue_admin(s, user, name="bootstrap-admin", bootstrap=True)
+
+    def _issue_admin(
+        self, s: Session, user: User | None, *, name: str, **audited: Any
+    ) -> IssuedKey:
+        """An admin key for the admin user (created if missing, restored if deleted), audited
+        as ``api_key_created`` with ``audited`` saying how it came about."""
+        if user is None:
+            user = User(email=ADMIN_EMAIL, username="admin", full_name="modelreg admin")
+            s.add(user)
+            s.flush()
+        user.deleted_at = None
+        issued = self._issue(s, user, name=name, scopes=[Scope.ADMIN.value])
+        system = Principal(user_id=user.id, api_client_id=None, scopes=frozenset())
+        audit.record(
+            s,
+            system,
+            "api_key_created",
+            apiClientId=issued.info.id,
+            apiKey=issued.info.api_key,
+            name=name,
+            scopes=[Scope.ADMIN.value],
+            **audited,
+        )
         return issued
