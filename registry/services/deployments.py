@@ -365,27 +365,33 @@ class DeploymentService:
                     allow_signature_change=_allows_signature_change(dep),
                 )
             now = utcnow()
+            told = (reason or f"{action} requested") + (
+                f" (supersedes the pending {superseded})" if superseded else ""
+            )
             if action in ("pause", "resume"):
                 dep.paused = action == "pause"
+                dep.next_reconcile_at = None
+                dep.updated_at = now
+                self._event(
+                    s,
+                    dep,
+                    model_id=version.model_id,
+                    version=version,
+                    kind=f"{action}d",
+                    actor=actor_name(actor),
+                    reason=told,
+                )
             else:
-                dep.requested_action = {
-                    "action": action,
-                    "actor": actor_name(actor),
-                    "reason": reason,
-                    "at": now.isoformat(),
-                }
-            dep.next_reconcile_at = None
-            dep.updated_at = now
-            self._event(
-                s,
-                dep,
-                model_id=version.model_id,
-                version=version,
-                kind=f"{action}_requested" if action not in ("pause", "resume") else f"{action}d",
-                actor=actor_name(actor),
-                reason=(reason or f"{action} requested")
-                + (f" (supersedes the pending {superseded})" if superseded else ""),
-            )
+                self._ask(
+                    s,
+                    dep,
+                    version,
+                    action=action,
+                    actor=actor_name(actor),
+                    reason=reason,
+                    told=told,
+                    now=now,
+                )
             audit.record(
                 s,
                 actor,
@@ -825,9 +831,27 @@ class DeploymentService:
         … since the rollout began): instead of promoting it, ask the next pass to abort."""
         reason = f"not promoted: {why}"
         log.warning("deployment %s: %s; aborting the rollout", dep.id, reason)
+        self._ask(
+            s, dep, version, action="abort", actor=CONTROLLER, reason=reason, told=reason, now=now
+        )
+
+    def _ask(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        version: AIModelVersion,
+        *,
+        action: str,
+        actor: str,
+        reason: str | None,
+        told: str,
+        now: datetime,
+    ) -> None:
+        """Leave a request (promote, abort, undeploy) for the next controller pass, which
+        looks at the deployment at once; the ledger's ``{action}_requested`` says ``told``."""
         dep.requested_action = {
-            "action": "abort",
-            "actor": CONTROLLER,
+            "action": action,
+            "actor": actor,
             "reason": reason,
             "at": now.isoformat(),
         }
@@ -836,11 +860,11 @@ class DeploymentService:
         self._event(
             s,
             dep,
-            model_id=view.model_id,
+            model_id=version.model_id,
             version=version,
-            kind="abort_requested",
-            actor=CONTROLLER,
-            reason=reason,
+            kind=f"{action}_requested",
+            actor=actor,
+            reason=told,
         )
 
     def _promoted(
