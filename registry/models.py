@@ -29,6 +29,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from registry.types import BigSerial, JSONType, UTCDateTime, utcnow
+from registry.vocabulary import (
+    CheckStatus,
+    DeploymentStatus,
+    DeploymentTarget,
+    Environment,
+    RouteRole,
+    Strategy,
+    TaskType,
+    ValidationRequestStatus,
+    VersionStatus,
+    values,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,20 +50,14 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TASK_TYPES = (
-    "ImageGeneration",
-    "TextGeneration",
-    "ImageTransformation",
-    "StyleTransfer",
-    "ContentSafety",
-)
-VERSION_STATUSES = ("Staged", "Production", "Deprecated", "Archived", "Failed")
-CHECK_STATUSES = ("Passed", "Failed", "Pending", "Skipped")
-ENVIRONMENTS = ("staging", "production", "testing")
-DEPLOYMENT_STATUSES = ("Initiated", "Deploying", "Active", "Inactive", "Failed", "RolledBack")
-DEPLOYMENT_TARGETS = ("local", "kubernetes")
-ROUTE_ROLES = ("stable", "canary", "active", "preview")
-DEPLOYMENT_STRATEGIES = ("canary", "blue_green", "rolling_update")
+TASK_TYPES = values(TaskType)
+VERSION_STATUSES = values(VersionStatus)
+CHECK_STATUSES = values(CheckStatus)
+ENVIRONMENTS = values(Environment)
+DEPLOYMENT_STATUSES = values(DeploymentStatus)
+DEPLOYMENT_TARGETS = values(DeploymentTarget)
+ROUTE_ROLES = values(RouteRole)
+DEPLOYMENT_STRATEGIES = values(Strategy)
 SOCIAL_PROVIDERS = ("google", "facebook", "apple")
 SUBSCRIPTION_TIERS = ("Free", "Pro", "Team", "Enterprise")
 
@@ -252,7 +258,10 @@ class AIModelVersion(Base):
     format: Mapped[str | None] = mapped_column(String(50))
     parameters: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(
-        String(50), nullable=False, default="Staged", server_default="Staged"
+        String(50),
+        nullable=False,
+        default=VersionStatus.STAGED.value,
+        server_default=VersionStatus.STAGED.value,
     )
     validation_result_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("ai_model_validation_result.id", ondelete="SET NULL", use_alter=True)
@@ -319,7 +328,10 @@ class AIModelDeployment(Base):
     )
     environment: Mapped[str] = mapped_column(String(50), nullable=False)
     status: Mapped[str] = mapped_column(
-        String(50), nullable=False, default="Initiated", server_default="Initiated"
+        String(50),
+        nullable=False,
+        default=DeploymentStatus.INITIATED.value,
+        server_default=DeploymentStatus.INITIATED.value,
     )
     deployment_strategy: Mapped[str | None] = mapped_column(String(50))
     endpoint: Mapped[str | None] = mapped_column(String(255))
@@ -334,7 +346,10 @@ class AIModelDeployment(Base):
     # Added by modelreg: the rollout's spec and its persisted progress (docs/schema.md).
     # ``model_version_id`` is the *desired* version; what *serves* lives in deployment_route.
     target: Mapped[str] = mapped_column(
-        String(20), nullable=False, default="local", server_default="local"
+        String(20),
+        nullable=False,
+        default=DeploymentTarget.LOCAL.value,
+        server_default=DeploymentTarget.LOCAL.value,
     )
     strategy_params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     spec_hash: Mapped[str | None] = mapped_column(String(64))
@@ -428,7 +443,7 @@ class ArtifactUpload(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
-VALIDATION_REQUEST_STATUSES = ("Queued", "Running", "Done")
+VALIDATION_REQUEST_STATUSES = values(ValidationRequestStatus)
 
 
 class ValidationRequest(Base):
@@ -448,7 +463,10 @@ class ValidationRequest(Base):
     )
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(
-        String(20), nullable=False, default="Queued", server_default="Queued"
+        String(20),
+        nullable=False,
+        default=ValidationRequestStatus.QUEUED.value,
+        server_default=ValidationRequestStatus.QUEUED.value,
     )
     requested_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("user.id", ondelete="SET NULL")

@@ -8,13 +8,12 @@ data. An ``API`` version runs no process: its ``parameters.endpoint`` serves it.
 
 from __future__ import annotations
 
-API_FORMAT = "API"
-ONNX_FORMAT = "ONNX"
+from registry.vocabulary import ArtifactFormat, DeploymentTarget
 
 #: target → the formats it serves.
-SERVED_FORMATS: dict[str, tuple[str, ...]] = {
-    "local": (ONNX_FORMAT, API_FORMAT),
-    "kubernetes": (ONNX_FORMAT, API_FORMAT),
+SERVED_FORMATS: dict[str, tuple[ArtifactFormat, ...]] = {
+    DeploymentTarget.LOCAL: (ArtifactFormat.ONNX, ArtifactFormat.API),
+    DeploymentTarget.KUBERNETES: (ArtifactFormat.ONNX, ArtifactFormat.API),
 }
 #: The artifact names the model server loads, for an ONNX version.
 ONNX_ARTIFACT_SUFFIXES = (".onnx", ".tar.gz", ".tgz", ".zip")
@@ -27,16 +26,16 @@ def unservable_reason(
     ``artifact_key``; None when it can. ``target`` None asks whether *any* target could.
     ``artifact_key`` None skips the check of the artifact's name (the deployers check the
     format only: the API checked the name, from the key the upload chose, at deploy time)."""
-    fmt = fmt or ONNX_FORMAT
+    fmt = fmt or ArtifactFormat.ONNX
     targets = [target] if target is not None else list(SERVED_FORMATS)
     if not any(fmt in SERVED_FORMATS.get(t, ()) for t in targets):
         where = f"target {target!r}" if target is not None else "no deployment target"
-        served = sorted({f for t in targets for f in SERVED_FORMATS.get(t, ())})
+        served = sorted({f.value for t in targets for f in SERVED_FORMATS.get(t, ())})
         return (
             f"{where} cannot serve format {fmt!r}: the model server runs {served} "
             "(convert the model to ONNX, or register an API version for an external endpoint)"
         )
-    if fmt == ONNX_FORMAT and artifact_key is not None:
+    if fmt == ArtifactFormat.ONNX and artifact_key is not None:
         name = artifact_key.rsplit("/", 1)[-1]
         if not name.lower().endswith(ONNX_ARTIFACT_SUFFIXES):
             return (

@@ -14,7 +14,8 @@ from registry.errors import GateClosed, Invalid
 from registry.io_signature import signature_diff
 from registry.models import AIModelVersion
 from registry.services.validations import latest_result_for_digest, validation_gate
-from registry.serving import API_FORMAT, unservable_reason
+from registry.serving import unservable_reason
+from registry.vocabulary import ArtifactFormat
 
 NOT_DEPLOYABLE = ("Archived", "Failed")
 
@@ -51,7 +52,7 @@ def assess_deployability(
     failed: list[str] = []
     if version.status in NOT_DEPLOYABLE:
         failed.append(f"lifecycle: version {version.version_number!r} is {version.status}")
-    if version.format != API_FORMAT and version.source_path is None:
+    if version.format != ArtifactFormat.API and version.source_path is None:
         failed.append("artifact: no artifact has been uploaded to this version")
     if environment == "production":
         # The production gate: the current digest's latest validation passed both checks.
