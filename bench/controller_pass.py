@@ -138,7 +138,7 @@ def measure(kind: str, n: int, passes: int, workdir: Path) -> dict[str, Any]:
             baseline = []
             for _ in range(passes):
                 started = time.perf_counter()
-                if len(registry.deployments.worklist(utcnow())) != n:
+                if len(registry.deployments.ledger.worklist(utcnow())) != n:
                     raise SystemExit("the worklist does not hold every deployment")
                 baseline.append(time.perf_counter() - started)
             cold = controller.run_pass()

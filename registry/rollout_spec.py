@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from registry.analysis_spec import parse_analysis
+from registry.analysis_spec import AnalysisSpec, parse_analysis
 from registry.errors import SpecError
+from registry.vocabulary import Strategy, values
 
 __all__ = [
     "STRATEGIES",
@@ -57,6 +58,8 @@ class RolloutSpec:
     allow_signature_change: bool = False
     """``allowSignatureChange``: roll out a candidate whose input/output signature differs
     from the stable version's (refused otherwise; the audit row records the override)."""
+    analysis_spec: AnalysisSpec = field(default_factory=lambda: parse_analysis(None))
+    """``analysis``, parsed for the deployment's environment (the gates the analysis runs)."""
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -88,7 +91,7 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
-STRATEGIES = ("canary", "blue_green", "rolling_update")
+STRATEGIES = values(Strategy)
 DEFAULT_CANARY_STEPS = (
     {"weight": 10, "pause": "60s"},
     {"weight": 50, "pause": "60s"},
@@ -104,16 +107,19 @@ _COMMON = {
     "onHoldTimeout",
     "allowSignatureChange",
 }
-_KNOWN = {
-    "canary": _COMMON | {"steps"},
-    "blue_green": _COMMON | {"previewDuration", "autoPromote"},
-    "rolling_update": _COMMON | {"pause"},
+_KNOWN: dict[str, set[str]] = {
+    Strategy.CANARY: _COMMON | {"steps"},
+    Strategy.BLUE_GREEN: _COMMON | {"previewDuration", "autoPromote"},
+    Strategy.ROLLING_UPDATE: _COMMON | {"pause"},
 }
 MAX_REPLICAS = 100
 
 
-def parse_spec(strategy: str, params: Mapping[str, Any] | None) -> RolloutSpec:
-    """Check ``strategyParams`` for ``strategy`` and fill in the defaults."""
+def parse_spec(
+    strategy: str, params: Mapping[str, Any] | None, *, environment: str | None = None
+) -> RolloutSpec:
+    """Check ``strategyParams`` for ``strategy`` and fill in the defaults. ``environment``
+    decides the analysis defaults (``requireTraffic`` is on in production)."""
     if strategy not in STRATEGIES:
         raise SpecError(f"unknown deploymentStrategy {strategy!r}; use one of {list(STRATEGIES)}")
     params = dict(params or {})
@@ -136,7 +142,7 @@ def parse_spec(strategy: str, params: Mapping[str, Any] | None) -> RolloutSpec:
     analysis = params.get("analysis", {})
     if not isinstance(analysis, dict):
         raise SpecError("strategyParams.analysis must be an object")
-    parse_analysis(analysis)
+    analysis_spec = parse_analysis(analysis, environment=environment)
     on_timeout = params.get("onHoldTimeout", "fail")
     if on_timeout not in ("fail", "pass", "promote"):
         raise SpecError("strategyParams.onHoldTimeout must be 'fail' or 'pass' ('promote')")
@@ -151,14 +157,15 @@ def parse_spec(strategy: str, params: Mapping[str, Any] | None) -> RolloutSpec:
         "analysis": analysis,
         "on_hold_timeout": on_timeout,
         "allow_signature_change": allow_change,
+        "analysis_spec": analysis_spec,
         "scale_down_delay": parse_duration(
             params.get("scaleDownDelay", "300s"), name="strategyParams.scaleDownDelay"
         ),
         "max_hold": parse_duration(params.get("maxHold", "600s"), name="strategyParams.maxHold"),
     }
-    if strategy == "canary":
+    if strategy == Strategy.CANARY:
         return RolloutSpec(steps=_canary_steps(params.get("steps", DEFAULT_CANARY_STEPS)), **common)
-    if strategy == "blue_green":
+    if strategy == Strategy.BLUE_GREEN:
         auto = params.get("autoPromote", True)
         if not isinstance(auto, bool):
             raise SpecError("strategyParams.autoPromote must be true or false")

@@ -25,7 +25,7 @@ from controller.analysis import (
     combine,
 )
 from controller.analysis.prometheus import render
-from controller.reconcile import _observed_state
+from controller.records import observed_state as _observed_state
 from controller.strategies import parse_spec, plan
 from controller.strategies.base import Observed, Outcome, Progress, SlotState, Verdict
 from deployers.base import Instance, WorkloadStatus

@@ -629,7 +629,7 @@ def test_the_sweep_keeps_a_deployment_created_after_the_worklist_was_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     controller = sweeping(registry, deployer)
-    worklist = registry.deployments.worklist
+    worklist = registry.deployments.ledger.worklist
     late: list[uuid.UUID] = []
 
     def worklist_then_a_new_deployment(now: datetime) -> list[DeploymentView]:
@@ -643,7 +643,7 @@ def test_the_sweep_keeps_a_deployment_created_after_the_worklist_was_read(
             run_elsewhere(deployer, dep, model="other", model_id=registry.models.get("other").id)
         return read
 
-    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_a_new_deployment)
+    monkeypatch.setattr(registry.deployments.ledger, "worklist", worklist_then_a_new_deployment)
     result = controller.run_pass(now=at(10))
     assert result.leader
     assert result.deployments == 1, "the pass planned only what it read"
@@ -850,18 +850,18 @@ def test_an_undeploy_that_cannot_be_recorded_stops_nothing(
 ) -> None:
     registry.deployments.request(actor, live_v1, "undeploy")
     other = make_controller(registry, deployer, holder="other")
-    worklist = registry.deployments.worklist
+    worklist = registry.deployments.ledger.worklist
 
     def worklist_then_lose_the_lease(now: datetime) -> list[DeploymentView]:
         read = worklist(now)
         with registry.sessions.begin() as s:
-            lease = s.get(ControllerLease, registry.deployments.lease_name)
+            lease = s.get(ControllerLease, registry.deployments.leases.name)
             assert lease is not None
             lease.expires_at = utcnow() - timedelta(seconds=1)
-        assert registry.deployments.acquire_lease("other", ttl=timedelta(seconds=60))
+        assert registry.deployments.leases.acquire("other", ttl=timedelta(seconds=60))
         return read
 
-    monkeypatch.setattr(registry.deployments, "worklist", worklist_then_lose_the_lease)
+    monkeypatch.setattr(registry.deployments.ledger, "worklist", worklist_then_lose_the_lease)
     controller.run_pass(now=at(10))
     assert view(registry, live_v1).status == "Active", "nothing was recorded"
     assert live_v1 in deployer.workloads, "so the servers the routes name keep serving"

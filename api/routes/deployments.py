@@ -75,7 +75,7 @@ def create_deployment(
         target=body.target,
     )
     response.headers["Location"] = f"/api/v1/deployments/{dep.id}"
-    return DeploymentOut.of(reg.deployments.get(dep.id))
+    return DeploymentOut.of(dep)
 
 
 @router.get("/deployments", response_model=DeploymentPage, summary="List deployments, newest first")
@@ -143,8 +143,10 @@ def deployment_action(
     reg: Reg,
     body: Annotated[ActionIn | None, Body()] = None,
 ) -> DeploymentOut:
-    reg.deployments.request(actor, deployment_id, action, reason=body.reason if body else None)
-    return DeploymentOut.of(reg.deployments.get(deployment_id))
+    dep = reg.deployments.request(
+        actor, deployment_id, action, reason=body.reason if body else None
+    )
+    return DeploymentOut.of(dep)
 
 
 @router.post(
@@ -166,7 +168,7 @@ def rollback(
     body: Annotated[ActionIn | None, Body()] = None,
 ) -> DeploymentOut:
     dep = reg.deployments.rollback(actor, name, environment, reason=body.reason if body else None)
-    return DeploymentOut.of(reg.deployments.get(dep.id))
+    return DeploymentOut.of(dep)
 
 
 @router.get(

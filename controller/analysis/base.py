@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from controller.strategies.base import Outcome, Verdict
 from deployers.base import WorkloadStatus
-from registry.services.deployments import DeploymentView
+from registry.services.deployment_views import DeploymentView
 
 
 class Analysis(Protocol):

@@ -25,9 +25,8 @@ from controller.analysis.feedback import FeedbackGate, FeedbackSource
 from controller.analysis.prometheus import PrometheusClient, PrometheusGate
 from controller.strategies.base import Outcome, Verdict
 from deployers.base import WorkloadStatus
-from registry.analysis_spec import AnalysisSpec, GateSpec, parse_analysis
-from registry.errors import SpecError
-from registry.services.deployments import DeploymentView
+from registry.analysis_spec import AnalysisSpec, GateSpec
+from registry.services.deployment_views import DeploymentView
 
 log = logging.getLogger("modelreg.controller.analysis")
 
@@ -89,12 +88,9 @@ class StepAnalysis:
                 f"{workload.ready_replicas} of {workload.replicas} candidate replica(s) ready",
                 kept,
             )
-        try:
-            spec = parse_analysis(
-                deployment.params.get("analysis"), environment=deployment.environment
-            )
-        except SpecError as exc:
-            return Verdict(Outcome.FAILED, f"strategyParams: {exc}")
+        if deployment.spec is None:  # parsed once, with the view (see DeploymentView.spec)
+            return Verdict(Outcome.FAILED, f"strategyParams: {deployment.spec_error}")
+        spec = deployment.spec.analysis_spec
         ctx = GateContext(
             deployment=deployment,
             candidate=workload,

@@ -6,15 +6,35 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from controller.strategies.base import Observed, Plan, Progress, Request, Verdict
+from controller.strategies.base import Observed, Plan, Progress, Request, Verdict, roll_back
+from controller.strategies.blue_green import CANDIDATE_ROLE as PREVIEW_ROLE
 from controller.strategies.blue_green import plan_blue_green
 from controller.strategies.canary import plan_canary
 from controller.strategies.rolling import plan_rolling
 from registry.rollout_spec import STRATEGIES, RolloutSpec, SpecError, parse_spec, spec_hash
+from registry.vocabulary import RouteRole, Strategy
 
-__all__ = ["STRATEGIES", "RolloutSpec", "SpecError", "parse_spec", "plan", "spec_hash"]
+#: Each strategy's plan function, and the role its candidate's workload plays while it rolls
+#: out (the plans carry it): a canary, and a rolling update's new replicas, take a share of
+#: traffic; a blue-green candidate is a preview that takes none until it is promoted.
+STRATEGY_PLANS = {
+    Strategy.CANARY: (plan_canary, RouteRole.CANARY),
+    Strategy.BLUE_GREEN: (plan_blue_green, PREVIEW_ROLE),
+    Strategy.ROLLING_UPDATE: (plan_rolling, RouteRole.CANARY),
+}
+
+__all__ = [
+    "STRATEGIES",
+    "RolloutSpec",
+    "SpecError",
+    "abandon",
+    "parse_spec",
+    "plan",
+    "spec_hash",
+]
 
 
 def plan(
@@ -26,11 +46,7 @@ def plan(
     now: datetime,
     request: Request | None = None,
 ) -> Plan:
-    function = {
-        "canary": plan_canary,
-        "blue_green": plan_blue_green,
-        "rolling_update": plan_rolling,
-    }[spec.strategy]
+    function, _ = STRATEGY_PLANS[Strategy(spec.strategy)]
     return function(
         spec,
         observed=observed,
@@ -39,3 +55,10 @@ def plan(
         now=now,
         request=request or Request(),
     )
+
+
+def abandon(strategy: str, progress: Progress, *, observed: Observed, reason: str) -> Plan:
+    """A permanent error in a rollout: all traffic back to stable, the candidate stopped."""
+    _, role = STRATEGY_PLANS[Strategy(strategy)]
+    plan = roll_back(progress, observed=observed, kind="failed", reason=reason)
+    return replace(plan, candidate_role=role)

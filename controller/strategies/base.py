@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from registry.rollout_spec import RolloutSpec, SpecError, Step, format_duration, parse_duration
+from registry.vocabulary import DeploymentStatus, RouteRole
 
 __all__ = [
     "Action",
@@ -21,6 +22,7 @@ __all__ = [
     "Observed",
     "Outcome",
     "Plan",
+    "PlanKind",
     "Progress",
     "Request",
     "RolloutSpec",
@@ -142,6 +144,19 @@ class Event:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+class PlanKind(StrEnum):
+    """Which record a plan asks for: the condition set and desired state it writes."""
+
+    ROLLOUT = "rollout"
+    """A rollout step: Progressing, Ready and Analysis conditions, the desired workloads."""
+    STEADY = "steady"
+    """An Active or retired deployment kept as it is: Ready; the desired state stays."""
+    UNDEPLOY = "undeploy"
+    """An Active deployment taken out of service by request: no routes, no workloads."""
+    FAILED = "failed"
+    """A permanent error outside a rollout step: a Failed condition, nothing applied."""
+
+
 @dataclass(frozen=True)
 class Plan:
     progress: Progress
@@ -150,6 +165,16 @@ class Plan:
     requeue_after: timedelta | None = None
     consumed: bool = False
     """True when the plan carries out the pending request (``Request.action``)."""
+    kind: PlanKind = PlanKind.ROLLOUT
+    candidate_role: RouteRole = RouteRole.CANARY
+    """The role of the deployment's own workload: the strategy's (a canary, a blue-green
+    preview) during a rollout; ``stable`` for a deployment that serves or served."""
+    retire_stable: timedelta | None = None
+    """On promotion: how long the superseded stable deployment keeps its servers."""
+    stop_servers_at: datetime | None = None
+    """When the deployment's servers are due to stop (``scale_down_at``); None leaves it."""
+    finished: bool = False
+    """The deployment's servers are gone: the controller need not look at it again."""
 
 
 # -- helpers shared by the strategies ------------------------------------------------------
@@ -159,7 +184,11 @@ def start(spec: RolloutSpec, progress: Progress, *, replicas: int | None = None)
     """Initiated → Deploying: start the candidate's servers; no traffic yet."""
     return Plan(
         progress=replace(
-            progress, status="Deploying", step_index=0, step_started_at=None, weight=0
+            progress,
+            status=DeploymentStatus.DEPLOYING,
+            step_index=0,
+            step_started_at=None,
+            weight=0,
         ),
         actions=(ScaleCandidate(spec.replicas if replicas is None else replicas),),
         events=(Event("deploying", "rollout started: starting the candidate's servers"),),
@@ -170,7 +199,7 @@ def start(spec: RolloutSpec, progress: Progress, *, replicas: int | None = None)
 def roll_back(progress: Progress, *, observed: Observed, kind: str, reason: str) -> Plan:
     """All traffic back to the stable version, the candidate stopped. With no stable version
     to go back to, the rollout is Failed rather than RolledBack."""
-    status = "RolledBack" if observed.has_stable else "Failed"
+    status = DeploymentStatus.ROLLED_BACK if observed.has_stable else DeploymentStatus.FAILED
     return Plan(
         progress=replace(progress, status=status, weight=0, hold_since=None, reason=reason),
         actions=(Route(0), ScaleCandidate(0)),
@@ -192,25 +221,40 @@ def stop_if_failed(
     if request.action == "abort":
         return roll_back(progress, observed=observed, kind="aborted", reason="aborted by request")
     candidate = observed.candidate
-    if progress.status != "Initiated" and candidate is not None and candidate.failure:
+    if (
+        progress.status != DeploymentStatus.INITIATED
+        and candidate is not None
+        and candidate.failure
+    ):
         return roll_back(
             progress,
             observed=observed,
             kind="rolled_back",
             reason=f"{subject} failed: {candidate.failure}",
         )
-    if progress.status != "Initiated" and verdict.outcome is Outcome.FAILED:
+    if progress.status != DeploymentStatus.INITIATED and verdict.outcome is Outcome.FAILED:
         return roll_back(progress, observed=observed, kind="rolled_back", reason=verdict.reason)
     return None
 
 
-def promote(spec: RolloutSpec, progress: Progress, *, reason: str, consumed: bool) -> Plan:
-    """All traffic to the candidate: it becomes Active (the controller retires the old one)."""
+def promote(
+    spec: RolloutSpec,
+    progress: Progress,
+    *,
+    reason: str,
+    consumed: bool,
+    retire_after: timedelta | None = None,
+) -> Plan:
+    """All traffic to the candidate: it becomes Active and the old stable deployment Inactive,
+    keeping its servers ``retire_after`` (the spec's ``scaleDownDelay`` unless said)."""
     return Plan(
-        progress=replace(progress, status="Active", weight=100, hold_since=None, reason=reason),
+        progress=replace(
+            progress, status=DeploymentStatus.ACTIVE, weight=100, hold_since=None, reason=reason
+        ),
         actions=(ScaleCandidate(spec.replicas), Route(100)),
         events=(Event("promoted", reason),),
         consumed=consumed,
+        retire_stable=spec.scale_down_delay if retire_after is None else retire_after,
     )
 
 

@@ -24,6 +24,10 @@ from controller.strategies.base import (
     start,
     stop_if_failed,
 )
+from registry.vocabulary import DeploymentStatus, RouteRole
+
+#: The candidate is a preview: reachable, with no traffic until it is promoted.
+CANDIDATE_ROLE = RouteRole.PREVIEW
 
 
 def plan_blue_green(
@@ -35,12 +39,27 @@ def plan_blue_green(
     now: datetime,
     request: Request = Request(),
 ) -> Plan:
+    planned = _plan(
+        spec, observed=observed, progress=progress, verdict=verdict, now=now, request=request
+    )
+    return replace(planned, candidate_role=CANDIDATE_ROLE)
+
+
+def _plan(
+    spec: RolloutSpec,
+    *,
+    observed: Observed,
+    progress: Progress,
+    verdict: Verdict,
+    now: datetime,
+    request: Request,
+) -> Plan:
     stopped = stop_if_failed(
         progress, observed=observed, verdict=verdict, request=request, subject="the preview"
     )
     if stopped is not None:
         return stopped
-    if progress.status == "Initiated":
+    if progress.status == DeploymentStatus.INITIATED:
         return start(spec, progress)
     candidate = observed.candidate
     previewing = (

@@ -24,6 +24,7 @@ from controller.strategies.base import (
     start,
     stop_if_failed,
 )
+from registry.vocabulary import DeploymentStatus
 
 
 def plan_canary(
@@ -38,7 +39,7 @@ def plan_canary(
     stopped = stop_if_failed(progress, observed=observed, verdict=verdict, request=request)
     if stopped is not None:
         return stopped
-    if progress.status == "Initiated":
+    if progress.status == DeploymentStatus.INITIATED:
         return start(spec, progress)
     candidate = observed.candidate
     steps = spec.steps
@@ -114,7 +115,7 @@ def _enter(
     return Plan(
         progress=replace(
             progress,
-            status="Deploying",
+            status=DeploymentStatus.DEPLOYING,
             step_index=index,
             step_started_at=now,
             weight=step.weight,

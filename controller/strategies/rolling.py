@@ -4,7 +4,7 @@ ready replicas."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.strategies.base import (
     HOLDING,
@@ -25,6 +25,11 @@ from controller.strategies.base import (
     promote,
     stop_if_failed,
 )
+from registry.vocabulary import DeploymentStatus
+
+#: The stable version's replicas were replaced one by one: once promoted, nothing of it is
+#: kept running for a rollback.
+RETIRE_STABLE_AFTER = timedelta(0)
 
 
 def plan_rolling(
@@ -42,10 +47,12 @@ def plan_rolling(
     )
     if stopped is not None:
         return _restore_stable(stopped, observed)
-    if progress.status == "Initiated":
+    if progress.status == DeploymentStatus.INITIATED:
         first = 1 if observed.has_stable else total
         return Plan(
-            progress=replace(progress, status="Deploying", step_index=0, step_started_at=None),
+            progress=replace(
+                progress, status=DeploymentStatus.DEPLOYING, step_index=0, step_started_at=None
+            ),
             actions=(ScaleCandidate(first),),
             events=(Event("deploying", f"rolling update of {total} replica(s) started"),),
             requeue_after=SOON,
@@ -54,14 +61,24 @@ def plan_rolling(
     if not observed.has_stable:
         if candidate is not None and candidate.ready:
             return promote(
-                spec, progress, reason="first rollout: all replicas ready", consumed=False
+                spec,
+                progress,
+                reason="first rollout: all replicas ready",
+                consumed=False,
+                retire_after=RETIRE_STABLE_AFTER,
             )
         return _wait(spec, progress, observed=observed, now=now, want=total)
     index = progress.step_index
     want = index + 1
     if request.action == "promote":
         if candidate is not None and candidate.ready and candidate.replicas >= total:
-            plan = promote(spec, progress, reason="promoted by request", consumed=True)
+            plan = promote(
+                spec,
+                progress,
+                reason="promoted by request",
+                consumed=True,
+                retire_after=RETIRE_STABLE_AFTER,
+            )
             return replace(plan, actions=(*plan.actions, ScaleStable(0)))
         return _wait(spec, progress, observed=observed, now=now, want=total)
     if candidate is None or candidate.ready_replicas < want or not candidate.ready:
@@ -69,7 +86,13 @@ def plan_rolling(
     weight = round(100 * want / total)
     if progress.step_started_at is None:
         if want >= total:
-            plan = promote(spec, progress, reason=f"all {total} replicas replaced", consumed=False)
+            plan = promote(
+                spec,
+                progress,
+                reason=f"all {total} replicas replaced",
+                consumed=False,
+                retire_after=RETIRE_STABLE_AFTER,
+            )
             return replace(plan, actions=(*plan.actions, ScaleStable(0)))
         return Plan(
             progress=replace(
@@ -151,7 +174,10 @@ def _hold(
     held = hold(
         spec, progress, observed=observed, now=now, why=why, keep=keep, promotable=promotable
     )
-    if held is not None and held.progress.status in ("RolledBack", "Failed"):
+    if held is not None and held.progress.status in (
+        DeploymentStatus.ROLLED_BACK,
+        DeploymentStatus.FAILED,
+    ):
         return _restore_stable(held, observed)
     return held
 

@@ -13,11 +13,14 @@ from registry.services.endpoints import EndpointService
 from registry.services.feedback import FeedbackService
 from registry.services.gc import GcService
 from registry.services.keys import KeyService
+from registry.services.leases import LeaseService
+from registry.services.ledger import RolloutLedger
 from registry.services.models import ModelService
 from registry.services.validations import ValidationService
 from registry.services.versions import VersionService
 from registry.settings import Settings
 from registry.storage import ArtifactStore, create_store
+from registry.vocabulary import DeploymentTarget
 
 
 @dataclass
@@ -79,8 +82,10 @@ def build_registry(settings: Settings, *, store: ArtifactStore | None = None) ->
         ),
         deployments=DeploymentService(
             sessions,
-            on_routes_changed=endpoints.invalidate,
-            targets=("local", "kubernetes") if settings.kube_enabled else ("local",),
+            ledger=RolloutLedger(
+                sessions, leases=LeaseService(sessions), on_routes_changed=endpoints.invalidate
+            ),
+            targets=tuple(DeploymentTarget) if settings.kube_enabled else (DeploymentTarget.LOCAL,),
         ),
         endpoints=endpoints,
         feedback=FeedbackService(sessions),

@@ -1,0 +1,498 @@
+"""The rollout ledger: every change of a deployment's status, and so of what serves, is written
+here, in one transaction with the routing table and the deployment events that explain it.
+
+The controller reads its worklist from the ledger and records each pass's outcome
+(:meth:`RolloutLedger.record`); the API leaves requests on a row (:meth:`RolloutLedger.ask`)
+and, for an instant rollback, switches traffic back (:meth:`RolloutLedger.switch_back`). A
+record refuses to write over a row that changed since it was read, and one that would make a
+candidate Active runs the deployability check first: only a version that passes it ever takes
+all the traffic.
+
+Where each transition happens:
+
+======================  =============================================  ===================
+from → to               why                                            where
+======================  =============================================  ===================
+Initiated → Deploying   the candidate's servers start                  :meth:`record`
+Deploying → Active      promoted (a strategy's plan, or a request)     :meth:`record`
+Active → Inactive       superseded by the promoted candidate           :meth:`_promoted`
+Active → Inactive       undeployed (a request)                         :meth:`record`
+Deploying → RolledBack  a failed verdict, a crash, an abort            :meth:`record`
+Deploying → Failed      the same with no stable version; a permanent   :meth:`record`
+                        error
+Inactive → Active       an instant rollback (its servers still run)    :meth:`switch_back`
+Active → Inactive       ... the version rolled back from               :meth:`switch_back`
+======================  =============================================  ===================
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.conditions import condition, merge_conditions
+from registry.db import lock_row
+from registry.errors import NotFound
+from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
+from registry.rollout_spec import RolloutSpec, SpecError, parse_spec
+from registry.services import audit
+from registry.services.deployability import assess_deployability
+from registry.services.deployment_views import DeploymentView, load_views
+from registry.services.leases import LeaseService
+from registry.services.routing import RouteEntry, set_routes
+from registry.types import utcnow
+from registry.vocabulary import (
+    RETIRED,
+    ROLLING_OUT,
+    DeploymentStatus,
+    Environment,
+    RouteRole,
+    Strategy,
+    VersionStatus,
+)
+
+log = logging.getLogger("registry.services.deployments")
+
+CONTROLLER = "controller"
+MAX_BACKOFF = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one controller pass decided for one deployment."""
+
+    status: str
+    step_index: int
+    step_started_at: datetime | None
+    traffic_weight: int
+    hold_since: datetime | None
+    reason: str | None
+    conditions: list[dict[str, Any]]
+    observed_state: dict[str, Any] | None
+    desired_state: dict[str, Any] | None
+    endpoint: str | None
+    routes: Sequence[RouteEntry] | None = None
+    """The whole routing set of the deployment's model and environment, or None to leave it."""
+    events: Sequence[tuple[str, str, dict[str, Any]]] = ()
+    consumed_request: bool = False
+    requeue_after: timedelta | None = None
+    scale_down_at: datetime | None = None
+    finished: bool = False
+    retire_stable: timedelta | None = None
+    """On promotion: the stable deployment becomes Inactive and keeps its servers this long."""
+    kubernetes_details: dict[str, Any] | None = None
+    """Namespace, resource names and pod counts (target kubernetes); None leaves them."""
+
+    def changes_nothing(self, view: DeploymentView) -> bool:
+        """Whether writing this record over ``view`` would leave the row as it is."""
+        return (
+            view.status == self.status
+            and view.step_index == self.step_index
+            and view.step_started_at == self.step_started_at
+            and view.traffic_weight == self.traffic_weight
+            and view.hold_since == self.hold_since
+            and view.conditions == self.conditions
+            and view.endpoint == self.endpoint
+            and view.observed_state == self.observed_state
+            and view.desired_state == self.desired_state
+            and view.retry_count == 0
+            and self.routes is None
+            and not self.events
+            and not self.finished
+            and self.scale_down_at is None
+            and not self.consumed_request
+            and (
+                self.kubernetes_details is None
+                or self.kubernetes_details == view.kubernetes_details
+            )
+        )
+
+
+class RolloutLedger:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        leases: LeaseService,
+        on_routes_changed: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_routes_changed(model_name)`` runs after a commit that changed routes (the
+        endpoint cache of this process drops that model at once)."""
+        self.sessions = sessions
+        self.leases = leases
+        self.on_routes_changed = on_routes_changed
+
+    def routes_changed(self, model_name: str) -> None:
+        if self.on_routes_changed is not None:
+            self.on_routes_changed(model_name)
+
+    # -- the controller's side ---------------------------------------------------------------
+
+    def worklist(self, now: datetime) -> list[DeploymentView]:
+        """Every deployment a controller pass must look at: rollouts, Active ones (to keep
+        them healthy) and retired ones whose servers are not yet gone."""
+        with self.sessions() as s:
+            return load_views(
+                s,
+                or_(
+                    AIModelDeployment.status.in_((*ROLLING_OUT, DeploymentStatus.ACTIVE)),
+                    and_(
+                        AIModelDeployment.status.in_(RETIRED),
+                        AIModelDeployment.finished_at.is_(None),
+                    ),
+                ),
+                # ``next_reconcile_at`` holds a deployment back only while it backs off
+                # after errors; otherwise every pass looks at it (they are cheap).
+                or_(
+                    AIModelDeployment.retry_count == 0,
+                    AIModelDeployment.next_reconcile_at.is_(None),
+                    AIModelDeployment.next_reconcile_at <= now,
+                ),
+            )
+
+    def record(
+        self,
+        view: DeploymentView,
+        outcome: Record,
+        *,
+        holder: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Write one pass's outcome. Returns False, writing nothing, when the row changed
+        since ``view`` was read (another controller, or a request from the API came in) or
+        this controller no longer holds the lease: the next pass plans again.
+
+        ``now`` is the pass's clock: deadlines (scale-down, retries) are counted from it."""
+        wall = utcnow()
+        now = now or wall
+        if outcome.changes_nothing(view):
+            return True  # a steady pass writes nothing: no transaction at all
+        promoting = outcome.status == DeploymentStatus.ACTIVE and view.in_rollout
+        with self.sessions.begin() as s:
+            if holder is not None and not self.leases.holds(s, holder, wall):
+                log.warning("not recording deployment %s: the controller lease is lost", view.id)
+                return False
+            dep = lock_deployment(s, view.id)
+            if dep.status != view.status or dep.requested_action != view.requested_action:
+                return False
+            version = s.get(AIModelVersion, dep.model_version_id)
+            assert version is not None
+            if promoting:
+                refused = assess_deployability(
+                    s,
+                    version,
+                    environment=dep.environment,
+                    target=dep.target,
+                    stable=stable_version(s, dep),
+                    allow_signature_change=bool(view.spec and view.spec.allow_signature_change),
+                )
+                if not refused.ok:
+                    self._abort_instead(s, dep, version, refused.summary(), now=wall)
+                    return False
+            self._write(s, dep, outcome, now=now, wall=wall)
+            actor = CONTROLLER
+            if outcome.consumed_request and dep.requested_action:
+                actor = str(dep.requested_action.get("actor") or CONTROLLER)
+                dep.requested_action = None
+            if view.in_rollout and outcome.status in (DeploymentStatus.ACTIVE, *RETIRED):
+                dep.paused = False
+                if outcome.status != DeploymentStatus.ACTIVE:
+                    dep.finished_at = None
+            for kind, reason, details in outcome.events:
+                add_event(
+                    s, dep, version=version, kind=kind, actor=actor, reason=reason, details=details
+                )
+            if promoting:
+                self._promoted(
+                    s, dep, version, view, retire_after=outcome.retire_stable, actor=actor, now=now
+                )
+            if outcome.routes is not None:
+                set_routes(
+                    s,
+                    model_id=view.model_id,
+                    environment=view.environment,
+                    routes=outcome.routes,
+                    deployment_id=dep.id,
+                    actor=actor,
+                    reason=outcome.reason or outcome.status,
+                    model_version_id=version.id,
+                    version_number=version.version_number,
+                )
+            s.flush()
+        if outcome.routes is not None:
+            self.routes_changed(view.model_name)
+        return True
+
+    def record_error(
+        self, view: DeploymentView, *, error: str, now: datetime, holder: str | None = None
+    ) -> timedelta:
+        """A temporary error: retry with exponential backoff, and say so in a condition."""
+        backoff = min(timedelta(seconds=2 ** min(view.retry_count + 1, 6)), MAX_BACKOFF)
+        with self.sessions.begin() as s:
+            if holder is not None and not self.leases.holds(s, holder, utcnow()):
+                return backoff
+            dep = s.get(AIModelDeployment, view.id)
+            if dep is None:
+                return backoff
+            dep.retry_count = view.retry_count + 1
+            dep.next_reconcile_at = now + backoff
+            dep.conditions = merge_conditions(
+                dep.conditions or [],
+                [condition("ReconcileError", True, "TemporaryError", error, now)],
+            )
+            dep.updated_at = now
+        return backoff
+
+    # -- the API's side ----------------------------------------------------------------------
+
+    def ask(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        version: AIModelVersion,
+        *,
+        action: str,
+        actor: str,
+        reason: str | None,
+        told: str,
+        now: datetime,
+    ) -> None:
+        """Leave a request (promote, abort, undeploy) for the next controller pass, which
+        looks at the deployment at once; the ledger's ``{action}_requested`` says ``told``."""
+        dep.requested_action = {
+            "action": action,
+            "actor": actor,
+            "reason": reason,
+            "at": now.isoformat(),
+        }
+        dep.next_reconcile_at = None
+        dep.updated_at = now
+        add_event(s, dep, version=version, kind=f"{action}_requested", actor=actor, reason=told)
+
+    def switch_back(
+        self,
+        s: Session,
+        *,
+        current: AIModelDeployment,
+        previous: AIModelDeployment,
+        current_version: AIModelVersion,
+        previous_version: AIModelVersion,
+        actor: str,
+        why: str,
+        now: datetime,
+    ) -> None:
+        """An instant rollback: ``previous`` (Inactive, its servers still up) serves all the
+        traffic again and ``current`` becomes Inactive, keeping its servers for its
+        ``scaleDownDelay``. The caller holds the model's lock and checked deployability."""
+        assert previous.endpoint is not None
+        spec = _row_spec(current)
+        previous.status = DeploymentStatus.ACTIVE
+        previous.scale_down_at = None
+        previous.finished_at = None
+        previous.stable_deployment_id = current.id
+        previous.requested_action = None
+        previous.updated_at = now
+        previous.traffic_weight = 100
+        current.status = DeploymentStatus.INACTIVE
+        current.scale_down_at = now + spec.scale_down_delay
+        current.finished_at = None
+        current.traffic_weight = 0
+        current.updated_at = now
+        set_routes(
+            s,
+            model_id=previous_version.model_id,
+            environment=previous.environment,
+            routes=[
+                RouteEntry(
+                    deployment_id=previous.id,
+                    model_version_id=previous_version.id,
+                    version_number=previous_version.version_number,
+                    url=previous.endpoint,
+                    weight=100,
+                    role=RouteRole.STABLE,
+                )
+            ],
+            deployment_id=previous.id,
+            actor=actor,
+            reason=f"rollback: {why}",
+            model_version_id=previous_version.id,
+            version_number=previous_version.version_number,
+        )
+        if previous.environment == Environment.PRODUCTION:
+            _lifecycle(promoted=previous_version, retired=current_version)
+        for dep, version, text in (
+            (
+                previous,
+                previous_version,
+                f"serving again (rollback from {current_version.version_number})",
+            ),
+            (current, current_version, f"rolled back to {previous_version.version_number}"),
+        ):
+            add_event(
+                s, dep, version=version, kind="rolled_back", actor=actor, reason=f"{text}: {why}"
+            )
+
+    # -- inside a record ---------------------------------------------------------------------
+
+    def _write(
+        self, s: Session, dep: AIModelDeployment, outcome: Record, *, now: datetime, wall: datetime
+    ) -> None:
+        dep.status = outcome.status
+        dep.step_index = outcome.step_index
+        dep.step_started_at = outcome.step_started_at
+        dep.traffic_weight = outcome.traffic_weight
+        dep.hold_since = outcome.hold_since
+        dep.conditions = outcome.conditions
+        dep.observed_state = outcome.observed_state
+        dep.desired_state = outcome.desired_state
+        dep.endpoint = outcome.endpoint
+        if outcome.kubernetes_details is not None:
+            dep.kubernetes_details = outcome.kubernetes_details
+        dep.retry_count = 0
+        dep.next_reconcile_at = (
+            now + outcome.requeue_after if outcome.requeue_after is not None else None
+        )
+        dep.updated_at = wall
+        if outcome.scale_down_at is not None:
+            dep.scale_down_at = outcome.scale_down_at
+        if outcome.finished:
+            dep.finished_at = wall
+            dep.scale_down_at = None
+
+    def _abort_instead(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        version: AIModelVersion,
+        why: str,
+        *,
+        now: datetime,
+    ) -> None:
+        """The candidate no longer passes the deployability check (archived, failed its scan,
+        … since the rollout began): instead of promoting it, ask the next pass to abort."""
+        reason = f"not promoted: {why}"
+        log.warning("deployment %s: %s; aborting the rollout", dep.id, reason)
+        self.ask(
+            s, dep, version, action="abort", actor=CONTROLLER, reason=reason, told=reason, now=now
+        )
+
+    def _promoted(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        version: AIModelVersion,
+        view: DeploymentView,
+        *,
+        retire_after: timedelta | None,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """The candidate took over: the old Active deployment of this model and environment
+        becomes Inactive, and in production the versions' lifecycle follows."""
+        olds = s.scalars(
+            select(AIModelDeployment)
+            .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
+            .where(
+                AIModelVersion.model_id == view.model_id,
+                AIModelDeployment.environment == view.environment,
+                AIModelDeployment.status == DeploymentStatus.ACTIVE,
+                AIModelDeployment.id != dep.id,
+            )
+            .with_for_update()
+        ).all()
+        production = view.environment == Environment.PRODUCTION
+        for old in olds:
+            old_version = s.get(AIModelVersion, old.model_version_id)
+            assert old_version is not None
+            old.status = DeploymentStatus.INACTIVE
+            old.traffic_weight = 0
+            old.scale_down_at = now + (retire_after or timedelta(0))
+            old.finished_at = None
+            old.updated_at = now
+            add_event(
+                s,
+                old,
+                version=old_version,
+                kind="superseded",
+                actor=actor,
+                reason=f"superseded by {version.version_number}; servers kept until "
+                f"{old.scale_down_at.isoformat()}",
+            )
+            if production:
+                _lifecycle(promoted=None, retired=old_version)
+        if production:
+            _lifecycle(promoted=version, retired=None)
+
+
+# -- shared with the API's desired state (registry.services.deployments) ---------------------
+
+
+def lock_deployment(s: Session, deployment_id: uuid.UUID) -> AIModelDeployment:
+    dep = lock_row(s, AIModelDeployment, deployment_id)
+    if dep is None:
+        raise NotFound(f"no deployment with id {deployment_id}")
+    return dep
+
+
+def stable_version(s: Session, dep: AIModelDeployment) -> AIModelVersion | None:
+    """The version a rollout's candidate is compared with: its stable deployment's."""
+    if dep.stable_deployment_id is None:
+        return None
+    stable = s.get(AIModelDeployment, dep.stable_deployment_id)
+    return s.get(AIModelVersion, stable.model_version_id) if stable is not None else None
+
+
+def allows_signature_change(dep: AIModelDeployment) -> bool:
+    try:
+        return _row_spec(dep).allow_signature_change
+    except SpecError:
+        return False
+
+
+def add_event(
+    s: Session,
+    dep: AIModelDeployment,
+    *,
+    version: AIModelVersion,
+    kind: str,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One line of a deployment's ledger (``GET /deployments/{id}/events``)."""
+    s.add(
+        DeploymentEvent(
+            deployment_id=dep.id,
+            model_id=version.model_id,
+            environment=dep.environment,
+            model_version_id=version.id,
+            version_number=version.version_number,
+            at=utcnow(),
+            kind=kind,
+            actor=actor,
+            reason=reason,
+            details={k: audit._plain(v) for k, v in (details or {}).items()},
+        )
+    )
+
+
+def _row_spec(dep: AIModelDeployment) -> RolloutSpec:
+    return parse_spec(dep.deployment_strategy or Strategy.CANARY, dep.strategy_params)
+
+
+def _lifecycle(*, promoted: AIModelVersion | None, retired: AIModelVersion | None) -> None:
+    if promoted is not None and promoted.status in (VersionStatus.STAGED, VersionStatus.DEPRECATED):
+        promoted.status = VersionStatus.PRODUCTION
+    if (
+        retired is not None
+        and retired.status == VersionStatus.PRODUCTION
+        and (promoted is None or retired.id != promoted.id)
+    ):
+        retired.status = VersionStatus.DEPRECATED
