@@ -1,5 +1,13 @@
 """One controller pass: for each deployment, observe → plan → apply → record.
 
+- **Observe**: the deployer reports each target's workloads once per pass.
+- **Plan**: a rollout is planned by its strategy (``controller/strategies/``); an Active or
+  retired deployment, an undeploy and a permanent error by the steady plans next to them
+  (``controller/strategies/steady.py``). Reconcile never names a strategy.
+- **Apply, record, apply**: ``controller/records.py`` turns the plan into workloads and the
+  one record the ledger writes (``registry/services/ledger.py``); :meth:`Controller._step`
+  applies the growing workloads, records, then applies the shrinking ones.
+
 Deployments are grouped by target (one model in one environment on one kind of
 infrastructure): the deployer observes each target once per pass, and its rollout (at most one)
 is planned first, then its Active deployment, then retired ones whose servers must go.
@@ -15,11 +23,8 @@ An unreachable database is not a deployment's error: it ends the pass (nothing c
 recorded anyway), and the runner retries the next one with backoff. Every step is re-planned
 from what the deployer observes, so a pass cut short is simply done again.
 
-At most every ``sweep_every``, the lease holder also sweeps for orphans: workloads a deployer
-runs that no deployment row owns (the row is gone, or it is retired and finished). The
-deployers are listed first and the rows read after, by the ids found: a workload exists only
-once its row did, so one of a deployment created after the pass read its worklist is seen as
-owned and kept.
+At most every ``sweep_every``, the lease holder also sweeps for orphans
+(``controller/orphans.py``): workloads a deployer runs that no deployment row owns.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from typing import Any
 
 from controller import strategies
 from controller.analysis import Analysis, StepAnalysis
+from controller.cluster_routes import ClusterRouteSync
+from controller.orphans import sweep_orphans
 from controller.records import plan_step, slot_state, target_of
 from controller.strategies.base import Observed, Plan, Progress, Request, Verdict
 from controller.strategies.steady import plan_active, plan_failed, plan_observe, plan_retired
@@ -59,8 +66,6 @@ log = logging.getLogger("modelreg.controller")
 OUTCOME_EVENTS = ("promoted", "aborted", "rolled_back", "failed")
 SWEEP_EVERY = timedelta(seconds=30)
 """How often the lease holder looks for workloads that no deployment row owns."""
-SWEEP_BATCH = 500
-"""Deployment ids per query of the sweep (SQLite limits the parameters of one statement)."""
 
 
 @dataclass
@@ -98,7 +103,7 @@ class Controller:
         self.is_leader = False
         self.sweep_every = sweep_every
         self._swept_at: datetime | None = None
-        self._cluster_routes: dict[tuple[str, uuid.UUID, str], list[tuple[str, int]]] = {}
+        self.cluster_routes = ClusterRouteSync(deployments.routes)
 
     # -- the pass ----------------------------------------------------------------------------
 
@@ -153,41 +158,7 @@ class Controller:
     def sweep_orphans(self) -> int:
         """Stop, and forget, every workload no deployment row owns; one log line each. Returns
         how many were stopped. Call it only while holding the lease."""
-        stopped = 0
-        for kind, deployer in self.deployers.items():
-            try:
-                found = deployer.owned()
-            except Exception as exc:  # the next sweep tries again
-                metrics.CONTROLLER_ERRORS.labels("temporary").inc()
-                log.warning("orphan sweep: cannot list the %s workloads: %s", kind, exc)
-                continue
-            if not found:
-                continue
-            # The rows are read after the listing, never before: see the module docstring.
-            ids = [w.deployment_id for w in found]
-            rows = {
-                v.id: v
-                for start in range(0, len(ids), SWEEP_BATCH)
-                for v in self.deployments.load(ids[start : start + SWEEP_BATCH])
-            }
-            for workload in found:
-                why = orphaned_because(rows.get(workload.deployment_id), kind=kind)
-                if why is None:
-                    continue
-                try:
-                    deployer.remove(workload)
-                except Exception as exc:
-                    metrics.CONTROLLER_ERRORS.labels("temporary").inc()
-                    log.warning(
-                        "orphan sweep: cannot stop %s (%s): %s; the next sweep retries",
-                        workload.describe(),
-                        why,
-                        exc,
-                    )
-                    continue
-                stopped += 1
-                log.warning("stopped orphaned workload %s, because %s", workload.describe(), why)
-        return stopped
+        return sweep_orphans(self.deployers, load=self.deployments.load)
 
     def release(self) -> None:
         self.leases.release(self.holder)
@@ -258,40 +229,7 @@ class Controller:
                 result=result,
             )
         if isinstance(deployer, ClusterRouter) and deployer.writes_routes:
-            self._sync_cluster_routes(first, deployer=deployer, observed=observed)
-
-    def _sync_cluster_routes(
-        self,
-        view: DeploymentView,
-        *,
-        deployer: ClusterRouter,
-        observed: Mapping[uuid.UUID, WorkloadStatus],
-    ) -> None:
-        """Write the routing table's split into the cluster's router (an HTTPRoute, a
-        VirtualService) for deployers that have one; only when it changed."""
-        routes = self.deployments.routes(view.model_id, view.environment)
-        backends = []
-        for route in routes:
-            status = observed.get(route.deployment_id)
-            service = (status.details or {}).get("service") if status is not None else None
-            if route.weight > 0 and service:
-                backends.append((str(service), route.weight))
-        key = (view.target, view.model_id, view.environment)
-        if self._cluster_routes.get(key) == backends:
-            return
-        try:
-            deployer.apply_routes(target_of(view), backends)
-        except Exception as exc:  # the routing table stays right; retried on the next pass
-            metrics.CONTROLLER_ERRORS.labels("temporary").inc()
-            log.warning(
-                "%s in %s: cannot write the cluster route: %s",
-                view.model_name,
-                view.environment,
-                exc,
-            )
-            return
-        self._cluster_routes[key] = backends
-        log.info("%s in %s: cluster route now %s", view.model_name, view.environment, backends)
+            self.cluster_routes.sync(first, deployer=deployer, observed=observed)
 
     def _guarded(
         self,
@@ -516,24 +454,6 @@ class Controller:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def orphaned_because(row: DeploymentView | None, *, kind: str) -> str | None:
-    """Why no deployment row owns a workload that the deployer of target ``kind`` runs
-    (``row`` is the one its deployment id names, if any), or ``None`` when a live row owns
-    it."""
-    if row is None:
-        return "no deployment row has its id (the row is gone)"
-    if row.finished_at is not None and not row.in_rollout and row.status != DeploymentStatus.ACTIVE:
-        return (
-            f"its deployment is {row.status} and finished at {row.finished_at.isoformat()} "
-            "(its servers were due to stop then)"
-        )
-    if row.target != kind:
-        return f"its deployment runs on target {row.target!r}, not {kind!r}"
-    # A live row owns every workload of its id on its target, whatever model or environment
-    # the workload's labels claim: removing by id would take the row's own servers too.
-    return None
 
 
 def _progress(view: DeploymentView, *, started: bool = True) -> Progress:

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
-from controller import reconcile
+from controller import orphans
 from controller.analysis import StepAnalysis
-from controller.reconcile import Controller, orphaned_because
+from controller.orphans import orphaned_because
+from controller.reconcile import Controller
 from deployers.base import (
     PermanentError,
     Target,
@@ -576,7 +577,7 @@ def test_a_workload_no_row_owns_is_stopped_and_those_of_live_rows_are_kept(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconcile, "SWEEP_BATCH", 2)  # the rows are read in batches
+    monkeypatch.setattr(orphans, "SWEEP_BATCH", 2)  # the rows are read in batches
     ghost = uuid.uuid4()
     run_elsewhere(deployer, ghost)
     dep = deploy(registry, actor, "text2img", "2.0", steps=STEPS)
