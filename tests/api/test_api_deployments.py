@@ -11,8 +11,8 @@ import pytest
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from registry.services import Registry
-from tests.fakes import FakeDeployer
-from tests.helpers import (
+from tests.support.fakes import FakeDeployer
+from tests.support.helpers import (
     assert_problem,
     audit_rows,
     make_model,

@@ -10,7 +10,13 @@ from sqlalchemy import func, select
 
 from registry.models import AIModelDeployment
 from registry.services import Registry
-from tests.helpers import assert_problem, audit_actions, audit_rows, make_model, make_version
+from tests.support.helpers import (
+    assert_problem,
+    audit_actions,
+    audit_rows,
+    make_model,
+    make_version,
+)
 
 
 def test_create_and_show(http: httpx.Client, registry: Registry) -> None:

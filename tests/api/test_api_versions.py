@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from registry.services import Registry
-from tests.conftest import LiveServer
-from tests.helpers import (
+from tests.support.helpers import (
     assert_problem,
     audit_actions,
     audit_rows,
@@ -18,6 +17,7 @@ from tests.helpers import (
     pass_validation,
     upload,
 )
+from tests.support.live_server import LiveServer
 
 
 @pytest.fixture

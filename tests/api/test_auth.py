@@ -21,8 +21,8 @@ from registry.errors import Conflict, Unauthorized
 from registry.models import APIClient, UsageLog, User
 from registry.services import Registry
 from registry.types import utcnow
-from tests.conftest import LiveServer
-from tests.helpers import assert_problem, make_model, make_version
+from tests.support.helpers import assert_problem, make_model, make_version
+from tests.support.live_server import LiveServer
 
 ANY_ID = "00000000-0000-4000-8000-000000000000"
 

@@ -17,9 +17,9 @@ from registry.errors import TooManyRequests, Unauthorized
 from registry.ratelimit import FailureLimiter
 from registry.services import Registry, build_registry
 from registry.settings import Settings
-from tests.conftest import LiveServer
-from tests.helpers import assert_problem
-from tests.live import Modelreg
+from tests.support.helpers import assert_problem
+from tests.support.live import Modelreg
+from tests.support.live_server import LiveServer
 
 MODELS = "/api/v1/models"
 

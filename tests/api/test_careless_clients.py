@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 from registry.models import AIModelFeedback, AIModelVersion, ArtifactUpload, ValidationRequest
 from registry.services import Registry
 from registry.settings import Settings
-from tests.conftest import LiveServer
-from tests.helpers import (
+from tests.support.helpers import (
     RawUpload,
     assert_problem,
     make_model,
@@ -27,6 +26,7 @@ from tests.helpers import (
     pass_validation,
     upload,
 )
+from tests.support.live_server import LiveServer
 
 NUL = "\u0000"
 

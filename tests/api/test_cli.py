@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from api.cli import app
 from registry import migrate
 from registry.services import Registry
-from tests.conftest import LiveServer, free_port
-from tests.helpers import pass_validation
-from tests.onnx_models import add_model, nan_model, write
+from tests.support.helpers import pass_validation
+from tests.support.live_server import LiveServer
+from tests.support.onnx_models import add_model, nan_model, write
+from tests.support.ports import free_port
 from validators.worker import start_worker_thread
 
 

@@ -20,9 +20,9 @@ from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from deployers.base import Instance, OwnedWorkload, Target, Workload, WorkloadStatus
 from registry.services import Registry
-from tests.conftest import LiveServer
-from tests.fakes import SteadyTraffic
-from tests.helpers import make_model, make_version, pass_validation, upload
+from tests.support.fakes import SteadyTraffic
+from tests.support.helpers import make_model, make_version, pass_validation, upload
+from tests.support.live_server import LiveServer
 
 MODEL = "text2img"
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
-from tests.conftest import LiveServer
-from tests.helpers import make_model, make_version
+from tests.support.helpers import make_model, make_version
+from tests.support.live_server import LiveServer
 
 MODEL = "text2img"
 

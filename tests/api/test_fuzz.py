@@ -33,8 +33,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from registry.services import Registry
-from tests.conftest import LiveServer
-from tests.helpers import make_model, make_version, pass_validation, upload
+from tests.support.helpers import make_model, make_version, pass_validation, upload
+from tests.support.live_server import LiveServer
 
 CHECKS = [
     not_a_server_error,

@@ -25,9 +25,10 @@ from registry.storage import ArtifactStore, StoreUnavailable
 from registry.storage.base import WriteProbe
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
-from tests.conftest import LiveServer, free_port
-from tests.helpers import assert_problem, make_model, make_version, upload
-from tests.live import Modelreg
+from tests.support.helpers import assert_problem, make_model, make_version, upload
+from tests.support.live import Modelreg
+from tests.support.live_server import LiveServer
+from tests.support.ports import free_port
 
 HEADER_TIMEOUT = 1
 KEEP_ALIVE = 1

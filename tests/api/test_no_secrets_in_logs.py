@@ -20,7 +20,8 @@ from registry.db import create_db_engine
 from registry.services import build_registry
 from registry.settings import Settings
 from registry.storage.s3 import S3Store
-from tests.conftest import LiveServer, free_port
+from tests.support.live_server import LiveServer
+from tests.support.ports import free_port
 
 
 def test_the_logs_never_contain_a_secret(

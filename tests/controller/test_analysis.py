@@ -1,6 +1,6 @@
 """The analysis gates, one at a time, and how their results combine into a step's verdict.
 
-The Prometheus gate against a real Prometheus is in tests/test_prometheus_rollouts.py; here it
+The Prometheus gate against a real Prometheus is in tests/e2e/test_prometheus_rollouts.py; here it
 meets an address where nothing listens (an outage), and its query templates are checked.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,58 +28,13 @@ from controller.analysis.prometheus import render
 from controller.reconcile import _observed_state
 from controller.strategies import parse_spec, plan
 from controller.strategies.base import Observed, Outcome, Progress, SlotState, Verdict
-from deployers.base import Instance, WorkloadStatus
+from deployers.base import WorkloadStatus
 from deployers.model_server import _Metrics
 from registry.analysis_spec import GateSpec, Range, parse_analysis
 from registry.errors import SpecError
-from registry.services.deployments import DeploymentView, VersionInfo
-from tests.conftest import free_port
-
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-STEP_START = NOW - timedelta(minutes=2)
-
-
-def version(number: str) -> VersionInfo:
-    return VersionInfo(uuid.uuid4(), number, "ONNX", "Staged", "0" * 64, "k", None)
-
-
-def view(number: str = "2.0", **analysis: Any) -> DeploymentView:
-    return DeploymentView(
-        id=uuid.uuid4(),
-        model_id=uuid.uuid4(),
-        model_name="text2img",
-        environment="production",
-        target="local",
-        status="Deploying",
-        strategy="canary",
-        params={"analysis": analysis} if analysis else {},
-        spec_hash=None,
-        version=version(number),
-        step_index=0,
-        step_started_at=STEP_START,
-        traffic_weight=10,
-        hold_since=None,
-        paused=False,
-        requested_action=None,
-        conditions=[],
-        endpoint=None,
-        stable_deployment_id=None,
-        retry_count=0,
-        scale_down_at=None,
-        finished_at=None,
-        created_at=STEP_START,
-    )
-
-
-def workload(*urls: str) -> WorkloadStatus:
-    return WorkloadStatus(
-        deployment_id=uuid.uuid4(),
-        version_id=uuid.uuid4(),
-        replicas=len(urls),
-        ready_replicas=len(urls),
-        url=urls[0],
-        instances=tuple(Instance(url=u, ready=True) for u in urls),
-    )
+from registry.services.deployments import DeploymentView
+from tests.support.deployment_views import NOW, STEP_START, view, workload
+from tests.support.ports import free_port
 
 
 def exposition(

@@ -35,11 +35,11 @@ from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.routing import current_routes
 from registry.settings import Settings
 from registry.types import utcnow
-from tests.fakes import FakeDeployer, FakeKubeApi, SteadyTraffic
-from tests.helpers import pass_validation
-from tests.onnx_models import add_model
-from tests.test_kube_contract import make_settings as make_kube_settings
-from tests.test_local_deployer import kill_if_recorded, process_start
+from tests.support.fakes import FakeDeployer, FakeKubeApi, SteadyTraffic
+from tests.support.helpers import pass_validation
+from tests.support.kube_settings import make_settings as make_kube_settings
+from tests.support.onnx_models import add_model
+from tests.support.processes import kill_if_recorded, process_start
 
 # The pass clock is fixed per test run, near the wall clock: the API's own checks (is a
 # rollback still instant?) read the wall clock.

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
-from tests.live import wait_for
+from tests.support.live import wait_for
+from tests.support.ports import free_port
 
 
 def test_standalone_controller_serves_its_metrics(tmp_path: Path) -> None:

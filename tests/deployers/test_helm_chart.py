@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "modelreg"
 TEMPLATES = CHART / "templates"
 ALL_VALUES = CHART / "ci" / "all-values.yaml"

@@ -25,9 +25,9 @@ from deployers.kubernetes.api import KubeApi
 from registry import migrate
 from registry.services import build_registry
 from registry.settings import Settings
-from tests.deployer_contract import wait_for, wait_ready
-from tests.helpers import pass_validation
-from tests.onnx_models import add_model
+from tests.support.deployer_contract import wait_for, wait_ready
+from tests.support.helpers import pass_validation
+from tests.support.onnx_models import add_model
 
 pytestmark = pytest.mark.kube
 

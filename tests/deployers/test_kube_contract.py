@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import copy
 import uuid
-from typing import Any
 
 import pytest
 
 from deployers.base import PermanentError, Target, VersionRef, Workload
 from deployers.kubernetes import KubernetesDeployer
-from registry.settings import Settings
-from tests.deployer_contract import DeployerContract, wait_for, wait_ready
-from tests.fakes import FakeKubeApi
+from tests.support.deployer_contract import DeployerContract, wait_for, wait_ready
+from tests.support.fakes import FakeKubeApi
+from tests.support.kube_settings import make_settings
 
 SHA = "ab" * 32
-
-
-def make_settings(**overrides: Any) -> Settings:
-    return Settings(
-        storage="s3",
-        s3_endpoint="minio.storage:9000",
-        s3_secure=False,
-        kube_namespace="models",
-        kube_artifact_secret="modelreg-s3",
-        **overrides,
-    )
 
 
 def make_version(number: str) -> VersionRef:

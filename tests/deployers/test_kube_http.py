@@ -21,7 +21,7 @@ from deployers.base import PermanentError, Target, TemporaryError, VersionRef, W
 from deployers.kubernetes import KubernetesDeployer
 from deployers.kubernetes.api import KubeApi
 from deployers.kubernetes.manifests import deployment_manifest, service_manifest
-from tests.test_kube_contract import make_settings
+from tests.support.kube_settings import make_settings
 
 SHA = "cd" * 32
 NS = "models"

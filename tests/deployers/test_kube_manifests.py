@@ -2,7 +2,7 @@
 
 Deployments and Services against the Kubernetes API schemas that ``kubernetes-validate`` ships
 (the two newest versions, strict: unknown fields are errors); HTTPRoutes and VirtualServices
-against their CRD schemas, vendored under ``tests/kube_schemas`` (see its README).
+against their CRD schemas, vendored under ``tests/support/kube_schemas`` (see its README).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from registry.settings import Settings
 from registry.storage import HashingReader
 from registry.storage.local import LocalStore
 
-SCHEMAS = Path(__file__).parent / "kube_schemas"
+SCHEMAS = Path(__file__).parents[1] / "support" / "kube_schemas"
 SHA = "0123456789abcdef" * 4
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -31,7 +30,7 @@ from deployers.local import LocalDeployer, child_env
 from registry.settings import Settings
 from registry.storage import HashingReader
 from registry.storage.local import LocalStore
-from tests.deployer_contract import (
+from tests.support.deployer_contract import (
     POLL_SECONDS,
     READY_TIMEOUT,
     DeployerContract,
@@ -39,10 +38,11 @@ from tests.deployer_contract import (
     wait_for,
     wait_ready,
 )
-from tests.onnx_models import add_model
-from tests.s3server import MotoS3
+from tests.support.onnx_models import add_model
+from tests.support.processes import kill_if_recorded, process_start
+from tests.support.s3server import MotoS3
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 X = [0.0, 1.0, 2.0, 3.0]
 
@@ -114,23 +114,6 @@ def make_deployer(
 @pytest.fixture
 def deployer(make_deployer: Callable[..., LocalDeployer]) -> LocalDeployer:
     return make_deployer()
-
-
-def process_start(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
-def kill_if_recorded(pid: int, started: int) -> None:
-    """SIGKILL ``pid`` (and reap it) if it is still the process that was recorded."""
-    if process_start(pid) != started:
-        return
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):  # not a child of this process
-        os.waitpid(pid, 0)
 
 
 def instance_records(state_dir: Path) -> list[dict[str, object]]:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -27,8 +22,8 @@ from onnx import TensorProto, helper
 from deployers.model_server import create_model_app
 from registry.storage import HashingReader
 from registry.storage.local import LocalStore
-from tests.conftest import free_port
-from tests.onnx_models import add_model, nan_model, reshape_model, write
+from tests.support.model_server import ServerProcess, sha256_of
+from tests.support.onnx_models import add_model, nan_model, reshape_model, write
 
 X = [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
 FLAT = [v for row in X for v in row]
@@ -323,61 +318,6 @@ def test_each_app_has_its_own_metrics(model_file: Path) -> None:
 
 
 # --- as a process ---------------------------------------------------------------------------
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without MODELREG_* settings: the test names the ones it wants."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
-
-
-class ServerProcess:
-    """``python -m api.cli serve-model ...`` on a free port; output captured to a file."""
-
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"server-{self.port}.log"
-        command = [sys.executable, "-m", "api.cli", "serve-model"]
-        command += ["--model", "m", "--version", "1", "--port", str(self.port), *args]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**clean_env(), "COLUMNS": "400", **(env or {})},
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"the server exited early:\n{self.output()}")
-                try:
-                    if client.get(f"{self.url}/v2/health/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError(f"the server did not become ready:\n{self.output()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
 
 
 @pytest.fixture

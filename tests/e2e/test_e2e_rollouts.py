@@ -24,8 +24,8 @@ from sqlalchemy import delete
 
 from registry.db import create_db_engine
 from registry.models import AIModelDeployment
-from tests.live import TERMINAL, Modelreg, infer, wait_for
-from tests.onnx_models import add_model
+from tests.support.live import TERMINAL, Modelreg, infer, wait_for
+from tests.support.onnx_models import add_model
 
 KEYS = [f"user-{i}" for i in range(300)]
 
@@ -81,7 +81,7 @@ def test_canary_from_first_deploy_to_promotion(modelreg: Modelreg, two_versions:
                 {"weight": 100},
             ],
             # Nobody calls the model here: the production traffic hold is in
-            # tests/test_prometheus_rollouts.py and tests/test_strategies.py.
+            # tests/e2e/test_prometheus_rollouts.py and tests/controller/test_strategies.py.
             "analysis": {"requireTraffic": False},
         },
     )

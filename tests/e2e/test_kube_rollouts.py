@@ -24,8 +24,8 @@ from registry.auth import Principal
 from registry.services import Registry, build_registry
 from registry.services.routing import current_routes
 from registry.settings import Settings
-from tests.fakes import FakeKubeApi, SteadyTraffic
-from tests.helpers import pass_validation
+from tests.support.fakes import FakeKubeApi, SteadyTraffic
+from tests.support.helpers import pass_validation
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 NS = "models"

@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.live import TERMINAL, Modelreg, wait_for
-from tests.onnx_models import add_model, reshape_model
+from tests.support.live import TERMINAL, Modelreg, wait_for
+from tests.support.onnx_models import add_model, reshape_model
+from tests.support.ports import free_port
 
 ENV = "staging"  # no validation gate: the reshape model is meant to fail at inference
 

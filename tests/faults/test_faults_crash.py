@@ -43,10 +43,10 @@ from registry.models import (
 from registry.services import Registry
 from registry.storage import ArtifactStore
 from registry.storage.s3 import S3Store
-from tests.helpers import PROBLEM, RawUpload
-from tests.live import Modelreg, wait_for
-from tests.onnx_models import add_model
-from tests.s3server import (
+from tests.support.helpers import PROBLEM, RawUpload
+from tests.support.live import Modelreg, wait_for
+from tests.support.onnx_models import add_model
+from tests.support.s3server import (
     ACCESS_KEY,
     PART_SIZE,
     REGION,
@@ -56,7 +56,7 @@ from tests.s3server import (
     MotoS3,
 )
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 MODEL = "m"
 PARTIAL = "upload-*.part"  # an unfinished upload in the local store's .tmp directory

@@ -1,6 +1,6 @@
 """PostgreSQL stopped mid-load, then started again, under a real ``modelreg serve``.
 
-A private cluster (``tests/pgcluster.py``) is stopped the way a crash stops it
+A private cluster (``tests/support/pgcluster.py``) is stopped the way a crash stops it
 (``pg_ctl stop -m immediate``) while threads drive mixed load: endpoint resolutions, feedback,
 version creation with artifact uploads, reads, and a canary rollout in flight. Then:
 
@@ -44,9 +44,9 @@ from registry.services import build_registry
 from registry.settings import Settings
 from registry.storage import create_store
 from registry.types import utcnow
-from tests.live import Modelreg, wait_for
-from tests.onnx_models import add_model
-from tests.pgcluster import PgCluster
+from tests.support.live import Modelreg, wait_for
+from tests.support.onnx_models import add_model
+from tests.support.pgcluster import PgCluster
 
 pytestmark = pytest.mark.slow
 

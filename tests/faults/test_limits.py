@@ -11,7 +11,7 @@ import pytest
 
 from api.app import create_app
 from registry.settings import Settings
-from tests.helpers import assert_problem, make_model, make_version, upload
+from tests.support.helpers import assert_problem, make_model, make_version, upload
 
 LIMIT = 64 * 1024
 

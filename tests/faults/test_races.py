@@ -17,9 +17,9 @@ from controller.analysis import StepAnalysis
 from controller.reconcile import Controller
 from registry.models import AIModel, AIModelDeployment
 from registry.services import Registry
-from tests.conftest import LiveServer
-from tests.fakes import FakeDeployer
-from tests.helpers import audit_actions, make_model, make_version, pass_validation, upload
+from tests.support.fakes import FakeDeployer
+from tests.support.helpers import audit_actions, make_model, make_version, pass_validation, upload
+from tests.support.live_server import LiveServer
 
 MODEL = "raced"
 T0 = datetime.now(UTC).replace(microsecond=0)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from deployers.model_server import _Metrics
 from registry.metrics import METRICS, DatabaseCollector
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "helm" / "dashboards" / "modelreg.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "dashboards" / "modelreg.json"
 
 #: Gauges not yet defined where this test can read them. Keep this list empty: an entry is
 #: a metric the dashboard shows but nothing exports yet.

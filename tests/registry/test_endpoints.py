@@ -18,8 +18,8 @@ from registry.models import AIModel, AIModelDeployment
 from registry.services import Registry, build_registry
 from registry.services.endpoints import EndpointService, EndpointSet, key_point
 from registry.services.routing import RouteEntry, set_routes
-from tests.conftest import LiveServer
-from tests.helpers import assert_problem, make_model, make_version
+from tests.support.helpers import assert_problem, make_model, make_version
+from tests.support.live_server import LiveServer
 
 PATH = "/api/v1/models/text2img/endpoint"
 

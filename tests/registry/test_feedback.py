@@ -25,8 +25,10 @@ from registry.models import AIModelFeedback
 from registry.services import Registry
 from registry.services.deployments import DeploymentView, VersionInfo
 from registry.services.feedback import wilson_interval
-from tests.fakes import FakeDeployer
-from tests.helpers import (
+from tests.support.deployment_views import view as analysis_view
+from tests.support.deployment_views import workload as analysis_workload
+from tests.support.fakes import FakeDeployer
+from tests.support.helpers import (
     assert_problem,
     audit_rows,
     make_model,
@@ -34,8 +36,6 @@ from tests.helpers import (
     pass_validation,
     upload,
 )
-from tests.test_analysis import view as analysis_view
-from tests.test_analysis import workload as analysis_workload
 
 MODEL = "text2img"
 

@@ -29,10 +29,10 @@ from registry.settings import Settings
 from registry.storage import ArtifactStore, HashingReader
 from registry.storage.local import LocalStore
 from registry.types import utcnow
-from tests.helpers import make_model, make_version, pass_validation, upload
-from tests.s3server import MotoS3
+from tests.support.helpers import make_model, make_version, pass_validation, upload
+from tests.support.s3server import MotoS3
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 DAY = timedelta(days=1)
 ORPHAN = "models/m-gone/versions/v-gone/model.onnx"

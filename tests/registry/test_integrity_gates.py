@@ -25,9 +25,9 @@ from registry.io_signature import signature_diff
 from registry.models import AIModelDeployment, DeploymentEvent
 from registry.services import Registry
 from registry.services.routing import current_routes
-from tests.conftest import LiveServer
-from tests.fakes import FakeDeployer, SteadyTraffic
-from tests.helpers import assert_problem, audit_rows, make_model, make_version, upload
+from tests.support.fakes import FakeDeployer, SteadyTraffic
+from tests.support.helpers import assert_problem, audit_rows, make_model, make_version, upload
+from tests.support.live_server import LiveServer
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 MODEL = "text2img"
@@ -508,7 +508,7 @@ def test_the_validator_stores_the_signature_and_a_renamed_input_is_refused(
 ) -> None:
     """The whole path, with the real validation worker and real ONNX models: the stable takes
     ``x``, the candidate was re-exported with its input named ``input``."""
-    from tests.onnx_models import add_model
+    from tests.support.onnx_models import add_model
     from validators.worker import ValidationWorker
 
     for number, input_name in (("1.0", "x"), ("2.0", "input")):

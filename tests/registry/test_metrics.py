@@ -29,9 +29,9 @@ from registry.metrics import METRICS, DatabaseCollector
 from registry.models import AIModel, AIModelDeployment
 from registry.services import Registry, build_registry
 from registry.services.routing import RouteEntry, set_routes
-from tests.conftest import LiveServer
-from tests.fakes import FakeDeployer
-from tests.helpers import assert_problem, make_model, make_version, pass_validation, upload
+from tests.support.fakes import FakeDeployer
+from tests.support.helpers import assert_problem, make_model, make_version, pass_validation, upload
+from tests.support.live_server import LiveServer
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 MODEL_TEMPLATE = "/api/v1/models/{name}"

@@ -21,10 +21,10 @@ from registry.errors import Invalid, NotFound, PayloadTooLarge, Unavailable
 from registry.storage import ArtifactStore, DigestMismatch, HashingReader, UploadAborted
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
-from tests.conftest import free_port
-from tests.s3server import PART_SIZE, CuttingProxy, MiB, MotoS3
+from tests.support.ports import free_port
+from tests.support.s3server import PART_SIZE, CuttingProxy, MiB, MotoS3
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 KEY = "models/m1/versions/v1/model.onnx"
 SMALL = 3 * MiB + 123  # several 1 MiB chunks, one S3 PUT

@@ -32,11 +32,11 @@ from registry.settings import Settings
 from registry.storage import ArtifactStore
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
-from tests.conftest import LiveServer
-from tests.helpers import PROBLEM, RawUpload, assert_problem
-from tests.s3server import CuttingProxy, MiB, MotoS3
+from tests.support.helpers import PROBLEM, RawUpload, assert_problem
+from tests.support.live_server import LiveServer
+from tests.support.s3server import CuttingProxy, MiB, MotoS3
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 LIMIT = 12 * MiB  # max_artifact_bytes in this module
 SMALL = 3 * MiB + 17

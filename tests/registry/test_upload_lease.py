@@ -21,8 +21,8 @@ from registry.models import ArtifactUpload
 from registry.services import Registry
 from registry.settings import Settings
 from registry.types import utcnow
-from tests.conftest import LiveServer
-from tests.helpers import RawUpload, assert_problem, make_model, make_version
+from tests.support.helpers import RawUpload, assert_problem, make_model, make_version
+from tests.support.live_server import LiveServer
 
 MiB = 1024 * 1024
 PATH = "/api/v1/models/m/versions/1/artifact"

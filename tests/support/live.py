@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 T = TypeVar("T")
 TERMINAL = ("Active", "RolledBack", "Failed")

@@ -25,7 +25,7 @@ from typing import Literal
 import psycopg
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 REQUIRE_ENV = "MODELREG_TEST_REQUIRE_POSTGRES"
 StopMode = Literal["smart", "fast", "immediate"]

@@ -1,6 +1,6 @@
 """S3 for the tests: moto's S3 server on a loopback port, and a TCP proxy that can cut a connection.
 
-Test modules load the fixtures with ``pytest_plugins = ["tests.s3server"]``:
+Test modules load the fixtures with ``pytest_plugins = ["tests.support.s3server"]``:
 
 * ``moto_s3`` (session): one moto server for the whole run, wrapped in :class:`MotoS3`, which
   makes fresh buckets, stores pointed at them, and a boto3 client to look behind the store.

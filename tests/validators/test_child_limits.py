@@ -23,8 +23,8 @@ from sqlalchemy import select
 from registry.children import Limits, clean_env, limited_argv, looks_secret, parse_memory
 from registry.models import AIModelValidationResult
 from registry.services import Registry
-from tests.helpers import make_model, make_version, upload
-from tests.onnx_models import add_model
+from tests.support.helpers import make_model, make_version, upload
+from tests.support.onnx_models import add_model
 from validators.child import run_in_child
 from validators.worker import ValidationWorker
 

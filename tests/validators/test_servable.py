@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from registry.bundles import BundleLimits
 from registry.storage import HashingReader
 from registry.storage.local import LocalStore
-from tests.test_model_server import ServerProcess, sha256_of
+from tests.support.model_server import ServerProcess, sha256_of
 from validators.run import validate_artifact
 from validators.security.archives import limits_of
 from validators.security.policy import DEFAULT_POLICY

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from registry.models import AIModelValidationResult, ValidationRequest
 from registry.services import Registry
 from registry.types import utcnow
-from tests.helpers import audit_actions, make_model, make_version, upload
-from tests.onnx_models import add_model, nan_model
+from tests.support.helpers import audit_actions, make_model, make_version, upload
+from tests.support.onnx_models import add_model, nan_model
 from validators.worker import ValidationWorker
 
 

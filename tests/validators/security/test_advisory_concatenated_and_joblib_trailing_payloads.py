@@ -17,8 +17,8 @@ import pickle
 import numpy as np
 import pytest
 
-from tests.security import corpus_pickle as c
-from tests.security.corpus_pickle import scan, worst
+from tests.support import corpus_pickle as c
+from tests.support.corpus_pickle import scan, worst
 from validators.report import Severity
 from validators.security.pickle_scan import scan_pickle
 from validators.security.policy import DEFAULT_POLICY

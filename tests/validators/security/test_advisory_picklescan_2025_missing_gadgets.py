@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security import corpus_pickle as c
-from tests.security.corpus_pickle import scan, worst
+from tests.support import corpus_pickle as c
+from tests.support.corpus_pickle import scan, worst
 from validators.report import Severity
 
 

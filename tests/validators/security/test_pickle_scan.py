@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.security import corpus_pickle as corpus
+from tests.support import corpus_pickle as corpus
 from validators.report import Finding, Severity
 from validators.security.pickle_scan import (
     check_torch_zip,

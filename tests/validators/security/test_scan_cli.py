@@ -205,7 +205,7 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
         timeout=60,
         check=False,
     )
