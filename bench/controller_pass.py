@@ -43,7 +43,7 @@ from registry.models import AIModel, AIModelDeployment, AIModelVersion
 from registry.services import build_registry
 from registry.settings import Settings
 from registry.types import utcnow
-from tests.fakes import FakeDeployer
+from tests.support.fakes import FakeDeployer
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

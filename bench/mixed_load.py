@@ -166,7 +166,7 @@ def start_server(
 
 def setup_model(server: Server) -> list[str]:
     """The model, its stable version 1.0 Active in production, and validated candidates."""
-    from tests.onnx_models import add_model
+    from tests.support.onnx_models import add_model
 
     numbers = ["1.0", *(f"1.{i}" for i in range(1, CANDIDATES + 1))]
     with httpx.Client(base_url=server.url, headers=server.admin, timeout=60) as http:

@@ -2,7 +2,7 @@
 
     python -m bench.scan_compare [--json out.json]
 
-The corpus is the labelled one the tests use (``tests/security/corpus_pickle.py``): every
+The corpus is the labelled one the tests use (``tests/support/corpus_pickle.py``): every
 malicious and benign pickle, each as a bare ``.pkl`` file and again inside a PyTorch-style zip
 under the member name ``archive/data.pkl``. A scanner *detects* a malicious file when it
 reports it as unsafe (modelreg: status Failed; picklescan: an infected file; ModelScan: an
@@ -25,7 +25,7 @@ from typing import Any
 
 def build_corpus(root: Path) -> dict[str, bool]:
     """Write the corpus under ``root``; file name → malicious?"""
-    from tests.security.corpus_pickle import benign_samples, malicious_samples, sklearn_samples
+    from tests.support.corpus_pickle import benign_samples, malicious_samples, sklearn_samples
 
     labels: dict[str, bool] = {}
     samples = [(s, True) for s in malicious_samples()]

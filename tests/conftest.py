@@ -10,25 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
-from api.app import create_app
 from api.client import Client
-from api.server import uvicorn_config
 from registry import migrate
 from registry.services import Registry, build_registry
 from registry.settings import Settings
 from registry.storage import ArtifactStore
+from tests.support.live_server import LiveServer
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -51,13 +47,6 @@ def _pg_admin_url() -> URL | None:
 
 PG_ADMIN = _pg_admin_url()
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PgDatabases:
@@ -174,37 +163,6 @@ def admin_token(registry: Registry) -> str:
     issued = registry.keys.bootstrap_admin()
     assert issued is not None
     return issued.token
-
-
-class LiveServer:
-    """The real app under uvicorn, on a free loopback port, in a background thread."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(registry.settings, registry=registry)
-        # The configuration `modelreg serve` runs with (header and keep-alive limits, proxy
-        # headers left to the app), so that tests see what production sees.
-        settings = registry.settings.model_copy(
-            update={"host": "127.0.0.1", "port": self.port, "log_level": "WARNING"}
-        )
-        config = uvicorn_config(app, settings)
-        config.lifespan = "off"
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

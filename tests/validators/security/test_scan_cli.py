@@ -1,0 +1,242 @@
+"""``modelreg scan``, as a user runs it: no server, three output formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from api.cli import app
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("echo pwned",))
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
+def _scan(cli: CliRunner, *args: str | Path, code: int) -> str:
+    result = cli.invoke(app, ["scan", *map(str, args)])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def _benign(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "state.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}, protocol=2))
+    return folder
+
+
+def _malicious(folder: Path) -> Path:
+    _benign(folder)
+    (folder / "weights.bin").write_bytes(pickle.dumps(_Evil(), protocol=4))
+    return folder
+
+
+def _broken(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = folder / "full.zip"
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("a", b"x" * 200)
+    (folder / "broken.zip").write_bytes(buffer.read_bytes()[:60])
+    buffer.unlink()
+    return folder
+
+
+def test_clean_folder_exits_0_with_a_summary(cli: CliRunner, tmp_path: Path) -> None:
+    output = _scan(cli, _benign(tmp_path / "m"), code=0)
+    assert "Passed: clean" in output
+    assert "1 file(s)" in output
+
+
+def test_malicious_file_exits_1_with_a_table(cli: CliRunner, tmp_path: Path) -> None:
+    output = _scan(cli, _malicious(tmp_path / "m"), code=1)
+    assert "pickle.dangerous-global" in output
+    assert "weights.bin" in output
+    assert "CRITICAL" in output
+    assert "Failed: malicious" in output
+
+
+def test_too_large_exits_2(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros", b"\0" * (4 * 1024 * 1024))
+    output = _scan(cli, path, code=2)
+    assert "limit.compression_ratio" in output
+
+
+def test_scan_error_exits_3(cli: CliRunner, tmp_path: Path) -> None:
+    output = _scan(cli, _broken(tmp_path / "m"), "--format", "json", code=3)
+    assert json.loads(output)["verdict"] == "error"
+
+
+def test_missing_path_is_a_scan_error(cli: CliRunner, tmp_path: Path) -> None:
+    _scan(cli, tmp_path / "nope", code=3)
+
+
+def test_malicious_outranks_a_scan_error(cli: CliRunner, tmp_path: Path) -> None:
+    folder = _malicious(_broken(tmp_path / "m"))
+    report = json.loads(_scan(cli, folder, "--format", "json", code=1))
+    assert report["verdict"] == "malicious"
+    rules = {f["ruleId"] for f in report["findings"]}
+    assert {"archive.corrupt", "pickle.dangerous-global"} <= rules
+
+
+def test_json_output_is_the_report(cli: CliRunner, tmp_path: Path) -> None:
+    report = json.loads(_scan(cli, _malicious(tmp_path / "m"), "--format", "json", code=1))
+    assert report["status"] == "Failed"
+    assert report["filesScanned"] == ["state.pkl", "weights.bin"]
+    assert report["bytesScanned"] > 0
+    assert report["toolVersions"]["modelreg-scanner"]
+    finding = next(f for f in report["findings"] if f["ruleId"] == "pickle.dangerous-global")
+    assert finding["severity"] == "CRITICAL"
+    assert finding["location"].startswith("weights.bin@")
+
+
+def _check_sarif(log: dict[str, Any]) -> dict[str, Any]:
+    assert log["version"] == "2.1.0"
+    assert log["$schema"].endswith("sarif-2.1.0.json")
+    (run,) = log["runs"]
+    driver = run["tool"]["driver"]
+    assert driver["name"] == "modelreg"
+    rule_ids = [rule["id"] for rule in driver["rules"]]
+    assert len(rule_ids) == len(set(rule_ids))
+    assert all(rule["shortDescription"]["text"] for rule in driver["rules"])
+    for result in run["results"]:
+        assert result["ruleId"] in rule_ids
+        assert driver["rules"][result["ruleIndex"]]["id"] == result["ruleId"]
+        assert result["level"] in ("error", "warning", "note")
+        assert result["message"]["text"]
+        (location,) = result["locations"]
+        assert location["physicalLocation"]["artifactLocation"]["uri"]
+    return run
+
+
+def test_sarif_output_is_valid(cli: CliRunner, tmp_path: Path) -> None:
+    folder = _malicious(tmp_path / "m")
+    with tarfile.open(folder / "bundle.tar", "w") as tf:
+        info = tarfile.TarInfo("model/l")
+        info.type, info.linkname = tarfile.SYMTYPE, "a"
+        tf.addfile(info)
+    run = _check_sarif(json.loads(_scan(cli, folder, "--format", "sarif", code=1)))
+    by_rule = {r["ruleId"]: r for r in run["results"]}
+    pickle_hit = by_rule["pickle.dangerous-global"]
+    assert pickle_hit["level"] == "error"
+    physical = pickle_hit["locations"][0]["physicalLocation"]
+    assert physical["artifactLocation"]["uri"] == "weights.bin"
+    assert physical["region"]["byteOffset"] >= 0
+    link = by_rule["archive.link"]
+    assert link["level"] == "warning"
+    assert link["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "bundle.tar"
+
+
+def test_sarif_of_a_clean_scan_has_no_results(cli: CliRunner, tmp_path: Path) -> None:
+    run = _check_sarif(json.loads(_scan(cli, _benign(tmp_path / "m"), "--format", "sarif", code=0)))
+    assert run["results"] == []
+
+
+def test_threshold_decides_what_fails(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "b.tar"
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo("l")
+        info.type, info.linkname = tarfile.SYMTYPE, "a"
+        tf.addfile(info)
+    _scan(cli, path, code=0)
+    _scan(cli, path, "--threshold", "MEDIUM", code=1)
+    _scan(cli, path, "--threshold", "bogus", code=3)
+
+
+def test_allow_com_microsoft(cli: CliRunner, tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])
+    node = helper.make_node("Gelu", ["X"], ["Y"], domain="com.microsoft")
+    model = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert "onnx.domain" in _scan(cli, path, code=1)
+    _scan(cli, path, "--allow-com-microsoft", code=0)
+
+
+def test_help_documents_the_exit_codes(cli: CliRunner) -> None:
+    output = _scan(cli, "--help", code=0)
+    for text in ("0 clean", "1 malicious", "2 too large", "3 scan error", "outranks"):
+        assert text in " ".join(output.split())
+
+
+def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
+    """The command works in a fresh interpreter with no MODELREG_* settings and does not
+    import the registry (but for its stdlib-only bundle checks) or the API app."""
+    _malicious(tmp_path / "m")
+    code = (
+        "import sys\n"
+        "from api.cli import main\n"
+        "sys.argv = ['modelreg', 'scan', sys.argv[1], '--format', 'json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    heavy = ('registry', 'api.app', 'sqlalchemy')\n"
+        # registry.bundles (stdlib only) holds the archive checks the model server shares
+        "    shared = ('registry', 'registry.bundles')\n"
+        "    loaded = [m for m in sys.modules if m.startswith(heavy) and m not in shared]\n"
+        "    print('LOADED', loaded, file=sys.stderr)\n"
+        "    raise\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[3],
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["verdict"] == "malicious"
+    assert "LOADED []" in done.stderr
+
+
+def test_limits_fail_whatever_the_threshold(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros", b"\0" * (4 * 1024 * 1024))
+    _scan(cli, path, "--threshold", "CRITICAL", code=2)
+
+
+def test_symlinks_in_a_folder_are_findings_never_followed(cli: CliRunner, tmp_path: Path) -> None:
+    outside = _malicious(tmp_path / "outside")
+    folder = _benign(tmp_path / "m")
+    os.symlink(outside / "weights.bin", folder / "weights.bin")
+    os.symlink(outside, folder / "more")
+    report = json.loads(_scan(cli, folder, "--format", "json", code=1))
+    assert report["filesScanned"] == ["state.pkl"]
+    links = {f["location"]: f for f in report["findings"]}
+    assert set(links) == {"weights.bin", "more"}
+    assert all(f["ruleId"] == "artifact.symlink" for f in links.values())
+    assert all(f["severity"] == "CRITICAL" for f in links.values())
+
+
+def test_fifo_is_reported_not_opened(cli: CliRunner, tmp_path: Path) -> None:
+    folder = _benign(tmp_path / "m")
+    os.mkfifo(folder / "pipe")
+    report = json.loads(_scan(cli, folder, "--format", "json", code=1))
+    assert {f["ruleId"] for f in report["findings"]} == {"artifact.special_file"}
+    _scan(cli, folder / "pipe", code=1)
