@@ -25,6 +25,7 @@ from deployers.local import LocalDeployer, child_env
 from registry import metrics
 from registry.db import DB_RETRY_MAX_SECONDS, DatabaseOutage, db_unavailable
 from registry.types import utcnow
+from registry.vocabulary import DeploymentTarget
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -43,11 +44,11 @@ def build_controller(registry: Registry, *, holder: str | None = None) -> Contro
         artifacts=registry.store if settings.storage == "s3" else None,  # servers get no S3 keys
     )
     prometheus = PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
-    deployers: dict[str, Deployer] = {"local": local}
+    deployers: dict[str, Deployer] = {DeploymentTarget.LOCAL: local}
     if settings.kube_enabled:
         from deployers.kubernetes import KubernetesDeployer
 
-        deployers["kubernetes"] = KubernetesDeployer.from_settings(settings)
+        deployers[DeploymentTarget.KUBERNETES] = KubernetesDeployer.from_settings(settings)
     return Controller(
         registry.deployments,
         deployers=deployers,

@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import SpecError
+from registry.vocabulary import Environment
 
 GATE_TYPES = ("prometheus", "direct", "feedback")
 PROMETHEUS_TEMPLATES = ("error-rate", "p95-latency-vs-stable")
 DIRECT_CHECKS = ("error-rate", "p95-latency-vs-stable", "traffic")
 FEEDBACK_ON = ("mean", "positive_low")
-REQUIRE_TRAFFIC_IN = ("production",)
+REQUIRE_TRAFFIC_IN = (Environment.PRODUCTION,)
 """The environments where ``requireTraffic`` defaults to true."""
 DEFAULT_MIN_REQUESTS = 20
 DEFAULT_MAX_4XX_INCREASE = 0.05

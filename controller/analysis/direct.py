@@ -40,6 +40,7 @@ from controller.analysis.base import (
 from controller.strategies.base import Outcome
 from deployers.base import WorkloadStatus
 from registry.analysis_spec import GateSpec
+from registry.vocabulary import ArtifactFormat
 
 REQUESTS = "modelreg_model_server_requests"
 LATENCY = "modelreg_model_server_inference_duration_seconds"
@@ -169,7 +170,7 @@ class DirectGate:
         return {i.url: parse_stats([self.scrape(i.url)]) for i in workload.instances}
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        if ctx.deployment.version.format == "API":
+        if ctx.deployment.version.format == ArtifactFormat.API:
             return GateResult(
                 self.name, self.type, Outcome.PASSED, "an API endpoint: no server metrics"
             )

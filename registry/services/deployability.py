@@ -15,9 +15,9 @@ from registry.io_signature import signature_diff
 from registry.models import AIModelVersion
 from registry.services.validations import latest_result_for_digest, validation_gate
 from registry.serving import unservable_reason
-from registry.vocabulary import ArtifactFormat
+from registry.vocabulary import ArtifactFormat, CheckStatus, Environment, VersionStatus
 
-NOT_DEPLOYABLE = ("Archived", "Failed")
+NOT_DEPLOYABLE = (VersionStatus.ARCHIVED, VersionStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,13 @@ def assess_deployability(
         failed.append(f"lifecycle: version {version.version_number!r} is {version.status}")
     if version.format != ArtifactFormat.API and version.source_path is None:
         failed.append("artifact: no artifact has been uploaded to this version")
-    if environment == "production":
+    if environment == Environment.PRODUCTION:
         # The production gate: the current digest's latest validation passed both checks.
         failed += validation_gate(s, version)
     else:
         # Unvalidated versions may go to testing and staging; a failed security scan may not.
         result = latest_result_for_digest(s, version)
-        if result is not None and result.security_scan_status == "Failed":
+        if result is not None and result.security_scan_status == CheckStatus.FAILED:
             failed.append(f"securityScanStatus: Failed (validation {result.id})")
     diff: list[str] = []
     if stable is not None and stable.id != version.id and stable.signature and version.signature:
@@ -101,7 +101,7 @@ def check_deployable(
         allow_signature_change=allow_signature_change,
     )
     if found.unservable is not None:
-        raise Invalid(found.unservable, format=version.format or "ONNX", target=target)
+        raise Invalid(found.unservable, format=version.format or ArtifactFormat.ONNX, target=target)
     if found.failed_checks:
         extra = {"signatureDiff": list(found.signature_diff)} if found.signature_diff else {}
         diff = f" ({'; '.join(found.signature_diff)})" if found.signature_diff else ""
