@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from api.cli.context import configure_logging, load_settings
-from api.cli.output import (
-    out,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import out
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 

@@ -11,14 +11,7 @@ import typer
 from rich.table import Table
 
 from api.cli.context import open_client
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    fail,
-    format_time,
-    out,
-    print_table,
-)
+from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
 from api.cli.rollout_view import (
     ENDPOINT_COLUMNS,
     EVENT_COLUMNS,

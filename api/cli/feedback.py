@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from api.cli.context import open_client
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    fail,
-    format_time,
-    out,
-    print_table,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
 
 feedback_app = typer.Typer(
     help="User feedback on versions: submit, summarize, compare serving versions.",

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from api.cli.context import open_client
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    format_time,
-    out,
-    print_table,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import JsonOpt, emit_json, format_time, out, print_table
 
 keys_app = typer.Typer(help="API keys (needs an admin key).", no_args_is_help=True)
 

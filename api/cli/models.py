@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from api.cli.context import open_client
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    fail,
-    format_time,
-    out,
-    print_fields,
-    print_table,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_fields, print_table
 
 models_app = typer.Typer(help="Registered models.", no_args_is_help=True)
 

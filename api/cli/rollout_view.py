@@ -7,10 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from api.cli.output import (
-    format_time,
-    out,
-)
+from api.cli.output import format_time, out
 
 if TYPE_CHECKING:
     from api.client import Client

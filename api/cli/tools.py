@@ -6,22 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from api.cli.context import configure_logging, load_settings
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    fail,
-    format_size,
-    out,
-    print_table,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import JsonOpt, emit_json, fail, format_size, out, print_table
 
 
 def scan(

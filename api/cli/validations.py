@@ -3,22 +3,12 @@ findings."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from api.cli.context import open_client
-from api.cli.output import (
-    JsonOpt,
-    emit_json,
-    err,
-    fail,
-    out,
-    print_table,
-)
-
-if TYPE_CHECKING:
-    pass
+from api.cli.output import JsonOpt, emit_json, err, fail, out, print_table
 
 
 def validate(

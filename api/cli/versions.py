@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,9 +21,6 @@ from api.cli.output import (
     print_table,
     show_progress,
 )
-
-if TYPE_CHECKING:
-    pass
 
 versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
 
