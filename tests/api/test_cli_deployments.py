@@ -14,7 +14,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import _watch_view, app
+from api.cli import app
+from api.cli.rollout_view import _watch_view
 from api.schemas import DeploymentOut
 from controller.analysis import StepAnalysis
 from controller.reconcile import Controller

@@ -1,0 +1,89 @@
+"""The ``modelreg`` command line: the server, the database, and a client for the API.
+
+The root ``app`` below lists every top-level command in the order ``modelreg --help`` shows
+them; each noun's commands live in their own module (``models``, ``versions``, ``validations``,
+``deployments``, ``keys``, ``feedback``, ``db``), the long-running processes in ``processes``
+and the commands that need no API in ``tools``. ``output`` prints, ``context`` finds the
+client and the settings.
+
+Commands import what they need inside their bodies: the command line starts fast, and
+``modelreg scan`` runs without loading the registry (tests/security/test_scan_cli.py). So
+option defaults such as ``--env production`` stay plain strings here, and code compares with
+``registry.vocabulary`` members imported where it uses them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from api.cli import (
+    db,
+    deployments,
+    feedback,
+    keys,
+    models,
+    processes,
+    tools,
+    validations,
+    versions,
+)
+from api.cli.context import state
+from api.cli.output import err
+
+app = typer.Typer(
+    help="modelreg: a model registry and deployment controller.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", envvar="MODELREG_URL", help="API base URL [default: from credentials]"),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MODELREG_TOKEN",
+        help="API token [default: from credentials]",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def _main(url: UrlOpt = None, token: TokenOpt = None) -> None:
+    state.url = url
+    state.token = token
+
+
+app.command()(processes.serve)
+app.command()(validations.validate)
+app.command()(processes.worker)
+app.command()(processes.controller)
+app.command()(tools.gc)
+app.command("prometheus-targets")(tools.prometheus_targets)
+app.command()(deployments.deploy)
+app.command()(deployments.rollback)
+app.command()(deployments.history)
+app.command()(deployments.endpoint)
+app.command()(tools.scan)
+app.command("serve-model")(processes.serve_model)
+app.command("fetch-artifact")(processes.fetch_artifact)
+app.add_typer(db.db_app, name="db")
+app.add_typer(models.models_app, name="models")
+app.add_typer(versions.versions_app, name="versions")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(deployments.deployments_app, name="deployments")
+app.add_typer(feedback.feedback_app, name="feedback")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,170 @@
+"""Commands that work on local files, the artifact store and the database directly, with no
+API: ``scan`` (a model file), ``gc`` (orphaned artifact objects) and ``prometheus-targets``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.cli.context import configure_logging, load_settings
+from api.cli.output import JsonOpt, emit_json, fail, format_size, out, print_table
+
+
+def scan(
+    path: Annotated[Path, typer.Argument(help="A model file or folder (scanned recursively)")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output: table, json or sarif (SARIF 2.1.0)")
+    ] = "table",
+    threshold: Annotated[
+        str, typer.Option(help="Lowest severity that fails: LOW, MEDIUM, HIGH or CRITICAL")
+    ] = "HIGH",
+    allow_com_microsoft: Annotated[
+        bool,
+        typer.Option("--allow-com-microsoft", help="Allow ONNX operators of com.microsoft"),
+    ] = False,
+) -> None:
+    """Scan a model artifact for malicious content, locally (no server needed).
+
+    Pickles are read as data and never loaded. Exit codes: 0 clean; 1 malicious (a finding at
+    or above the threshold); 2 too large (a resource limit stopped the scan); 3 scan error.
+    A malicious finding outranks a scan error or a limit: the exit code is then 1.
+    """
+    import dataclasses
+
+    from validators.report import Severity
+    from validators.security import scan_artifact
+    from validators.security.policy import DEFAULT_POLICY
+    from validators.security.render import EXIT_CODES, findings_table, summary_line
+    from validators.security.sarif import to_sarif
+
+    if fmt not in ("table", "json", "sarif"):
+        fail(f"--format must be table, json or sarif, not {fmt!r}", code=3)
+    if threshold.upper() not in Severity.__members__:
+        fail(f"--threshold must be LOW, MEDIUM, HIGH or CRITICAL, not {threshold!r}", code=3)
+    policy = dataclasses.replace(
+        DEFAULT_POLICY,
+        threshold=Severity[threshold.upper()],
+        allow_com_microsoft=allow_com_microsoft or DEFAULT_POLICY.allow_com_microsoft,
+    )
+    report = scan_artifact(path, policy)
+    if fmt == "json":
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif fmt == "sarif":
+        typer.echo(json.dumps(to_sarif(report), indent=2))
+    else:
+        if report.findings:
+            out.print(findings_table(report))
+        out.print(summary_line(report))
+    raise typer.Exit(EXIT_CODES[report.verdict])
+
+
+# -- model server ---------------------------------------------------------------------------
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(raw: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``24h``, ``7d`` or a bare number of seconds."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise typer.BadParameter(f"{raw!r} is not a duration like 90s, 30m, 24h or 7d") from None
+    if seconds < 0 or seconds != seconds:
+        raise typer.BadParameter(f"{raw!r}: a duration cannot be negative")
+    return seconds
+
+
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
+    ] = False,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Only remove orphans last modified longer ago than this (90s, 30m, 24h, 7d).",
+        ),
+    ] = "24h",
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove artifact objects that no version and no live upload references.
+
+    Runs against the configured store and database directly, like ``modelreg worker``.
+    """
+    from datetime import timedelta
+
+    from registry.services import build_registry
+
+    age = timedelta(seconds=_duration(older_than))
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    registry = build_registry(settings)
+    try:
+        report = registry.gc.collect(older_than=age, dry_run=dry_run)
+    finally:
+        registry.close()
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    verb = "Would remove" if dry_run else "Removed"
+    print_table(
+        f"Garbage collection{' (dry run)' if dry_run else ''}",
+        ("", ""),
+        [
+            ("scanned", str(report.scanned)),
+            ("referenced (kept)", str(report.referenced)),
+            (f"younger than {older_than} (kept)", str(report.too_young)),
+            (verb.lower(), str(report.removed)),
+            (
+                f"{verb.lower()} bytes",
+                f"{report.removed_bytes} ({format_size(report.removed_bytes)})",
+            ),
+            (f"{verb.lower()} unfinished uploads", str(report.partial_removed)),
+            ("failed", str(report.failed)),
+        ],
+    )
+    for key in report.keys:
+        out.print(f"  {key}", highlight=False)
+    if report.removed > len(report.keys):
+        out.print(f"  … and {report.removed - len(report.keys)} more", highlight=False)
+    if report.failed:
+        fail(f"{report.failed} objects could not be removed; see the log")
+
+
+def prometheus_targets(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the file here (atomically) instead of stdout"),
+    ] = None,
+    api_target: Annotated[
+        bool, typer.Option("--api/--no-api", help="Also list this API's own /metrics")
+    ] = False,
+) -> None:
+    """Prometheus ``file_sd`` targets for the local model servers (and, with --api, the API).
+
+    The controller keeps ``<server state dir>/prometheus-targets.json`` up to date as it
+    starts and stops servers; point a ``file_sd_configs`` entry at that file, or use this
+    command to write one elsewhere.
+    """
+    from deployers.local import LocalDeployer
+
+    settings = load_settings()
+    assert settings.server_state_dir is not None
+    groups = LocalDeployer(state_dir=settings.server_state_dir).prometheus_targets()
+    if api_target:
+        host = settings.client_url.split("://", 1)[1].rstrip("/")
+        groups.append({"targets": [host], "labels": {"job": "modelreg-api"}})
+    text = json.dumps(groups, indent=1)
+    if output is None:
+        out.print_json(text)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, output)
+    out.print(f"wrote {len(groups)} target group(s) to {output}")

@@ -1,0 +1,233 @@
+"""``modelreg versions``: model versions, and uploading and downloading their artifacts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from api.cli.context import open_client
+from api.cli.output import (
+    JsonOpt,
+    emit_json,
+    fail,
+    format_size,
+    format_time,
+    out,
+    print_fields,
+    print_table,
+    show_progress,
+)
+
+versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
+
+
+def _parameters(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(Path(raw[1:]).read_text() if raw.startswith("@") else raw)
+    except (OSError, ValueError) as exc:
+        fail(f"--parameters must be a JSON object or @file.json: {exc}")
+    if not isinstance(value, dict):
+        fail("--parameters must be a JSON object")
+    return value
+
+
+ParamsOpt = Annotated[str | None, typer.Option("--parameters", help="JSON object, or @file.json")]
+
+
+@versions_app.command("create")
+def versions_create(
+    model: str,
+    version: str,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="ONNX, PyTorch, Pickle, Joblib, SafeTensors, TensorFlow SavedModel or API",
+        ),
+    ] = "ONNX",
+    notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
+    parameters: ParamsOpt = None,
+) -> None:
+    """Create a version without an artifact (for format API, or to upload later)."""
+    with open_client() as client:
+        v = client.create_version(
+            model, version, format=fmt, release_notes=notes, parameters=_parameters(parameters)
+        )
+    out.print(f"created version [bold]{v.version_number}[/] of {model} ({v.status})")
+
+
+@versions_app.command("upload")
+def versions_upload(
+    model: str,
+    version: str,
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
+    fmt: Annotated[str, typer.Option("--format")] = "ONNX",
+    parameters: ParamsOpt = None,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum/--no-checksum",
+            help="Hash the file first and have the server refuse a body that differs",
+        ),
+    ] = True,
+) -> None:
+    """Upload PATH as VERSION of MODEL, creating the version if it does not exist yet."""
+    from api.client import ModelregError, sha256_file
+
+    size = path.stat().st_size
+    with open_client() as client:
+        try:
+            existing = client.get_version(model, version)
+        except ModelregError as exc:
+            if exc.status != 404 or "version" not in exc.detail:
+                raise
+            existing = None
+        if existing is not None and existing.sha256:
+            fail(
+                f"version {version} of {model} already has an artifact (sha256 "
+                f"{existing.sha256}); versions are immutable, upload a new version"
+            )
+        digest = None
+        with show_progress("hashing ") as start:
+            if checksum:
+                digest = sha256_file(path, start(size))
+        if existing is None:
+            client.create_version(
+                model, version, format=fmt, release_notes=notes, parameters=_parameters(parameters)
+            )
+        with show_progress("uploading") as start:
+            result = client.upload_artifact(
+                model, version, path, sha256=digest, progress=start(size)
+            )
+    out.print(f"uploaded [bold]{model} {result.version_number}[/]")
+    out.print(f"  sha256  {result.sha256}", highlight=False)
+    out.print(
+        f"  size    {result.size_bytes} bytes ({format_size(result.size_bytes)})", highlight=False
+    )
+    out.print(f"  path    {result.source_path}", highlight=False)
+
+
+@versions_app.command("list")
+def versions_list(
+    model: str,
+    status: Annotated[
+        str | None, typer.Option(help="Staged, Production, Deprecated, Archived or Failed")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a model's versions, newest first."""
+    with open_client() as client:
+        items = list(client.list_versions(model, status=status))
+    if as_json:
+        emit_json(items)
+        return
+    print_table(
+        f"{model}: {len(items)} version(s)",
+        ("version", "status", "format", "size", "sha256", "created"),
+        [
+            (
+                v.version_number,
+                v.status,
+                v.format or "",
+                format_size(v.size_bytes),
+                (v.sha256 or "")[:12],
+                format_time(v.created_at),
+            )
+            for v in items
+        ],
+    )
+
+
+@versions_app.command("show")
+def versions_show(model: str, version: str, as_json: JsonOpt = False) -> None:
+    """Show one version."""
+    with open_client() as client:
+        v = client.get_version(model, version)
+    if as_json:
+        emit_json(v)
+        return
+    print_fields(v, f"{model} {version}")
+    if v.signature is not None:
+        from registry.io_signature import describe_signature
+
+        out.print("signature", highlight=False)
+        for line in describe_signature(v.signature.model_dump()):
+            out.print(f"  {line}", highlight=False)
+
+
+@versions_app.command("update")
+def versions_update(
+    model: str,
+    version: str,
+    notes: Annotated[str | None, typer.Option("--notes")] = None,
+    parameters: ParamsOpt = None,
+) -> None:
+    """Change a version's release notes or parameters."""
+    changes: dict[str, Any] = {}
+    if notes is not None:
+        changes["releaseNotes"] = notes
+    if parameters is not None:
+        changes["parameters"] = _parameters(parameters)
+    if not changes:
+        fail("nothing to change: pass --notes or --parameters")
+    with open_client() as client:
+        client.update_version(model, version, **changes)
+    out.print(f"updated {model} {version}")
+
+
+@versions_app.command("download")
+def versions_download(
+    model: str,
+    version: str,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="File to write [default: the artifact's name, in the current folder]",
+        ),
+    ] = None,
+) -> None:
+    """Download a version's artifact; its SHA-256 is verified against the registry's."""
+    with open_client() as client:
+        if output is None:
+            info = client.get_version(model, version)
+            if not info.source_path:
+                fail(f"version {version} of {model} has no artifact")
+            output = Path(info.source_path.rsplit("/", 1)[-1])
+        with show_progress("downloading") as start:
+            advance: list[Callable[[int], None]] = []
+            digest, size = client.download_artifact(
+                model,
+                version,
+                output,
+                on_start=lambda total: advance.append(start(total or None)),
+                progress=lambda n: advance[0](n),
+            )
+    out.print(f"wrote {output} ({size} bytes), sha256 {digest} verified", highlight=False)
+
+
+@versions_app.command("transition")
+def versions_transition(
+    model: str,
+    version: str,
+    status: Annotated[str, typer.Argument(help="Production, Deprecated, Archived or Failed")],
+    reason: Annotated[str | None, typer.Option(help="Why; kept in the audit log")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override a closed gate (admin key, needs --reason)")
+    ] = False,
+) -> None:
+    """Move a version through its lifecycle (Staged → Production → Deprecated → Archived)."""
+    with open_client() as client:
+        v = client.transition(model, version, status, reason, force=force)
+    out.print(f"{model} {version} is now [bold]{v.status}[/]")
+
+
+# -- validation -----------------------------------------------------------------------------
