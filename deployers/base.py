@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from registry.serving import unservable_reason
+from registry.vocabulary import ArtifactFormat, RouteRole
 
 __all__ = [
     "ClusterRouter",
@@ -72,8 +73,9 @@ class Workload:
     deployment_id: uuid.UUID
     version: VersionRef
     replicas: int
-    role: str = "stable"
-    """``stable``, ``canary``, ``active`` or ``preview``: for names and labels only."""
+    role: str = RouteRole.STABLE
+    """A :class:`~registry.vocabulary.RouteRole` (``stable``, ``canary``, ``active`` or
+    ``preview``): for names and labels only."""
     resources: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -186,7 +188,7 @@ def check_workload(workload: Workload) -> None:
         )
     if workload.replicas == 0:
         return
-    if version.format == "API":
+    if version.format == ArtifactFormat.API:
         if not version.endpoint:
             raise PermanentError(
                 f"version {version.number} ({version.id}) has format API but no endpoint"

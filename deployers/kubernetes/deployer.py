@@ -29,7 +29,6 @@ from deployers.base import (
 )
 from deployers.kubernetes import manifests
 from deployers.kubernetes.manifests import (
-    API_FORMAT,
     APP_NAME,
     DEPLOYMENT_ID,
     ENDPOINT_ANNOTATION,
@@ -50,6 +49,7 @@ from deployers.kubernetes.manifests import (
     service_url,
 )
 from deployers.kubernetes.naming import resource_name, route_name
+from registry.vocabulary import ArtifactFormat, DeploymentTarget
 
 if TYPE_CHECKING:
     from registry.settings import Settings
@@ -163,7 +163,7 @@ class KubernetesDeployer:
         return OwnedWorkload(
             deployment_id=deployment_id,
             target=Target(
-                kind="kubernetes",
+                kind=DeploymentTarget.KUBERNETES,
                 model=annotations.get(MODEL_NAME_ANNOTATION) or labels.get(MODEL, "?"),
                 model_id=model_id,
                 environment=labels.get(ENVIRONMENT, "?"),
@@ -226,7 +226,7 @@ class KubernetesDeployer:
             if other != name:  # left over from a partly failed apply: not ours to keep
                 self._api.delete(kind, self._namespace, other)
         settings = self._settings
-        if workload.version.format == API_FORMAT:
+        if workload.version.format == ArtifactFormat.API:
             self._api.apply(
                 manifests.external_service_manifest(target, workload, settings=settings, name=name)
             )

@@ -27,12 +27,12 @@ from deployers.kubernetes.naming import (
     route_name,
     slot_for,
 )
+from registry.vocabulary import ArtifactFormat
 
 if TYPE_CHECKING:
     from registry.settings import Settings
 
 __all__ = [
-    "API_FORMAT",
     "APP_NAME",
     "ISTIO_API_VERSION",
     "MANAGER",
@@ -49,7 +49,6 @@ __all__ = [
     "workload_labels",
 ]
 
-API_FORMAT = "API"
 APP_NAME = "modelreg-model-server"
 MANAGER = "modelreg"
 SERVER_PORT = 8080
@@ -184,7 +183,7 @@ def deployment_manifest(
     """The apps/v1 Deployment of a workload (not for a version of format ``API``), named
     ``name`` (default: :func:`resource_name` of the workload)."""
     version = workload.version
-    if version.format == API_FORMAT or not version.artifact_key or not version.sha256:
+    if version.format == ArtifactFormat.API or not version.artifact_key or not version.sha256:
         raise ValueError(f"version {version.number} has no artifact to serve")
     metadata = _metadata(target, workload, settings=settings, name=name)
     # The slot is left out of the pod template: a canary promoted to stable keeps its pods.
@@ -305,7 +304,7 @@ def external_service_manifest(
     """For a version of format ``API``: an ExternalName Service that records the endpoint (in
     an annotation, with the replicas asked for) and runs no pods."""
     endpoint = workload.version.endpoint
-    if workload.version.format != API_FORMAT or not endpoint:
+    if workload.version.format != ArtifactFormat.API or not endpoint:
         raise ValueError(f"version {workload.version.number} has no endpoint")
     parts = urlsplit(endpoint)
     port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -13,6 +13,8 @@ import hashlib
 import re
 import uuid
 
+from registry.vocabulary import RouteRole
+
 __all__ = [
     "MAX_NAME",
     "SLOTS",
@@ -28,8 +30,9 @@ MAX_NAME = 63
 HASH_CHARS = 6
 DEPLOYMENT_ID_CHARS = 8
 
-#: Our workload roles and the slot each one is named after.
-SLOTS = {"stable": "stable", "canary": "canary", "active": "active", "preview": "preview"}
+#: Our workload roles and the slot each one is named after (plain strings: they go into names
+#: and labels).
+SLOTS: dict[str, str] = {role.value: role.value for role in RouteRole}
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
@@ -51,7 +54,7 @@ def dns_label(text: str, *, limit: int = MAX_NAME) -> str:
     is one, else lower-cased, with runs of other characters turned into ``-`` and a hash of
     ``text`` appended."""
     if len(text) <= limit and _DNS_LABEL.fullmatch(text):
-        return text
+        return str(text)  # a plain string, also for a StrEnum member (a Target's environment)
     base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return _with_hash(base, text, limit=limit)
 
@@ -59,7 +62,7 @@ def dns_label(text: str, *, limit: int = MAX_NAME) -> str:
 def label_value(text: str) -> str:
     """``text`` as a valid label value (at most 63 characters), hashed when it had to change."""
     if len(text) <= MAX_NAME and _LABEL_VALUE.fullmatch(text):
-        return text
+        return str(text)  # a plain string, also for a StrEnum member (a Target's environment)
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-_.")
     return _with_hash(base, text, limit=MAX_NAME)
 

@@ -29,7 +29,7 @@ from controller.records import observed_state as _observed_state
 from controller.strategies import parse_spec, plan
 from controller.strategies.base import Observed, Outcome, Progress, SlotState, Verdict
 from deployers.base import WorkloadStatus
-from deployers.model_server import _Metrics
+from deployers.model_server.metrics import ServerMetrics as _Metrics
 from registry.analysis_spec import GateSpec, Range, parse_analysis
 from registry.errors import SpecError
 from registry.services.deployments import DeploymentView

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.core import Metric
 from sqlalchemy.orm import sessionmaker
 
-from deployers.model_server import _Metrics
+from deployers.model_server.metrics import ServerMetrics as _Metrics
 from registry.metrics import METRICS, DatabaseCollector
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "dashboards" / "modelreg.json"

@@ -238,7 +238,7 @@ class SteadyTraffic:
     def __call__(self, url: str) -> str:
         from prometheus_client import generate_latest
 
-        from deployers.model_server import _Metrics
+        from deployers.model_server.metrics import ServerMetrics as _Metrics
 
         self.served[url] = self.served.get(url, self.already) + self.per_scrape
         metrics = _Metrics(model="fake", version="fake")
