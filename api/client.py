@@ -34,6 +34,7 @@ from api.schemas import (
     ValidationRunOut,
     VersionOut,
 )
+from registry.vocabulary import ArtifactFormat, Environment
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -212,7 +213,7 @@ class Client:
         model: str,
         version_number: str,
         *,
-        format: str = "ONNX",
+        format: str = ArtifactFormat.ONNX,
         release_notes: str | None = None,
         parameters: dict[str, Any] | None = None,
     ) -> VersionOut:
@@ -456,7 +457,7 @@ class Client:
         )
 
     def endpoint(
-        self, model: str, environment: str = "production", key: str | None = None
+        self, model: str, environment: str = Environment.PRODUCTION, key: str | None = None
     ) -> dict[str, Any]:
         """The weighted endpoints serving the model, and one pick (sticky with ``key``)."""
         params = {"environment": environment, "key": key}
@@ -523,7 +524,9 @@ class Client:
             ).json()
         )
 
-    def compare_feedback(self, model: str, environment: str = "production") -> FeedbackCompareOut:
+    def compare_feedback(
+        self, model: str, environment: str = Environment.PRODUCTION
+    ) -> FeedbackCompareOut:
         """The versions serving now, each summarized over the current rollout window."""
         return FeedbackCompareOut.model_validate(
             self._request(

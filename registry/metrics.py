@@ -9,7 +9,7 @@ The counters and histograms here live in one process-wide :data:`METRICS` regist
 updated where things happen. Values that are facts in the database (deployments by status,
 traffic weights, the validation queue) are read at scrape time by
 :class:`DatabaseCollector`, so every API replica and controller reports the same truth.
-(The model servers have their own metrics, in ``deployers/model_server.py``.)
+(The model servers have their own metrics, in ``deployers/model_server/metrics.py``.)
 """
 
 from __future__ import annotations
