@@ -1,6 +1,8 @@
-"""Deployers: what runs model versions, behind one ``observe``/``apply`` interface.
+"""Deployers: what runs model versions, behind one ``observe``/``apply`` interface
+(``deployers/base.py``).
 
-So far: ``model_server``, the Open Inference Protocol (KServe v2) REST server that
-``modelreg serve-model`` runs for one version. The local and Kubernetes deployers, which
-start and adopt those servers, come with the rollouts and Kubernetes issues.
+- ``local``: one ``modelreg serve-model`` process per replica on this machine.
+- ``kubernetes``: Deployments and Services through server-side apply, and the cluster's
+  router (Gateway API HTTPRoute or Istio VirtualService).
+- ``model_server``: the Open Inference Protocol (KServe v2) REST server both targets run.
 """
