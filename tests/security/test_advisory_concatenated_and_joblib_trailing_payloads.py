@@ -20,7 +20,7 @@ import pytest
 from tests.security import corpus_pickle as c
 from tests.security.corpus_pickle import scan, worst
 from validators.report import Severity
-from validators.security.pickle_scan import scan_pickle
+from validators.security.pickle import scan_pickle
 from validators.security.policy import DEFAULT_POLICY
 
 

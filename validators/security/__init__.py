@@ -4,7 +4,7 @@ anything from them.
 ``scan_artifact(path, policy)`` scans a file or a folder (every file, recursively; symlinks
 are reported, never followed) and returns a frozen ``ScanReport``. Formats are told from
 content, not names (``formats``): ONNX (``onnx_scan``), pickles under any name
-(``pickle_scan``), safetensors (``safetensors_scan``), zip and tar bundles (``archives``).
+(``pickle``), safetensors (``safetensors_scan``), zip and tar bundles (``archives``).
 
 The verdict, from the findings at or above ``policy.threshold``:
 
@@ -258,10 +258,10 @@ def _scan_file(
     policy: SecurityPolicy,
     external_data: set[Path] | None = None,
 ) -> list[Finding]:
-    from validators.security import pickle_scan
     from validators.security.archives import scan_archive, scan_stream
     from validators.security.formats import Format, read_head, sniff
     from validators.security.onnx_scan import scan_onnx
+    from validators.security.pickle import looks_like_pickle, scan_pickle
 
     if size > policy.max_file_bytes:
         return [
@@ -281,9 +281,9 @@ def _scan_file(
             findings = scan_onnx(
                 path, policy=policy, location=location, root=root, external_data=external_data
             )
-            if pickle_scan.looks_like_pickle(head):
+            if looks_like_pickle(head):
                 fh.seek(0)
-                findings += pickle_scan.scan_pickle(fh, location=location, policy=policy)
+                findings += scan_pickle(fh, location=location, policy=policy)
             return findings
         fh.seek(0)
         result = scan_stream(fh, size=size, location=location, policy=policy, depth=0)
