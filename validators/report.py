@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-CheckStatus = Literal["Passed", "Failed", "Pending", "Skipped"]
+from registry.vocabulary import CheckStatus
 
 
 class Severity(IntEnum):
@@ -40,13 +40,13 @@ class Finding:
 
 
 #: A scan's overall verdict. ``too-large`` is fail-closed but is not ``malicious``.
-Verdict = Literal["clean", "malicious", "too-large", "error"]
+ScanVerdict = Literal["clean", "malicious", "too-large", "error"]
 
 
 @dataclass(frozen=True)
 class ScanReport:
     status: CheckStatus
-    verdict: Verdict
+    verdict: ScanVerdict
     findings: tuple[Finding, ...]
     files_scanned: tuple[str, ...] = ()
     bytes_scanned: int = 0

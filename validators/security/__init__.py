@@ -25,7 +25,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from validators.report import Finding, ScanReport, Severity, Verdict
+from registry.vocabulary import CheckStatus
+from validators.report import Finding, ScanReport, ScanVerdict, Severity
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
@@ -37,7 +38,7 @@ SCANNER_VERSION = "1.0"
 LIMIT_PREFIXES = ("limit.", "pickle.limits")
 
 
-def _category(rule_id: str) -> Verdict:
+def _category(rule_id: str) -> ScanVerdict:
     if rule_id.startswith(LIMIT_PREFIXES) or rule_id.endswith(".limit"):
         return "too-large"
     if rule_id == "scanner.error" or rule_id.endswith(".corrupt"):
@@ -45,7 +46,9 @@ def _category(rule_id: str) -> Verdict:
     return "malicious"
 
 
-def verdict_of(findings: list[Finding] | tuple[Finding, ...], *, policy: SecurityPolicy) -> Verdict:
+def verdict_of(
+    findings: list[Finding] | tuple[Finding, ...], *, policy: SecurityPolicy
+) -> ScanVerdict:
     """``malicious`` outranks ``too-large``, which outranks ``error``; else ``clean``.
 
     Security findings count from ``policy.threshold`` up; limit and scanner-error findings
@@ -117,7 +120,7 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
         )
     verdict = verdict_of(findings, policy=policy)
     return ScanReport(
-        status="Passed" if verdict == "clean" else "Failed",
+        status=CheckStatus.PASSED if verdict == "clean" else CheckStatus.FAILED,
         verdict=verdict,
         findings=tuple(findings),
         files_scanned=tuple(scanned),
