@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-from registry.vocabulary import CheckStatus
+#: A scan's status: the values of ``registry.vocabulary.CheckStatus``, spelled out because
+#: ``modelreg scan`` runs without importing the registry (``registry.bundles`` aside).
+ScanStatus = Literal["Passed", "Failed", "Pending", "Skipped"]
 
 
 class Severity(IntEnum):
@@ -45,7 +47,7 @@ ScanVerdict = Literal["clean", "malicious", "too-large", "error"]
 
 @dataclass(frozen=True)
 class ScanReport:
-    status: CheckStatus
+    status: ScanStatus
     verdict: ScanVerdict
     findings: tuple[Finding, ...]
     files_scanned: tuple[str, ...] = ()
