@@ -114,18 +114,7 @@ def run_vectors(
     import numpy as np
 
     where = vectors_file.name
-    try:
-        data = np.load(vectors_file, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise TypeError("it holds a single array, not an .npz archive of named arrays")
-        with data:
-            arrays: dict[str, NDArray[Any]] = {name: data[name] for name in data.files}
-    except Exception as exc:
-        raise CheckProblem(
-            "functional.test-vectors",
-            f"cannot read the test vectors: {type(exc).__name__}: {exc}",
-            location=where,
-        ) from exc
+    arrays = _load_vectors(vectors_file)
     feeds = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
     expected = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
     inputs = {arg.name: arg for arg in session.get_inputs()}
@@ -192,3 +181,22 @@ def run_vectors(
                 )
             )
     return tuple(comparisons), findings
+
+
+def _load_vectors(vectors_file: Path) -> dict[str, NDArray[Any]]:
+    """The named arrays of an ``.npz`` file, read without pickles."""
+    import numpy as np
+
+    try:
+        data = np.load(vectors_file, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise TypeError("it holds a single array, not an .npz archive of named arrays")
+        with data:
+            arrays: dict[str, NDArray[Any]] = {name: data[name] for name in data.files}
+    except Exception as exc:
+        raise CheckProblem(
+            "functional.test-vectors",
+            f"cannot read the test vectors: {type(exc).__name__}: {exc}",
+            location=vectors_file.name,
+        ) from exc
+    return arrays
