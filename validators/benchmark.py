@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry.vocabulary import CheckStatus
 from validators.functional import (
     CheckProblem,
     FunctionalPolicy,
@@ -190,7 +191,7 @@ def benchmark_model(
     policy = policy or BenchmarkPolicy()
     params: Mapping[str, Any] = parameters or {}
     result: dict[str, Any] = {
-        "status": "Passed",
+        "status": CheckStatus.PASSED,
         "error": None,
         "modelFile": None,
         "modelLoadSeconds": None,
@@ -258,10 +259,10 @@ def benchmark_model(
             ratio = latency["p95"] / baseline_p95_ms if baseline_p95_ms > 0 else None
             result["regression"] = {"baselineP95Ms": baseline_p95_ms, "p95Ratio": ratio}
     except CheckProblem as problem:
-        result["status"] = "Skipped" if problem.not_onnx else "Failed"
+        result["status"] = CheckStatus.SKIPPED if problem.not_onnx else CheckStatus.FAILED
         result["error"] = f"{problem.rule_id}: {problem.message}"
     except Exception as exc:  # never raise for an artifact: the error is the result
-        result["status"] = "Failed"
+        result["status"] = CheckStatus.FAILED
         result["error"] = f"benchmark.error: {type(exc).__name__}: {exc}"
     result["peakRssBytes"] = _peak_rss_bytes()
     return result

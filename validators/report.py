@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-CheckStatus = Literal["Passed", "Failed", "Pending", "Skipped"]
+#: A scan's status: the values of ``registry.vocabulary.CheckStatus``, spelled out because
+#: ``modelreg scan`` runs without importing the registry (``registry.bundles`` aside).
+ScanStatus = Literal["Passed", "Failed", "Pending", "Skipped"]
 
 
 class Severity(IntEnum):
@@ -40,13 +42,13 @@ class Finding:
 
 
 #: A scan's overall verdict. ``too-large`` is fail-closed but is not ``malicious``.
-Verdict = Literal["clean", "malicious", "too-large", "error"]
+ScanVerdict = Literal["clean", "malicious", "too-large", "error"]
 
 
 @dataclass(frozen=True)
 class ScanReport:
-    status: CheckStatus
-    verdict: Verdict
+    status: ScanStatus
+    verdict: ScanVerdict
     findings: tuple[Finding, ...]
     files_scanned: tuple[str, ...] = ()
     bytes_scanned: int = 0

@@ -30,6 +30,7 @@ def validate_artifact(
     is loaded: the worker keeps it when the functional check breaks a resource limit."""
     from registry.bundles import UnsafeBundle
     from registry.onnx_artifact import unpack_artifact
+    from registry.vocabulary import CheckStatus
     from validators.benchmark import benchmark_model
     from validators.functional import FunctionalReport, check_model
     from validators.security import scan_artifact
@@ -64,7 +65,7 @@ def validate_artifact(
         )
     except UnsafeBundle as exc:
         functional = FunctionalReport(
-            status="Failed",
+            status=CheckStatus.FAILED,
             findings=tuple(finding_of(p) for p in exc.problems),
             reason="the bundle cannot be unpacked, so it cannot be loaded or served",
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from validators.report import Finding, Severity
-from validators.security.pickle_scan import scan_pickle
+from validators.security.pickle import scan_pickle
 from validators.security.policy import DEFAULT_POLICY
 
 # -- a tiny opcode assembler ------------------------------------------------------------------

@@ -4,7 +4,7 @@ anything from them.
 ``scan_artifact(path, policy)`` scans a file or a folder (every file, recursively; symlinks
 are reported, never followed) and returns a frozen ``ScanReport``. Formats are told from
 content, not names (``formats``): ONNX (``onnx_scan``), pickles under any name
-(``pickle_scan``), safetensors (``safetensors_scan``), zip and tar bundles (``archives``).
+(``pickle``), safetensors (``safetensors_scan``), zip and tar bundles (``archives``).
 
 The verdict, from the findings at or above ``policy.threshold``:
 
@@ -25,7 +25,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from validators.report import Finding, ScanReport, Severity, Verdict
+from validators.report import Finding, ScanReport, ScanVerdict, Severity
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
@@ -37,7 +37,7 @@ SCANNER_VERSION = "1.0"
 LIMIT_PREFIXES = ("limit.", "pickle.limits")
 
 
-def _category(rule_id: str) -> Verdict:
+def _category(rule_id: str) -> ScanVerdict:
     if rule_id.startswith(LIMIT_PREFIXES) or rule_id.endswith(".limit"):
         return "too-large"
     if rule_id == "scanner.error" or rule_id.endswith(".corrupt"):
@@ -45,7 +45,9 @@ def _category(rule_id: str) -> Verdict:
     return "malicious"
 
 
-def verdict_of(findings: list[Finding] | tuple[Finding, ...], *, policy: SecurityPolicy) -> Verdict:
+def verdict_of(
+    findings: list[Finding] | tuple[Finding, ...], *, policy: SecurityPolicy
+) -> ScanVerdict:
     """``malicious`` outranks ``too-large``, which outranks ``error``; else ``clean``.
 
     Security findings count from ``policy.threshold`` up; limit and scanner-error findings
@@ -117,6 +119,7 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
         )
     verdict = verdict_of(findings, policy=policy)
     return ScanReport(
+        # CheckStatus values, as strings: the scanner does not import the registry
         status="Passed" if verdict == "clean" else "Failed",
         verdict=verdict,
         findings=tuple(findings),
@@ -258,10 +261,10 @@ def _scan_file(
     policy: SecurityPolicy,
     external_data: set[Path] | None = None,
 ) -> list[Finding]:
-    from validators.security import pickle_scan
     from validators.security.archives import scan_archive, scan_stream
     from validators.security.formats import Format, read_head, sniff
     from validators.security.onnx_scan import scan_onnx
+    from validators.security.pickle import looks_like_pickle, scan_pickle
 
     if size > policy.max_file_bytes:
         return [
@@ -281,9 +284,9 @@ def _scan_file(
             findings = scan_onnx(
                 path, policy=policy, location=location, root=root, external_data=external_data
             )
-            if pickle_scan.looks_like_pickle(head):
+            if looks_like_pickle(head):
                 fh.seek(0)
-                findings += pickle_scan.scan_pickle(fh, location=location, policy=policy)
+                findings += scan_pickle(fh, location=location, policy=policy)
             return findings
         fh.seek(0)
         result = scan_stream(fh, size=size, location=location, policy=policy, depth=0)

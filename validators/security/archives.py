@@ -30,9 +30,9 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from registry import bundles
 from registry.bundles import BundleLimits, BundleProblem, Listing, Member, UnsafeBundle
 from validators.report import Finding, Severity
-from validators.security import pickle_scan
 from validators.security.formats import HEAD_BYTES, Format, read_head, sniff
 from validators.security.onnx_scan import scan_onnx
+from validators.security.pickle import check_torch_zip, looks_like_pickle, scan_pickle
 from validators.security.policy import SecurityPolicy
 from validators.security.safetensors_scan import scan_safetensors
 
@@ -136,7 +136,7 @@ def scan_stream(
     ``.npy`` and nested archives. ONNX is only recognised here (``fmt``); it is parsed from a
     file by the caller."""
     head = read_head(stream, HEAD_BYTES)
-    result = StreamResult(fmt=sniff(head, size=size), is_pickle=pickle_scan.looks_like_pickle(head))
+    result = StreamResult(fmt=sniff(head, size=size), is_pickle=looks_like_pickle(head))
     with io.BufferedReader(_Prepended(head, stream), CHUNK) as body:
         if result.fmt in (Format.ZIP, Format.TAR, Format.GZIP):
             result.findings += _scan_nested(
@@ -147,7 +147,7 @@ def scan_stream(
         elif result.fmt is Format.NPY:
             result.findings += _scan_npy(body, location=location, policy=policy)
         elif result.is_pickle:
-            result.findings += pickle_scan.scan_pickle(body, location=location, policy=policy)
+            result.findings += scan_pickle(body, location=location, policy=policy)
     return result
 
 
@@ -169,7 +169,7 @@ def _scan_npy(stream: BinaryIO, *, location: str, policy: SecurityPolicy) -> lis
     except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
         return [Finding(Severity.MEDIUM, "npy.header", "unreadable .npy header", location)]
     if "O" in str(descr):
-        return pickle_scan.scan_pickle(stream, location=f"{location}#object-array", policy=policy)
+        return scan_pickle(stream, location=f"{location}#object-array", policy=policy)
     return []
 
 
@@ -239,7 +239,7 @@ def scan_archive(
         return findings
     names = [m.name for m in listing.members]
     if listing.kind == "zip" and _torch_like(names):
-        findings += pickle_scan.check_torch_zip(names, location=location)
+        findings += check_torch_zip(names, location=location)
     onnx_members: list[str] = []
     try:
         for member, stream in _member_streams(path, listing, location=location, findings=findings):

@@ -20,7 +20,7 @@ import pytest
 from tests.support import corpus_pickle as c
 from tests.support.corpus_pickle import scan, worst
 from validators.report import Severity
-from validators.security.pickle_scan import scan_pickle
+from validators.security.pickle import scan_pickle
 from validators.security.policy import DEFAULT_POLICY
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.support import corpus_pickle as c
 from tests.support.corpus_pickle import scan, worst
 from validators.report import Severity
-from validators.security.pickle_scan import check_torch_zip, looks_like_pickle
+from validators.security.pickle import check_torch_zip, looks_like_pickle
 
 PAYLOADS = [
     pytest.param(c.call_global("os", "system"), id="protocol0"),

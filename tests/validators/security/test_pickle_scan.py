@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.support import corpus_pickle as corpus
 from validators.report import Finding, Severity
-from validators.security.pickle_scan import (
+from validators.security.pickle import (
     check_torch_zip,
     classify_global,
     looks_like_pickle,
