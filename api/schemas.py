@@ -105,7 +105,7 @@ class ModelPage(OutBody):
 
 class VersionCreate(InBody):
     version_number: str = Field(pattern=VERSION_PATTERN, examples=["1.0"])
-    format: ModelFormat = vocabulary.ArtifactFormat.ONNX
+    format: ModelFormat = vocabulary.ArtifactFormat.ONNX.value
     release_notes: str | None = Field(default=None, max_length=100_000)
     parameters: dict[str, Any] | None = None
 
@@ -264,8 +264,8 @@ class DeploymentCreate(InBody):
     model: str = Field(pattern=MODEL_NAME_PATTERN, examples=["text2img"])
     version_number: str | None = Field(default=None, pattern=VERSION_PATTERN, examples=["1.1"])
     model_version_id: uuid.UUID | None = None
-    environment: Environment = vocabulary.Environment.PRODUCTION
-    deployment_strategy: Strategy = vocabulary.Strategy.CANARY
+    environment: Environment = vocabulary.Environment.PRODUCTION.value
+    deployment_strategy: Strategy = vocabulary.Strategy.CANARY.value
     strategy_params: dict[str, Any] | None = Field(
         default=None,
         examples=[
@@ -279,7 +279,7 @@ class DeploymentCreate(InBody):
         "`scaleDownDelay`, `maxHold`, `onHoldTimeout`, `analysis` {maxErrorRate, minRequests, "
         "requireTraffic}. See docs/rollouts.md.",
     )
-    target: DeployTarget = vocabulary.DeploymentTarget.LOCAL
+    target: DeployTarget = vocabulary.DeploymentTarget.LOCAL.value
 
 
 class ActionIn(InBody):

@@ -195,7 +195,7 @@ async def handle_resolve(request: Request) -> Response:
     principal = await read_scope(request, await _bearer(request))
     name: str = request.path_params["name"]
     query = request.query_params
-    environment = query.get("environment", vocabulary.Environment.PRODUCTION)
+    environment = query.get("environment", vocabulary.Environment.PRODUCTION.value)
     key = query.get("key")
     errors: list[dict[str, Any]] = []
     if not _NAME.match(name):
@@ -236,7 +236,7 @@ async def resolve_endpoint(
     request: Request,
     environment: Annotated[
         Environment, Query(description="Deployment environment")
-    ] = vocabulary.Environment.PRODUCTION,
+    ] = vocabulary.Environment.PRODUCTION.value,
     key: Annotated[
         str | None,
         Query(min_length=1, max_length=KEY_MAX, description="Makes the pick sticky to this key"),

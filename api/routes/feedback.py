@@ -126,6 +126,6 @@ def compare_feedback(
     name: ModelName,
     _: Reader,
     reg: Reg,
-    environment: Environment = vocabulary.Environment.PRODUCTION,
+    environment: Environment = vocabulary.Environment.PRODUCTION.value,
 ) -> FeedbackCompareOut:
     return FeedbackCompareOut.of(reg.feedback.compare(name, environment))
