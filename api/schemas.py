@@ -10,13 +10,16 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
+from registry import vocabulary
 from registry.auth import ALL_SCOPES
 from registry.models import (
     DEPLOYMENT_STATUSES,
     DEPLOYMENT_STRATEGIES,
     DEPLOYMENT_TARGETS,
     ENVIRONMENTS,
+    ROUTE_ROLES,
     TASK_TYPES,
+    VALIDATION_REQUEST_STATUSES,
     VERSION_STATUSES,
 )
 from registry.services.versions import FORMATS
@@ -29,6 +32,8 @@ TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
 VersionStatus = Literal[VERSION_STATUSES]  # type: ignore[valid-type]
 ModelFormat = Literal[FORMATS]  # type: ignore[valid-type]
 ScopeName = Literal[ALL_SCOPES]  # type: ignore[valid-type]
+RunStatus = Literal[VALIDATION_REQUEST_STATUSES]  # type: ignore[valid-type]
+RouteRole = Literal[ROUTE_ROLES]  # type: ignore[valid-type]
 
 ModelName = Annotated[
     str, Path(pattern=MODEL_NAME_PATTERN, description="Model name", examples=["text2img"])
@@ -100,7 +105,7 @@ class ModelPage(OutBody):
 
 class VersionCreate(InBody):
     version_number: str = Field(pattern=VERSION_PATTERN, examples=["1.0"])
-    format: ModelFormat = "ONNX"
+    format: ModelFormat = vocabulary.ArtifactFormat.ONNX.value
     release_notes: str | None = Field(default=None, max_length=100_000)
     parameters: dict[str, Any] | None = None
 
@@ -226,7 +231,7 @@ class ValidationRunOut(OutBody):
     id: uuid.UUID
     model_version_id: uuid.UUID
     sha256: str
-    status: Literal["Queued", "Running", "Done"]
+    status: RunStatus
     requested_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -259,8 +264,8 @@ class DeploymentCreate(InBody):
     model: str = Field(pattern=MODEL_NAME_PATTERN, examples=["text2img"])
     version_number: str | None = Field(default=None, pattern=VERSION_PATTERN, examples=["1.1"])
     model_version_id: uuid.UUID | None = None
-    environment: Environment = "production"
-    deployment_strategy: Strategy = "canary"
+    environment: Environment = vocabulary.Environment.PRODUCTION.value
+    deployment_strategy: Strategy = vocabulary.Strategy.CANARY.value
     strategy_params: dict[str, Any] | None = Field(
         default=None,
         examples=[
@@ -274,7 +279,7 @@ class DeploymentCreate(InBody):
         "`scaleDownDelay`, `maxHold`, `onHoldTimeout`, `analysis` {maxErrorRate, minRequests, "
         "requireTraffic}. See docs/rollouts.md.",
     )
-    target: DeployTarget = "local"
+    target: DeployTarget = vocabulary.DeploymentTarget.LOCAL.value
 
 
 class ActionIn(InBody):
@@ -320,11 +325,11 @@ class DeploymentOut(OutBody):
     @classmethod
     def of(cls, view: Any) -> DeploymentOut:
         steps = None
-        if view.strategy == "canary":
+        if view.strategy == vocabulary.Strategy.CANARY:
             steps = len(view.params.get("steps") or ()) or 3
-        elif view.strategy == "rolling_update":
+        elif view.strategy == vocabulary.Strategy.ROLLING_UPDATE:
             steps = int(view.params.get("replicas", 1))
-        elif view.strategy == "blue_green":
+        elif view.strategy == vocabulary.Strategy.BLUE_GREEN:
             steps = 1
         return cls(
             id=view.id,

@@ -33,6 +33,7 @@ from registry.models import (
     DeploymentRoute,
     ValidationRequest,
 )
+from registry.vocabulary import ROLLING_OUT, VALIDATION_PENDING
 
 log = logging.getLogger("modelreg.metrics")
 
@@ -145,11 +146,6 @@ METRICS_COLLECT_ERRORS = Counter(
     registry=METRICS,
 )
 
-#: Deployments whose rollout is in progress: their ``step_index`` is reported.
-ROLLING_STATUSES = ("Initiated", "Deploying")
-#: Validation requests not finished yet: the queue depth.
-PENDING_VALIDATION_STATUSES = ("Queued", "Running")
-
 
 @dataclass(frozen=True)
 class DatabaseGauges:
@@ -194,14 +190,15 @@ def read_database_gauges(s: Session) -> DatabaseGauges:
             )
             .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
             .join(AIModel, AIModel.id == AIModelVersion.model_id)
-            .where(AIModelDeployment.status.in_(ROLLING_STATUSES))
+            # Deployments whose rollout is in progress: their ``step_index`` is reported.
+            .where(AIModelDeployment.status.in_(ROLLING_OUT))
             .group_by(AIModel.name, AIModelVersion.version_number, AIModelDeployment.environment)
         )
     }
     depth = s.scalar(
         select(func.count())
         .select_from(ValidationRequest)
-        .where(ValidationRequest.status.in_(PENDING_VALIDATION_STATUSES))
+        .where(ValidationRequest.status.in_(VALIDATION_PENDING))  # the queue depth
     )
     return DatabaseGauges(
         deployments_by_status=by_status,

@@ -19,9 +19,13 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from registry.vocabulary import CheckStatus
+from validators.run import validate_artifact
 
 __all__ = [
     "MEMORY_EXIT",
@@ -103,8 +107,6 @@ def run_in_child(**kwargs: Any) -> None:
         security_file.write_text(json.dumps(security))
 
     try:
-        from validators.run import validate_artifact
-
         report = validate_artifact(
             kwargs.pop("artifact"),
             on_security=keep_security,
@@ -114,8 +116,6 @@ def run_in_child(**kwargs: Any) -> None:
             _name_memory_limit(report, memory_limit)
         output.write_text(json.dumps(report, default=str))
     except BaseException:
-        import traceback
-
         output.with_suffix(".err").write_text(traceback.format_exc())
         raise
 
@@ -154,8 +154,8 @@ def _name_memory_limit(report: dict[str, Any], limit: int) -> None:
         limit, location=str(first.get("location", "")), detail=str(first.get("message", ""))
     )
     functional["findings"] = [finding, *findings]
-    functional["status"] = "Failed"
-    report["functionalStatus"] = "Failed"
+    functional["status"] = CheckStatus.FAILED
+    report["functionalStatus"] = CheckStatus.FAILED
     report["benchmark"] = None
 
 

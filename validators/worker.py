@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage, db_unavailable
 from registry.errors import NotFound, Unavailable
 from registry.services import Registry
 from registry.services.validations import ValidationJob
+from registry.validation_outcome import ValidationOutcome
+from registry.vocabulary import CheckStatus
 from validators.child import (
     MEMORY_EXIT,
     SECURITY_FILE,
@@ -104,8 +107,8 @@ class ValidationWorker:
             except Exception as exc:  # the worker itself must survive
                 log.exception("validation %s failed in the worker", job.request_id)
                 outcome = _failed(job, f"worker error: {exc.__class__.__name__}: {exc}")
-        outcome["results"]["durationSeconds"] = round(time.monotonic() - started, 3)
-        stored = self.registry.validations.complete(job, self.worker_id, **outcome)
+        outcome = outcome.timed(round(time.monotonic() - started, 3))
+        stored = self.registry.validations.complete(job, self.worker_id, outcome)
         if stored is not None:
             log.info(
                 "validated %s %s: security %s, functional %s",
@@ -142,7 +145,7 @@ class ValidationWorker:
 
     # -- one run -------------------------------------------------------------------------
 
-    def _validate(self, job: ValidationJob, tmp: Path) -> dict[str, Any]:
+    def _validate(self, job: ValidationJob, tmp: Path) -> ValidationOutcome:
         artifact = tmp / "artifact" / (job.source_path.rsplit("/", 1)[-1] or "artifact")
         artifact.parent.mkdir(mode=0o700)
         try:
@@ -181,20 +184,7 @@ class ValidationWorker:
                 f"the validator process {_exit_text(ended.code)}. {_child_output(output)}".strip(),
                 rule="validator.crash",
             )
-        report = json.loads(output.read_text())
-        return {
-            "security": report["securityStatus"],
-            "functional": report["functionalStatus"],
-            "benchmark": report.get("benchmark"),
-            "results": {
-                "sha256": job.sha256,
-                "security": report["security"],
-                "functional": report["functional"],
-                "timings": report.get("timings", {}),
-                "attempt": job.attempts,
-                "worker": self.worker_id,
-            },
-        }
+        return _finished(job, json.loads(output.read_text()), worker=self.worker_id)
 
     def _breach(
         self, job: ValidationJob, ended: Exit | None, *, output: Path
@@ -334,35 +324,58 @@ def _finding(rule: str, message: str, location: str) -> dict[str, Any]:
     return {"severity": "HIGH", "ruleId": rule, "message": message, "location": location}
 
 
-def _failed(job: ValidationJob, reason: str, *, rule: str = "validator.error") -> dict[str, Any]:
-    return {
-        "security": "Failed",
-        "functional": "Failed",
-        "benchmark": None,
-        "results": {
-            "sha256": job.sha256,
-            "error": reason,
-            "findings": [_finding(rule, reason, job.source_path)],
-            "attempt": job.attempts,
-        },
-    }
+def _finished(job: ValidationJob, report: dict[str, Any], *, worker: str) -> ValidationOutcome:
+    """The outcome of a run the validators finished, from the report the child wrote
+    (``validators.run.validate_artifact``'s)."""
+    return ValidationOutcome(
+        security=CheckStatus(report["securityStatus"]),
+        functional=CheckStatus(report["functionalStatus"]),
+        sha256=job.sha256,
+        benchmark=report.get("benchmark"),
+        security_report=report["security"],
+        functional_report=report["functional"],
+        timings=report.get("timings", {}),
+        attempt=job.attempts,
+        worker=worker,
+    )
+
+
+def _failed(
+    job: ValidationJob,
+    reason: str,
+    *,
+    rule: str = "validator.error",
+    finding: dict[str, Any] | None = None,
+) -> ValidationOutcome:
+    """A run that could not validate the artifact; ``finding`` (default: one made of
+    ``rule`` and ``reason``) says why."""
+    return ValidationOutcome.failed(
+        reason,
+        sha256=job.sha256,
+        findings=(finding or _finding(rule, reason, job.source_path),),
+        attempt=job.attempts,
+    )
 
 
 def _over_limit(
     job: ValidationJob, finding: dict[str, Any], *, security_file: Path
-) -> dict[str, Any]:
+) -> ValidationOutcome:
     """A run that broke a resource limit: the functional check fails with ``finding``; the
     security report stays when the scan had finished (else the security result fails too)."""
-    outcome = _failed(job, finding["message"], rule=finding["ruleId"])
-    outcome["results"]["findings"] = [finding]
-    outcome["results"]["functional"] = {"status": "Failed", "findings": [finding]}
+    outcome = replace(
+        _failed(job, finding["message"], finding=finding),
+        functional_report={"status": CheckStatus.FAILED, "findings": [finding]},
+    )
     try:
         security = json.loads(security_file.read_text())
     except (OSError, ValueError):
         return outcome
-    outcome["security"] = "Passed" if security.get("status") == "Passed" else "Failed"
-    outcome["results"]["security"] = security
-    return outcome
+    passed = security.get("status") == CheckStatus.PASSED
+    return replace(
+        outcome,
+        security=CheckStatus.PASSED if passed else CheckStatus.FAILED,
+        security_report=security,
+    )
 
 
 def _exit_text(code: int) -> str:

@@ -32,7 +32,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -43,8 +43,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import Field
 
 from api.deps import _bearer, get_registry, require
-from api.schemas import MODEL_NAME_PATTERN, ModelName, OutBody
+from api.schemas import MODEL_NAME_PATTERN, Environment, ModelName, OutBody, RouteRole
 from api.streaming import if_none_match_matches
+from registry import vocabulary
 from registry.auth import Principal, Scope
 from registry.metrics import ENDPOINT_RESOLUTIONS
 from registry.models import ENVIRONMENTS
@@ -127,7 +128,6 @@ async def read_scope(
 
 Reader = Annotated[Principal, Depends(read_scope)]
 Reg = Annotated[Registry, Depends(get_registry)]
-Environment = Literal[ENVIRONMENTS]  # type: ignore[valid-type]
 
 JSON = "application/json"
 KEY_MAX = 200
@@ -139,7 +139,7 @@ class Endpoint(OutBody):
     deployment_id: str
     url: str
     weight: int = Field(ge=0, le=100)
-    role: Literal["stable", "canary", "active", "preview"]
+    role: RouteRole
 
 
 class SelectedEndpoint(OutBody):
@@ -195,7 +195,7 @@ async def handle_resolve(request: Request) -> Response:
     principal = await read_scope(request, await _bearer(request))
     name: str = request.path_params["name"]
     query = request.query_params
-    environment = query.get("environment", "production")
+    environment = query.get("environment", vocabulary.Environment.PRODUCTION.value)
     key = query.get("key")
     errors: list[dict[str, Any]] = []
     if not _NAME.match(name):
@@ -234,7 +234,9 @@ async def resolve_endpoint(
     _: Reader,
     reg: Reg,
     request: Request,
-    environment: Annotated[Environment, Query(description="Deployment environment")] = "production",
+    environment: Annotated[
+        Environment, Query(description="Deployment environment")
+    ] = vocabulary.Environment.PRODUCTION.value,
     key: Annotated[
         str | None,
         Query(min_length=1, max_length=KEY_MAX, description="Makes the pick sticky to this key"),

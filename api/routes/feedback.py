@@ -23,6 +23,7 @@ from api.schemas import (
     ModelName,
     VersionNumber,
 )
+from registry import vocabulary
 from registry.auth import Principal, Scope
 from registry.errors import PayloadTooLarge
 from registry.pagination import MAX_LIMIT
@@ -110,8 +111,8 @@ def feedback_summary(
     since: Since = None,
     until: Until = None,
 ) -> FeedbackSummaryOut:
-    version_id = reg.feedback.version_id(name, version)
-    return FeedbackSummaryOut.of(reg.feedback.summary(version_id, since=since, until=until))
+    summary = reg.feedback.version_summary(name, version, since=since, until=until)
+    return FeedbackSummaryOut.of(summary)
 
 
 @router.get(
@@ -122,6 +123,9 @@ def feedback_summary(
     "rollout's current step, or, with no rollout in progress, from the last traffic change.",
 )
 def compare_feedback(
-    name: ModelName, _: Reader, reg: Reg, environment: Environment = "production"
+    name: ModelName,
+    _: Reader,
+    reg: Reg,
+    environment: Environment = vocabulary.Environment.PRODUCTION.value,
 ) -> FeedbackCompareOut:
     return FeedbackCompareOut.of(reg.feedback.compare(name, environment))

@@ -40,11 +40,17 @@ from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage
 from registry.errors import NotFound, Unavailable
 from registry.models import AIModel
 from registry.services.routing import RouteEntry, current_routes, read_generation
+from registry.vocabulary import RouteRole
 
 log = logging.getLogger("modelreg.endpoints")
 
 #: The walk order of sticky picks: the candidate of a rollout first (see the module docstring).
-ROLE_ORDER = {"canary": 0, "active": 1, "stable": 2, "preview": 3}
+ROLE_ORDER: dict[str, int] = {
+    RouteRole.CANARY: 0,
+    RouteRole.ACTIVE: 1,
+    RouteRole.STABLE: 2,
+    RouteRole.PREVIEW: 3,
+}
 
 _HASH_SPAN = float(1 << 64)
 

@@ -1,9 +1,16 @@
-"""AIModel: create, find, change and delete registered models."""
+"""AIModel: create, find, change and delete registered models.
+
+Also the lookups every service shares (:func:`get_model`, :func:`get_version`) and the views
+the services return instead of ORM rows (:class:`ModelView`, :class:`VersionView`): this module
+imports no other service, so every service may import it.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, or_, select
@@ -30,11 +37,92 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """A model as the API shows it, read in the transaction that found or changed it."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    provider: str
+    task_type: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, model: AIModel) -> ModelView:
+        return cls(
+            id=model.id,
+            name=model.name,
+            description=model.description,
+            provider=model.provider,
+            task_type=model.task_type,
+            is_active=model.is_active,
+            created_at=model.created_at,
+            updated_at=model.updated_at,
+        )
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """A version as the API shows it, read in the transaction that found or changed it."""
+
+    id: uuid.UUID
+    model_id: uuid.UUID
+    version_number: str
+    source_path: str | None
+    format: str | None
+    parameters: dict[str, Any] | None
+    status: str
+    validation_result_id: uuid.UUID | None
+    created_by_user_id: uuid.UUID | None
+    release_notes: str | None
+    created_at: datetime
+    updated_at: datetime
+    sha256: str | None
+    size_bytes: int | None
+    artifact_uploaded_at: datetime | None
+    signature: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, version: AIModelVersion) -> VersionView:
+        return cls(
+            id=version.id,
+            model_id=version.model_id,
+            version_number=version.version_number,
+            source_path=version.source_path,
+            format=version.format,
+            parameters=version.parameters,
+            status=version.status,
+            validation_result_id=version.validation_result_id,
+            created_by_user_id=version.created_by_user_id,
+            release_notes=version.release_notes,
+            created_at=version.created_at,
+            updated_at=version.updated_at,
+            sha256=version.sha256,
+            size_bytes=version.size_bytes,
+            artifact_uploaded_at=version.artifact_uploaded_at,
+            signature=version.signature,
+        )
+
+
 def get_model(s: Session, name: str) -> AIModel:
     model = s.scalar(select(AIModel).where(AIModel.name == name))
     if model is None:
         raise NotFound(f"no model named {name!r}")
     return model
+
+
+def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
+    version = s.scalar(
+        select(AIModelVersion).where(
+            AIModelVersion.model_id == model.id, AIModelVersion.version_number == version_number
+        )
+    )
+    if version is None:
+        raise NotFound(f"model {model.name!r} has no version {version_number!r}")
+    return version
 
 
 class ModelService:
@@ -51,7 +139,7 @@ class ModelService:
         task_type: str,
         description: str | None = None,
         is_active: bool = True,
-    ) -> AIModel:
+    ) -> ModelView:
         try:
             with self.sessions.begin() as s:
                 model = AIModel(
@@ -64,19 +152,20 @@ class ModelService:
                 s.add(model)
                 s.flush()
                 audit.record(s, actor, "model_created", modelId=model.id, name=name)
+                view = ModelView.of(model)
         except IntegrityError as exc:
             if self.exists(name):
                 raise Conflict(f"a model named {name!r} already exists") from None
             raise exc
-        return model
+        return view
 
     def exists(self, name: str) -> bool:
         with self.sessions() as s:
             return s.scalar(select(AIModel.id).where(AIModel.name == name)) is not None
 
-    def get(self, name: str) -> AIModel:
+    def get(self, name: str) -> ModelView:
         with self.sessions() as s:
-            return get_model(s, name)
+            return ModelView.of(get_model(s, name))
 
     def list(
         self,
@@ -87,7 +176,7 @@ class ModelService:
         q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page[AIModel]:
+    ) -> Page[ModelView]:
         check_limit(limit)
         stmt = select(AIModel).order_by(AIModel.name)
         if task_type is not None:
@@ -108,12 +197,12 @@ class ModelService:
             (after,) = decode_cursor(cursor, arity=1)
             stmt = stmt.where(AIModel.name > str(after))
         with self.sessions() as s:
-            rows = list(s.scalars(stmt.limit(limit + 1)))
+            rows = [ModelView.of(m) for m in s.scalars(stmt.limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, encode_cursor([rows[-1].name]) if more else None)
 
-    def update(self, actor: Principal, name: str, changes: dict[str, Any]) -> AIModel:
+    def update(self, actor: Principal, name: str, changes: dict[str, Any]) -> ModelView:
         unknown = set(changes) - set(MUTABLE_FIELDS)
         if unknown:
             raise Invalid(f"fields {sorted(unknown)} cannot be changed")
@@ -127,7 +216,7 @@ class ModelService:
                 audit.record(
                     s, actor, "model_updated", modelId=model.id, name=name, changes=changed
                 )
-        return model
+            return ModelView.of(model)
 
     def delete(self, actor: Principal, name: str) -> None:
         with self.sessions.begin() as s:

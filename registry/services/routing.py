@@ -1,7 +1,10 @@
 """The routing table: which deployments serve a model in an environment, with which weights.
 
 The controller writes it (``set_routes``) in the same transaction as the rollout progress it
-belongs to; the endpoint-resolution API reads it. Every write bumps ``routing_state.generation``
+belongs to. Everything else reads it here: ``current_routes`` (every route of a model in an
+environment: endpoint resolution, the deployment service), ``serving_routes`` (those that
+serve: with traffic, or a blue-green preview) and ``every_serving_route`` (the same, over all
+models and environments: the feedback gauge). Every write bumps ``routing_state.generation``
 and appends a ``traffic`` event with the whole set, so the ledger can answer "what served model
 M in environment E at time T".
 """
@@ -13,11 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from registry.models import DeploymentEvent, DeploymentRoute, RoutingState
+from registry.models import AIModel, DeploymentEvent, DeploymentRoute, RoutingState
 from registry.types import utcnow
+from registry.vocabulary import RouteRole
+
+#: A route that serves: it takes traffic, or it is a blue-green preview (reachable, no traffic).
+_SERVES = or_(DeploymentRoute.weight > 0, DeploymentRoute.role == RouteRole.PREVIEW)
 
 
 @dataclass(frozen=True)
@@ -40,22 +47,61 @@ class RouteEntry:
         }
 
 
+@dataclass(frozen=True)
+class ModelRoute:
+    """A route, with the model and environment whose routing set it belongs to."""
+
+    model_id: uuid.UUID
+    model_name: str
+    environment: str
+    route: RouteEntry
+
+
+def _entry(r: DeploymentRoute) -> RouteEntry:
+    return RouteEntry(
+        deployment_id=r.deployment_id,
+        model_version_id=r.model_version_id,
+        version_number=r.version_number,
+        url=r.url,
+        weight=r.weight,
+        role=r.role,
+    )
+
+
 def current_routes(s: Session, *, model_id: uuid.UUID, environment: str) -> list[RouteEntry]:
+    """Every route of (model, environment), heaviest first (then by version number)."""
     rows = s.scalars(
         select(DeploymentRoute)
         .where(DeploymentRoute.model_id == model_id, DeploymentRoute.environment == environment)
         .order_by(DeploymentRoute.weight.desc(), DeploymentRoute.version_number)
     )
-    return [
-        RouteEntry(
-            deployment_id=r.deployment_id,
-            model_version_id=r.model_version_id,
-            version_number=r.version_number,
-            url=r.url,
-            weight=r.weight,
-            role=r.role,
+    return [_entry(r) for r in rows]
+
+
+def serving_routes(s: Session, *, model_id: uuid.UUID, environment: str) -> list[RouteEntry]:
+    """The routes of (model, environment) that serve, in ``current_routes``' order."""
+    rows = s.scalars(
+        select(DeploymentRoute)
+        .where(
+            DeploymentRoute.model_id == model_id,
+            DeploymentRoute.environment == environment,
+            _SERVES,
         )
-        for r in rows
+        .order_by(DeploymentRoute.weight.desc(), DeploymentRoute.version_number)
+    )
+    return [_entry(r) for r in rows]
+
+
+def every_serving_route(s: Session) -> list[ModelRoute]:
+    """The routes that serve, of every model in every environment (in no set order)."""
+    rows = s.execute(
+        select(DeploymentRoute, AIModel.name)
+        .join(AIModel, AIModel.id == DeploymentRoute.model_id)
+        .where(_SERVES)
+    ).all()
+    return [
+        ModelRoute(model_id=r.model_id, model_name=name, environment=r.environment, route=_entry(r))
+        for r, name in rows
     ]
 
 

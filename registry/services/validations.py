@@ -30,14 +30,19 @@ from registry.models import (
     ValidationRequest,
 )
 from registry.services import audit
-from registry.services.models import get_model
+from registry.services.models import get_model, get_version
 from registry.types import utcnow
+from registry.validation_outcome import ValidationOutcome
+from registry.vocabulary import (
+    VALIDATION_PENDING,
+    ArtifactFormat,
+    CheckStatus,
+    ValidationRequestStatus,
+    VersionStatus,
+)
 
 log = logging.getLogger(__name__)
 
-API_FORMAT = "API"
-#: Statuses of a run that has not finished: it is queued, or a worker holds it.
-PENDING = ("Queued", "Running")
 #: What a key over its budget of pending runs is told to wait, in seconds: about as long as a
 #: worker takes to finish a small model's run.
 QUEUE_FULL_RETRY_SECONDS = 30
@@ -60,13 +65,85 @@ class ValidationJob:
 
 
 @dataclass(frozen=True)
+class ValidationRequestView:
+    """A run's place in the queue (a ``validation_request`` row)."""
+
+    id: uuid.UUID
+    model_version_id: uuid.UUID
+    sha256: str
+    status: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+
+    @classmethod
+    def of(cls, req: ValidationRequest) -> ValidationRequestView:
+        return cls(
+            id=req.id,
+            model_version_id=req.model_version_id,
+            sha256=req.sha256,
+            status=req.status,
+            requested_at=req.requested_at,
+            started_at=req.started_at,
+            finished_at=req.finished_at,
+            attempts=req.attempts,
+        )
+
+
+@dataclass(frozen=True)
+class ValidationResultView:
+    """A stored result (an AIModelValidationResult)."""
+
+    id: uuid.UUID
+    model_version_id: uuid.UUID
+    validation_timestamp: datetime
+    security_scan_status: str
+    functional_status: str
+    performance_benchmark: dict[str, Any] | None
+    results: dict[str, Any] | None
+    validated_by_user_id: uuid.UUID | None
+    artifact_sha256: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, result: AIModelValidationResult) -> ValidationResultView:
+        return cls(
+            id=result.id,
+            model_version_id=result.model_version_id,
+            validation_timestamp=result.validation_timestamp,
+            security_scan_status=result.security_scan_status,
+            functional_status=result.functional_status,
+            performance_benchmark=result.performance_benchmark,
+            results=result.results,
+            validated_by_user_id=result.validated_by_user_id,
+            artifact_sha256=result.artifact_sha256,
+            created_at=result.created_at,
+        )
+
+
+@dataclass(frozen=True)
 class ValidationRun:
     """A run as the API shows it: the request and, once done, its result."""
 
-    request: ValidationRequest
-    result: AIModelValidationResult | None
+    request: ValidationRequestView
+    result: ValidationResultView | None
     created: bool = True
     """False when a request found this run already pending and returned it."""
+
+    @classmethod
+    def of(
+        cls,
+        req: ValidationRequest,
+        result: AIModelValidationResult | None = None,
+        *,
+        created: bool = True,
+    ) -> ValidationRun:
+        return cls(
+            ValidationRequestView.of(req),
+            None if result is None else ValidationResultView.of(result),
+            created=created,
+        )
 
 
 def lock_budget(s: Session, user_id: uuid.UUID) -> None:
@@ -93,7 +170,7 @@ def queue_validation(
     request = ValidationRequest(
         model_version_id=version.id,
         sha256=version.sha256,
-        status="Queued",
+        status=ValidationRequestStatus.QUEUED,
         requested_by_user_id=requested_by,
         requested_at=utcnow(),
     )
@@ -122,7 +199,7 @@ def latest_result_for_digest(s: Session, version: AIModelVersion) -> AIModelVali
 
 def validation_gate(s: Session, version: AIModelVersion) -> list[str]:
     """Why validation does not allow ``version`` into production; empty when it does."""
-    if version.format == API_FORMAT or version.sha256 is None:
+    if version.format == ArtifactFormat.API or version.sha256 is None:
         return []
     result = latest_result_for_digest(s, version)
     if result is None:
@@ -131,11 +208,11 @@ def validation_gate(s: Session, version: AIModelVersion) -> list[str]:
             "has finished yet"
         ]
     reasons = []
-    if result.security_scan_status != "Passed":
+    if result.security_scan_status != CheckStatus.PASSED:
         reasons.append(
             f"securityScanStatus: {result.security_scan_status} (validation {result.id})"
         )
-    if result.functional_status != "Passed":
+    if result.functional_status != CheckStatus.PASSED:
         reasons.append(f"functionalStatus: {result.functional_status} (validation {result.id})")
     return reasons
 
@@ -167,8 +244,6 @@ class ValidationService:
         (:func:`lock_budget`), so that concurrent requests for different versions cannot both
         take the last place.
         """
-        from registry.services.versions import get_version
-
         with self.sessions.begin() as s:
             found = get_version(s, get_model(s, model_name), version_number)
             lock_budget(s, actor.user_id)
@@ -178,26 +253,26 @@ class ValidationService:
             if version.sha256 is None:
                 raise Conflict(
                     f"version {version_number!r} has no artifact to validate"
-                    + (" (format API)" if version.format == API_FORMAT else "")
+                    + (" (format API)" if version.format == ArtifactFormat.API else "")
                 )
             pending = s.scalar(
                 select(ValidationRequest)
                 .where(
                     ValidationRequest.model_version_id == version.id,
                     ValidationRequest.sha256 == version.sha256,
-                    ValidationRequest.status.in_(PENDING),
+                    ValidationRequest.status.in_(VALIDATION_PENDING),
                 )
                 .order_by(ValidationRequest.requested_at)
                 .limit(1)
             )
             if pending is not None:
-                return ValidationRun(pending, None, created=False)
+                return ValidationRun.of(pending, created=False)
             held = s.scalar(
                 select(func.count())
                 .select_from(ValidationRequest)
                 .where(
                     ValidationRequest.requested_by_user_id == actor.user_id,
-                    ValidationRequest.status.in_(PENDING),
+                    ValidationRequest.status.in_(VALIDATION_PENDING),
                 )
             )
             if (held or 0) >= self.per_key:
@@ -218,12 +293,10 @@ class ValidationService:
                 validationRequestId=req.id,
                 sha256=version.sha256,
             )
-        return ValidationRun(req, None)
+            return ValidationRun.of(req)
 
     def list_runs(self, model_name: str, version_number: str) -> list[ValidationRun]:
         """Every run of the version, newest first (results of runs deleted by hand included)."""
-        from registry.services.versions import get_version
-
         with self.sessions() as s:
             version = get_version(s, get_model(s, model_name), version_number)
             rows = s.execute(
@@ -235,7 +308,7 @@ class ValidationService:
                 .where(ValidationRequest.model_version_id == version.id)
                 .order_by(ValidationRequest.requested_at.desc())
             ).all()
-            return [ValidationRun(req, res) for req, res in rows]
+            return [ValidationRun.of(req, res) for req, res in rows]
 
     def get_run(self, run_id: uuid.UUID) -> ValidationRun:
         """A run by its id, or by the id of the result it produced."""
@@ -251,17 +324,15 @@ class ValidationService:
             if row is None:
                 raise NotFound(f"no validation {run_id}")
             req, res = row
-            return ValidationRun(req, res)
+            return ValidationRun.of(req, res)
 
     def queue_depth(self) -> int:
-        from sqlalchemy import func
-
         with self.sessions() as s:
             return int(
                 s.scalar(
                     select(func.count())
                     .select_from(ValidationRequest)
-                    .where(ValidationRequest.status != "Done")
+                    .where(ValidationRequest.status != ValidationRequestStatus.DONE)
                 )
                 or 0
             )
@@ -273,8 +344,8 @@ class ValidationService:
         now = now or utcnow()
         with self.sessions.begin() as s:
             runnable = or_(
-                ValidationRequest.status == "Queued",
-                (ValidationRequest.status == "Running")
+                ValidationRequest.status == ValidationRequestStatus.QUEUED,
+                (ValidationRequest.status == ValidationRequestStatus.RUNNING)
                 & (ValidationRequest.lease_expires_at < now),
             )
             stmt = (
@@ -299,7 +370,7 @@ class ValidationService:
                     ValidationRequest.attempts == req.attempts,
                 )
                 .values(
-                    status="Running",
+                    status=ValidationRequestStatus.RUNNING,
                     lease_owner=worker_id,
                     lease_expires_at=now + self.lease,
                     attempts=req.attempts + 1,
@@ -327,19 +398,11 @@ class ValidationService:
     def _give_up(self, s: Session, req: ValidationRequest, *, now: datetime) -> None:
         """A run that killed its worker ``max_attempts`` times: record a Failed result."""
         log.error("validation %s failed %d attempts; recording it as Failed", req.id, req.attempts)
-        self._store(
-            s,
-            req,
-            security="Failed",
-            functional="Failed",
-            benchmark=None,
-            results={
-                "sha256": req.sha256,
-                "error": f"the validation did not finish in "
-                f"{req.attempts} attempts (the worker died or timed out each time)",
-            },
-            now=now,
+        reason = (
+            f"the validation did not finish in {req.attempts} attempts "
+            "(the worker died or timed out each time)"
         )
+        self._store(s, req, ValidationOutcome.failed(reason, sha256=req.sha256), now=now)
         VALIDATIONS.labels(result="failed").inc()
 
     @staticmethod
@@ -350,7 +413,7 @@ class ValidationService:
             .join(AIModelVersion, AIModelVersion.validation_result_id == AIModelValidationResult.id)
             .where(
                 AIModelVersion.model_id == model.id,
-                AIModelVersion.status == "Production",
+                AIModelVersion.status == VersionStatus.PRODUCTION,
                 AIModelVersion.id != exclude,
             )
             .order_by(AIModelVersion.updated_at.desc())
@@ -369,7 +432,7 @@ class ValidationService:
                 .where(
                     ValidationRequest.id == job.request_id,
                     ValidationRequest.lease_owner == worker_id,
-                    ValidationRequest.status == "Running",
+                    ValidationRequest.status == ValidationRequestStatus.RUNNING,
                 )
                 .values(lease_expires_at=utcnow() + self.lease)
             ).rowcount  # type: ignore[attr-defined]
@@ -379,35 +442,40 @@ class ValidationService:
         self,
         job: ValidationJob,
         worker_id: str,
+        outcome: ValidationOutcome | None = None,
         *,
-        security: str,
-        functional: str,
-        benchmark: dict[str, Any] | None,
-        results: dict[str, Any],
-    ) -> AIModelValidationResult | None:
+        security: str | None = None,
+        functional: str | None = None,
+        benchmark: dict[str, Any] | None = None,
+        results: dict[str, Any] | None = None,
+    ) -> ValidationResultView | None:
         """Store the result. None if this worker lost the run to another (its result is
-        dropped: exactly one result per run)."""
+        dropped: exactly one result per run).
+
+        The worker gives the ``outcome``; a test playing the worker may give its parts in the
+        stored shape instead (``security``, ``functional``, ``benchmark``, ``results``)."""
+        if outcome is None:
+            if security is None or functional is None:
+                raise TypeError("complete() needs an outcome, or security and functional")
+            outcome = ValidationOutcome.from_results(
+                security=security, functional=functional, benchmark=benchmark, results=results or {}
+            )
         with self.sessions.begin() as s:
             req = s.get(ValidationRequest, job.request_id, with_for_update=True)
-            if req is None or req.status != "Running" or req.lease_owner != worker_id:
+            if (
+                req is None
+                or req.status != ValidationRequestStatus.RUNNING
+                or req.lease_owner != worker_id
+            ):
                 log.warning(
                     "validation %s: lease lost; dropping this worker's result", job.request_id
                 )
                 return None
             now = utcnow()
             started_at = req.started_at
-            result = self._store(
-                s,
-                req,
-                security=security,
-                functional=functional,
-                benchmark=benchmark,
-                results=results,
-                now=now,
-            )
+            result = ValidationResultView.of(self._store(s, req, outcome, now=now))
         # Counted once the result is committed: one sample per stored run.
-        passed = security == "Passed" and functional == "Passed"
-        VALIDATIONS.labels(result="passed" if passed else "failed").inc()
+        VALIDATIONS.labels(result="passed" if outcome.passed else "failed").inc()
         if started_at is not None:
             VALIDATION_DURATION.observe(max(0.0, (now - started_at).total_seconds()))
         return result
@@ -416,27 +484,24 @@ class ValidationService:
         self,
         s: Session,
         req: ValidationRequest,
+        outcome: ValidationOutcome,
         *,
-        security: str,
-        functional: str,
-        benchmark: dict[str, Any] | None,
-        results: dict[str, Any],
         now: datetime,
     ) -> AIModelValidationResult:
         result = AIModelValidationResult(
             model_version_id=req.model_version_id,
             validation_timestamp=now,
-            security_scan_status=security,
-            functional_status=functional,
-            performance_benchmark=benchmark,
-            results=results,
+            security_scan_status=outcome.security,
+            functional_status=outcome.functional,
+            performance_benchmark=outcome.benchmark,
+            results=outcome.results_json(),
             validated_by_user_id=req.requested_by_user_id,
             artifact_sha256=req.sha256,
             created_at=now,
         )
         s.add(result)
         s.flush()
-        req.status = "Done"
+        req.status = ValidationRequestStatus.DONE
         req.finished_at = now
         req.result_id = result.id
         req.lease_owner = None
@@ -444,11 +509,8 @@ class ValidationService:
         version = s.get(AIModelVersion, req.model_version_id, with_for_update=True)
         if version is not None and version.sha256 == req.sha256:
             version.validation_result_id = result.id
-            functional_report = results.get("functional")
-            signature = normalize_signature(
-                functional_report.get("signature") if isinstance(functional_report, dict) else None
-            )
-            if functional == "Passed" and signature is not None:
+            signature = normalize_signature(outcome.signature)
+            if outcome.functional == CheckStatus.PASSED and signature is not None:
                 # What the version's artifact takes and gives: rollouts compare it with the
                 # stable version's (registry/io_signature.py).
                 version.signature = signature
@@ -463,8 +525,8 @@ class ValidationService:
                 modelVersionId=req.model_version_id,
                 validationResultId=result.id,
                 sha256=req.sha256,
-                securityScanStatus=security,
-                functionalStatus=functional,
+                securityScanStatus=outcome.security,
+                functionalStatus=outcome.functional,
             )
         s.flush()
         return result

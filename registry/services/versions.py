@@ -1,104 +1,48 @@
-"""AIModelVersion: versions, their artifacts and their lifecycle."""
+"""AIModelVersion: versions, their artifacts and their lifecycle.
+
+The upload of an artifact (its lease, its budget, the stream into the store) is
+``registry.services.uploads``; ``VersionService.upload`` hands it over.
+"""
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
-from registry.db import DB_UNAVAILABLE_ERRORS, lock_row
-from registry.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    GateClosed,
-    Invalid,
-    NotFound,
-    TooManyRequests,
-)
-from registry.metrics import UPLOAD_BYTES, UPLOADS
-from registry.models import (
-    AIModel,
-    AIModelDeployment,
-    AIModelValidationResult,
-    AIModelVersion,
-    ArtifactUpload,
-)
+from registry.db import lock_row
+from registry.errors import Conflict, Forbidden, GateClosed, Invalid, NotFound
+from registry.models import AIModelDeployment, AIModelValidationResult, AIModelVersion
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
-from registry.services.models import Page, get_model
-from registry.services.validations import lock_budget, queue_validation, validation_gate
-from registry.storage import ArtifactStore, HashingReader, StoredObject, artifact_key
-from registry.types import utcnow
+from registry.services.models import Page, VersionView, get_model
+from registry.services.models import get_version as get_version  # deployments.py's import
+from registry.services.uploads import ArtifactUploads
+from registry.services.validations import validation_gate
+from registry.storage import ArtifactStore
+from registry.vocabulary import ArtifactFormat, VersionStatus, values
 
-log = logging.getLogger(__name__)
-
-API_FORMAT = "API"
-FORMATS = (
-    "ONNX",
-    "PyTorch",
-    "Pickle",
-    "Joblib",
-    "SafeTensors",
-    "TensorFlow SavedModel",
-    API_FORMAT,
-)
-DEFAULT_FILENAMES = {
-    "ONNX": "model.onnx",
-    "PyTorch": "model.pt",
-    "Pickle": "model.pkl",
-    "Joblib": "model.joblib",
-    "SafeTensors": "model.safetensors",
-    "TensorFlow SavedModel": "model.tar.gz",
-}
-ARTIFACT_SUFFIXES = (
-    ".onnx",
-    ".tar.gz",
-    ".tgz",
-    ".zip",
-    ".pt",
-    ".pth",
-    ".bin",
-    ".pkl",
-    ".pickle",
-    ".joblib",
-    ".safetensors",
-)
-_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+#: The format of a version without an artifact, which ``parameters.endpoint`` serves.
+API_FORMAT = ArtifactFormat.API  # deployments.py's import; use ArtifactFormat.API
+FORMATS = values(ArtifactFormat)
 
 #: The lifecycle. ``any → Archived`` holds for every state but Archived itself.
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "Staged": ("Production", "Failed", "Archived"),
-    "Production": ("Deprecated", "Archived"),
-    "Deprecated": ("Production", "Archived"),
-    "Failed": ("Archived",),
-    "Archived": (),
+TRANSITIONS: dict[str, tuple[VersionStatus, ...]] = {
+    VersionStatus.STAGED: (VersionStatus.PRODUCTION, VersionStatus.FAILED, VersionStatus.ARCHIVED),
+    VersionStatus.PRODUCTION: (VersionStatus.DEPRECATED, VersionStatus.ARCHIVED),
+    VersionStatus.DEPRECATED: (VersionStatus.PRODUCTION, VersionStatus.ARCHIVED),
+    VersionStatus.FAILED: (VersionStatus.ARCHIVED,),
+    VersionStatus.ARCHIVED: (),
 }
 MUTABLE_FIELDS = ("release_notes", "parameters")
-#: What a key at its limit of concurrent uploads is told to wait, in seconds.
-UPLOADS_FULL_RETRY_SECONDS = 10
-
-
-class LeaseLost(Conflict):
-    """Another upload took over this version: its object must not be touched."""
-
-
-@dataclass(frozen=True)
-class UploadClaim:
-    version_id: uuid.UUID
-    token: uuid.UUID
-    key: str
 
 
 @dataclass(frozen=True)
@@ -111,38 +55,15 @@ class ArtifactRef:
     filename: str
 
 
-def sanitize_filename(filename: str) -> str:
-    """Keep the last path component, and accept only plain names with a known artifact suffix."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not _FILENAME_RE.match(name) or name in (".", ".."):
-        raise Invalid(
-            f"artifact filename {filename!r} is not allowed: use letters, digits, '.', '_' "
-            "and '-', starting with a letter or digit"
-        )
-    if not name.lower().endswith(ARTIFACT_SUFFIXES):
-        raise Invalid(
-            f"artifact filename {name!r} has an unsupported suffix",
-            allowedSuffixes=list(ARTIFACT_SUFFIXES),
-        )
-    return name
-
-
 def check_api_parameters(fmt: str | None, parameters: dict[str, Any] | None) -> None:
     """A version of format API has no artifact: its endpoint URL must be in ``parameters``."""
-    if fmt != API_FORMAT:
+    if fmt != ArtifactFormat.API:
         return
     endpoint = (parameters or {}).get("endpoint")
     if not isinstance(endpoint, str) or not re.match(r"^https?://[^\s/$.?#][^\s]*$", endpoint):
         raise Invalid(
             "a version of format API needs parameters.endpoint, an http:// or https:// URL"
         )
-
-
-def _immutable(version: AIModelVersion) -> Conflict:
-    return Conflict(
-        f"version {version.version_number!r} already has an artifact (sha256 {version.sha256}); "
-        "versions are immutable, create a new one"
-    )
 
 
 class VersionImmutable(Conflict):
@@ -160,7 +81,7 @@ def why_frozen(s: Session, version: AIModelVersion) -> list[str]:
     version they *are* what serves; for any version a validation, a deployment or a lifecycle
     move was decided on them."""
     reasons = []
-    if version.status != "Staged":
+    if version.status != VersionStatus.STAGED:
         reasons.append(f"it is {version.status}")
     validated = version.validation_result_id is not None or s.scalar(
         select(AIModelValidationResult.id)
@@ -179,17 +100,6 @@ def why_frozen(s: Session, version: AIModelVersion) -> list[str]:
     return reasons
 
 
-def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
-    version = s.scalar(
-        select(AIModelVersion).where(
-            AIModelVersion.model_id == model.id, AIModelVersion.version_number == version_number
-        )
-    )
-    if version is None:
-        raise NotFound(f"model {model.name!r} has no version {version_number!r}")
-    return version
-
-
 def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
     """Why ``version`` may not go to Production; empty when it may.
 
@@ -197,7 +107,7 @@ def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
     deployments): an artifact must exist, and the latest validation of its *current* digest
     must have passed both the security scan and the functional check.
     """
-    if version.format != API_FORMAT and version.source_path is None:
+    if version.format != ArtifactFormat.API and version.source_path is None:
         return ["artifact: no artifact has been uploaded to this version"]
     return validation_gate(s, version)
 
@@ -213,16 +123,19 @@ class VersionService:
         per_key: int = 4,
     ) -> None:
         self.sessions = sessions
-        self.store = store
-        self.max_artifact_bytes = max_artifact_bytes
-        self.lease = timedelta(seconds=lease_seconds)
-        self.per_key = per_key
+        self.uploads = ArtifactUploads(
+            sessions,
+            store=store,
+            max_artifact_bytes=max_artifact_bytes,
+            lease_seconds=lease_seconds,
+            per_key=per_key,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
-    def get(self, model_name: str, version_number: str) -> AIModelVersion:
+    def get(self, model_name: str, version_number: str) -> VersionView:
         with self.sessions() as s:
-            return get_version(s, get_model(s, model_name), version_number)
+            return VersionView.of(get_version(s, get_model(s, model_name), version_number))
 
     def list(
         self,
@@ -231,7 +144,7 @@ class VersionService:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page[AIModelVersion]:
+    ) -> Page[VersionView]:
         """Newest first."""
         check_limit(limit)
         with self.sessions() as s:
@@ -250,7 +163,7 @@ class VersionService:
                 except (TypeError, ValueError):
                     raise Invalid("cursor is not one this server issued") from None
                 stmt = stmt.where(tuple_(AIModelVersion.created_at, AIModelVersion.id) < after)
-            rows = list(s.scalars(stmt.limit(limit + 1)))
+            rows = [VersionView.of(v) for v in s.scalars(stmt.limit(limit + 1))]
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if rows else None
@@ -262,7 +175,7 @@ class VersionService:
         if version.source_path is None or version.sha256 is None or version.size_bytes is None:
             raise NotFound(
                 f"version {version_number!r} of {model_name!r} has no artifact"
-                + (" (format API)" if version.format == API_FORMAT else "")
+                + (" (format API)" if version.format == ArtifactFormat.API else "")
             )
         return ArtifactRef(
             key=version.source_path,
@@ -279,10 +192,10 @@ class VersionService:
         model_name: str,
         *,
         version_number: str,
-        fmt: str = "ONNX",
+        fmt: str = ArtifactFormat.ONNX,
         release_notes: str | None = None,
         parameters: dict[str, Any] | None = None,
-    ) -> AIModelVersion:
+    ) -> VersionView:
         if fmt not in FORMATS:
             raise Invalid(f"unknown format {fmt!r}", allowedFormats=list(FORMATS))
         check_api_parameters(fmt, parameters)
@@ -308,17 +221,18 @@ class VersionService:
                     versionNumber=version_number,
                     format=fmt,
                 )
+                view = VersionView.of(version)
         except IntegrityError:
             with self.sessions() as s:
                 get_version(s, get_model(s, model_name), version_number)  # NotFound → re-raise
             raise Conflict(
                 f"model {model_name!r} already has a version {version_number!r}"
             ) from None
-        return version
+        return view
 
     def update(
         self, actor: Principal, model_name: str, version_number: str, changes: dict[str, Any]
-    ) -> AIModelVersion:
+    ) -> VersionView:
         unknown = set(changes) - set(MUTABLE_FIELDS)
         if unknown:
             raise Invalid(f"fields {sorted(unknown)} cannot be changed")
@@ -347,7 +261,7 @@ class VersionService:
                 audit.record(
                     s, actor, "version_updated", modelVersionId=version.id, fields=sorted(changed)
                 )
-        return version
+            return VersionView.of(version)
 
     def transition(
         self,
@@ -358,7 +272,7 @@ class VersionService:
         status: str,
         reason: str | None = None,
         force: bool = False,
-    ) -> AIModelVersion:
+    ) -> VersionView:
         """Move the version. ``force`` (admin only, with a reason) overrides a closed gate;
         the audit row then says ``forced`` and lists the checks it overrode."""
         with self.sessions.begin() as s:
@@ -377,7 +291,7 @@ class VersionService:
                     currentStatus=current,
                     allowedTransitions=list(allowed),
                 )
-            if status == "Production":
+            if status == VersionStatus.PRODUCTION:
                 reasons = promotion_gate(s, version)
                 if reasons and force:
                     if not actor.allows(Scope.ADMIN):
@@ -407,9 +321,7 @@ class VersionService:
                 reason=reason,
                 **({"forced": True, "overriddenChecks": overridden} if overridden else {}),
             )
-        return version
-
-    # -- artifact upload -------------------------------------------------------------------
+            return VersionView.of(version)
 
     def upload(
         self,
@@ -420,225 +332,14 @@ class VersionService:
         *,
         filename: str | None = None,
         expected_sha256: str | None = None,
-    ) -> AIModelVersion:
-        """Stream ``chunks`` into the version's artifact. All or nothing.
-
-        On any failure (client gone, size limit, digest mismatch, store or database error) the
-        version row is unchanged and no object is left at the version's key. Every call counts
-        once in ``modelreg_artifact_uploads_total{result}`` (completed or failed).
-        """
-        try:
-            version = self._upload(
-                actor,
-                model_name,
-                version_number,
-                chunks,
-                filename=filename,
-                expected_sha256=expected_sha256,
-            )
-        except BaseException:
-            UPLOADS.labels(result="failed").inc()
-            raise
-        UPLOADS.labels(result="completed").inc()
-        UPLOAD_BYTES.inc(version.size_bytes or 0)
-        return version
-
-    def _upload(
-        self,
-        actor: Principal,
-        model_name: str,
-        version_number: str,
-        chunks: Iterable[bytes],
-        *,
-        filename: str | None,
-        expected_sha256: str | None,
-    ) -> AIModelVersion:
-        if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
-            raise BadRequest("X-Checksum-Sha256 must be 64 hexadecimal characters")
-        claim = self._claim(actor, model_name, version_number, filename=filename)
-        reader = HashingReader(
-            self._heartbeat(claim, chunks),
-            max_bytes=self.max_artifact_bytes,
+    ) -> VersionView:
+        """Stream ``chunks`` into the version's artifact, all or nothing (see
+        :meth:`ArtifactUploads.upload`)."""
+        return self.uploads.upload(
+            actor,
+            model_name,
+            version_number,
+            chunks,
+            filename=filename,
             expected_sha256=expected_sha256,
         )
-        try:
-            stored = self.store.put(claim.key, reader)
-        except BaseException:
-            self._release(claim)
-            raise
-        try:
-            return self._complete(actor, claim, stored)
-        except LeaseLost:
-            raise
-        except DB_UNAVAILABLE_ERRORS:
-            # The commit may have gone through before the connection died, and the row then
-            # names the object: keep it. If it did not, `modelreg gc` removes the orphan.
-            log.warning(
-                "database lost while recording artifact %s; kept it for GC to judge", claim.key
-            )
-            raise
-        except BaseException:
-            self._discard(claim)
-            raise
-
-    def _claim(
-        self, actor: Principal, model_name: str, version_number: str, *, filename: str | None
-    ) -> UploadClaim:
-        """Take the version's upload lease, within the actor's budget of concurrent uploads.
-
-        The budget (``per_key`` live leases per user) is counted in ``artifact_upload``, so it
-        holds across API replicas; the user's row is locked before counting, so that
-        concurrent claims cannot both take the last place. A lease a dead process left behind
-        counts until it expires (``lease_seconds``).
-        """
-        try:
-            with self.sessions.begin() as s:
-                lock_budget(s, actor.user_id)
-                model = get_model(s, model_name)
-                version = get_version(s, model, version_number)
-                if version.format == API_FORMAT:
-                    raise Conflict(
-                        "a version of format API has no artifact; its endpoint is in parameters"
-                    )
-                if version.source_path is not None:
-                    raise _immutable(version)
-                name = sanitize_filename(
-                    filename or DEFAULT_FILENAMES.get(version.format or "", "model.onnx")
-                )
-                now = utcnow()
-                held = s.get(ArtifactUpload, version.id)
-                if held is not None:
-                    if held.expires_at > now:
-                        raise Conflict(
-                            f"an upload to version {version_number!r} is already in progress",
-                            leaseExpiresAt=held.expires_at.isoformat(),
-                        )
-                    log.info("taking over expired upload lease on version %s", version.id)
-                    s.delete(held)
-                    s.flush()
-                uploading = s.scalar(
-                    select(func.count())
-                    .select_from(ArtifactUpload)
-                    .where(
-                        ArtifactUpload.started_by_user_id == actor.user_id,
-                        ArtifactUpload.expires_at > now,
-                    )
-                )
-                if (uploading or 0) >= self.per_key:
-                    raise TooManyRequests(
-                        f"this key already has {uploading} uploads in progress, the most it may "
-                        f"have at once (MODELREG_UPLOADS_PER_KEY={self.per_key}); retry when "
-                        "one has finished",
-                        retry_after=UPLOADS_FULL_RETRY_SECONDS,
-                        uploadsInProgress=uploading,
-                        limit=self.per_key,
-                    )
-                claim = UploadClaim(
-                    version.id, uuid.uuid4(), artifact_key(model.id, version.id, name)
-                )
-                s.add(
-                    ArtifactUpload(
-                        model_version_id=version.id,
-                        token=claim.token,
-                        object_key=claim.key,
-                        started_by_user_id=actor.user_id,
-                        started_at=now,
-                        expires_at=now + self.lease,
-                    )
-                )
-                s.flush()
-                # Another upload may have completed between the reads above (it deletes its
-                # lease and fills the row in one transaction). Now that our lease row is
-                # written, read the version again, locked: a completed upload is visible.
-                s.refresh(version, with_for_update=True)
-                if version.source_path is not None:
-                    raise _immutable(version)
-        except IntegrityError:
-            raise Conflict(
-                f"an upload to version {version_number!r} is already in progress"
-            ) from None
-        return claim
-
-    def _heartbeat(self, claim: UploadClaim, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Pass chunks through, renewing the upload's lease every third of its length."""
-        every = self.lease.total_seconds() / 3
-        due = time.monotonic() + every
-        for chunk in chunks:
-            if time.monotonic() >= due:
-                self._renew(claim)
-                due = time.monotonic() + every
-            yield chunk
-
-    def _renew(self, claim: UploadClaim) -> None:
-        with self.sessions.begin() as s:
-            renewed = s.execute(
-                update(ArtifactUpload)
-                .where(
-                    ArtifactUpload.model_version_id == claim.version_id,
-                    ArtifactUpload.token == claim.token,
-                )
-                .values(expires_at=utcnow() + self.lease)
-            ).rowcount  # type: ignore[attr-defined]
-        if renewed != 1:
-            raise LeaseLost("this upload lost its lease to another upload of the same version")
-
-    def _complete(
-        self, actor: Principal, claim: UploadClaim, stored: StoredObject
-    ) -> AIModelVersion:
-        with self.sessions.begin() as s:
-            released = s.execute(
-                delete(ArtifactUpload).where(
-                    ArtifactUpload.model_version_id == claim.version_id,
-                    ArtifactUpload.token == claim.token,
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if released != 1:
-                raise LeaseLost("this upload lost its lease to another upload of the same version")
-            version = s.get(AIModelVersion, claim.version_id)
-            if version is None:
-                raise NotFound("the version was deleted during the upload")
-            version.source_path = stored.key
-            version.sha256 = stored.sha256
-            version.size_bytes = stored.size
-            version.artifact_uploaded_at = utcnow()
-            s.flush()
-            queued = queue_validation(s, version, requested_by=actor.user_id)
-            audit.record(
-                s,
-                actor,
-                "version_uploaded",
-                modelVersionId=version.id,
-                sourcePath=stored.key,
-                sha256=stored.sha256,
-                sizeBytes=stored.size,
-                validationRequestId=queued.id,
-            )
-        return version
-
-    def _release(self, claim: UploadClaim) -> None:
-        try:
-            with self.sessions.begin() as s:
-                s.execute(
-                    delete(ArtifactUpload).where(
-                        ArtifactUpload.model_version_id == claim.version_id,
-                        ArtifactUpload.token == claim.token,
-                    )
-                )
-        except Exception:
-            log.warning(
-                "could not release the upload lease on version %s; it expires by itself",
-                claim.version_id,
-                exc_info=True,
-            )
-
-    def _discard(self, claim: UploadClaim) -> None:
-        """The object was written but the row could not be: remove the object, then the lease."""
-        try:
-            self.store.delete(claim.key)
-        except Exception:
-            log.warning(
-                "could not remove artifact %s after a failed upload; GC will",
-                claim.key,
-                exc_info=True,
-            )
-        self._release(claim)

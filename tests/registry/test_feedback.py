@@ -24,7 +24,7 @@ from registry.metrics import METRICS
 from registry.models import AIModelFeedback
 from registry.services import Registry
 from registry.services.deployments import DeploymentView, VersionInfo
-from registry.services.feedback import wilson_interval
+from registry.services.feedback_summary import wilson_interval
 from tests.support.deployment_views import view as analysis_view
 from tests.support.deployment_views import workload as analysis_workload
 from tests.support.fakes import FakeDeployer
