@@ -6,9 +6,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
-#: A scan's status: the values of ``registry.vocabulary.CheckStatus``, spelled out because
-#: ``modelreg scan`` runs without importing the registry (``registry.bundles`` aside).
-ScanStatus = Literal["Passed", "Failed", "Pending", "Skipped"]
+from registry.vocabulary import CheckStatus
 
 
 class Severity(IntEnum):
@@ -47,7 +45,7 @@ ScanVerdict = Literal["clean", "malicious", "too-large", "error"]
 
 @dataclass(frozen=True)
 class ScanReport:
-    status: ScanStatus
+    status: CheckStatus
     verdict: ScanVerdict
     findings: tuple[Finding, ...]
     files_scanned: tuple[str, ...] = ()

@@ -7,9 +7,8 @@ and the commands that need no API in ``tools``. ``output`` prints, ``context`` f
 client and the settings.
 
 Commands import what they need inside their bodies: the command line starts fast, and
-``modelreg scan`` runs without loading the registry (tests/security/test_scan_cli.py). So
-option defaults such as ``--env production`` stay plain strings here, and code compares with
-``registry.vocabulary`` members imported where it uses them.
+``modelreg scan`` runs without loading the registry (tests/validators/security/test_scan_cli.py)
+but for ``registry.vocabulary`` (stdlib only), whose members are the option defaults.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from api.cli.rollout_view import (
     print_created,
     style_status,
 )
+from registry.vocabulary import SETTLED, DeploymentStatus, DeploymentTarget, Environment, Strategy
 
 if TYPE_CHECKING:
     from api.schemas import DeploymentOut
@@ -82,8 +83,6 @@ def _strategy_params(
     max_hold: str | None,
 ) -> dict[str, Any]:
     """``--params`` with the flags merged over it."""
-    from registry.vocabulary import Strategy
-
     params: dict[str, Any] = {}
     if raw is not None:
         try:
@@ -119,8 +118,6 @@ def _strategy_params(
 
 def _exit_for(dep: DeploymentOut) -> None:
     """Exit 1 unless the rollout ended Active."""
-    from registry.vocabulary import DeploymentStatus
-
     if dep.status != DeploymentStatus.ACTIVE:
         raise typer.Exit(1)
 
@@ -128,8 +125,10 @@ def _exit_for(dep: DeploymentOut) -> None:
 def deploy(
     model: str,
     version: str,
-    env: EnvOpt = "production",
-    strategy: Annotated[str, typer.Option(help="canary, blue_green or rolling_update")] = "canary",
+    env: EnvOpt = Environment.PRODUCTION,
+    strategy: Annotated[
+        str, typer.Option(help="canary, blue_green or rolling_update")
+    ] = Strategy.CANARY,
     steps: Annotated[
         str | None,
         typer.Option(help="Canary traffic weights, e.g. 10,50,100 [default: 10,50,100]"),
@@ -161,7 +160,7 @@ def deploy(
         str | None,
         typer.Option("--params", help="strategyParams as JSON or @file.json; flags win"),
     ] = None,
-    target: Annotated[str, typer.Option(help="local or kubernetes")] = "local",
+    target: Annotated[str, typer.Option(help="local or kubernetes")] = DeploymentTarget.LOCAL,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the rollout; exit 1 unless it ends Active")
     ] = False,
@@ -198,8 +197,6 @@ def deploy(
             return
         if as_json:
             import time
-
-            from registry.vocabulary import SETTLED
 
             while dep.status not in SETTLED:
                 time.sleep(interval)
@@ -353,7 +350,10 @@ def deployments_undeploy(deployment_id: str, reason: ReasonOpt = None) -> None:
 
 
 def rollback(
-    model: str, env: EnvOpt = "production", reason: ReasonOpt = None, as_json: JsonOpt = False
+    model: str,
+    env: EnvOpt = Environment.PRODUCTION,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Serve the previous Active version of MODEL again (instant while its servers are up)."""
     with open_client() as client:
@@ -370,7 +370,7 @@ def rollback(
 
 def history(
     model: str,
-    env: EnvOpt = "production",
+    env: EnvOpt = Environment.PRODUCTION,
     at: Annotated[
         str | None,
         typer.Option(help="ISO 8601 time (UTC without an offset): also show what served then"),
@@ -413,7 +413,7 @@ def history(
 
 def endpoint(
     model: str,
-    env: EnvOpt = "production",
+    env: EnvOpt = Environment.PRODUCTION,
     key: Annotated[
         str | None, typer.Option(help="A user or session id: makes the pick sticky")
     ] = None,

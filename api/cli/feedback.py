@@ -12,6 +12,7 @@ from rich.table import Table
 
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
+from registry.vocabulary import Environment
 
 feedback_app = typer.Typer(
     help="User feedback on versions: submit, summarize, compare serving versions.",
@@ -174,7 +175,7 @@ def feedback_summary(
 @feedback_app.command("compare")
 def feedback_compare(
     model: str,
-    env: Annotated[str, typer.Option("--env", help="Environment")] = "production",
+    env: Annotated[str, typer.Option("--env", help="Environment")] = Environment.PRODUCTION,
     as_json: JsonOpt = False,
 ) -> None:
     """The versions serving now, side by side, over the current rollout window."""

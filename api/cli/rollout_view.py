@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from api.cli.output import format_time, out
+from registry.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 
 if TYPE_CHECKING:
     from api.client import Client
@@ -15,8 +16,6 @@ if TYPE_CHECKING:
 
 
 def describe_step(dep: DeploymentOut) -> str:
-    from registry.vocabulary import DeploymentStatus
-
     count = dep.progress.step_count
     if not count:
         return ""
@@ -26,8 +25,6 @@ def describe_step(dep: DeploymentOut) -> str:
 
 
 def style_status(status: str) -> str:
-    from registry.vocabulary import DeploymentStatus
-
     styles: dict[str, str] = {
         DeploymentStatus.ACTIVE: "green",
         DeploymentStatus.FAILED: "red",
@@ -41,8 +38,6 @@ def style_status(status: str) -> str:
 def describe_hold(dep: DeploymentOut) -> str | None:
     """Why a rollout holds its step (e.g. "waiting for traffic: 3 of 20 requests"), from its
     Progressing condition; None when it does not hold."""
-    from registry.vocabulary import ROLLING_OUT
-
     if dep.progress.hold_since is None or dep.status not in ROLLING_OUT:
         return None
     for c in dep.conditions:
@@ -150,7 +145,6 @@ def follow_rollout(client: Client, deployment_id: str, *, interval: float) -> De
     from rich.live import Live
 
     from api.client import ModelregError
-    from registry.vocabulary import SETTLED
 
     events: list[DeploymentEventOut] = []
 

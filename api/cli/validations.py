@@ -9,6 +9,7 @@ import typer
 
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, err, fail, out, print_table
+from registry.vocabulary import VALIDATION_PENDING, CheckStatus
 
 
 def validate(
@@ -28,8 +29,6 @@ def validate(
     if a check failed.
     """
     import time
-
-    from registry.vocabulary import VALIDATION_PENDING, CheckStatus
 
     with open_client() as client:
         pending = (

@@ -21,6 +21,7 @@ from api.cli.output import (
     print_table,
     show_progress,
 )
+from registry.vocabulary import ArtifactFormat
 
 versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
 
@@ -50,7 +51,7 @@ def versions_create(
             "--format",
             help="ONNX, PyTorch, Pickle, Joblib, SafeTensors, TensorFlow SavedModel or API",
         ),
-    ] = "ONNX",
+    ] = ArtifactFormat.ONNX,
     notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
     parameters: ParamsOpt = None,
 ) -> None:
@@ -68,7 +69,7 @@ def versions_upload(
     version: str,
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
-    fmt: Annotated[str, typer.Option("--format")] = "ONNX",
+    fmt: Annotated[str, typer.Option("--format")] = ArtifactFormat.ONNX,
     parameters: ParamsOpt = None,
     checksum: Annotated[
         bool,

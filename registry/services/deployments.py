@@ -50,9 +50,8 @@ from registry.services.ledger import (
     lock_deployment,
     stable_version,
 )
-from registry.services.models import Page, get_model
+from registry.services.models import Page, get_model, get_version
 from registry.services.routing import RouteEntry, current_routes
-from registry.services.versions import get_version
 from registry.types import utcnow
 from registry.vocabulary import (
     ROLLING_OUT,

@@ -23,15 +23,13 @@ from registry.errors import Conflict, Forbidden, GateClosed, Invalid, NotFound
 from registry.models import AIModelDeployment, AIModelValidationResult, AIModelVersion
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
-from registry.services.models import Page, VersionView, get_model
-from registry.services.models import get_version as get_version  # deployments.py's import
+from registry.services.models import Page, VersionView, get_model, get_version
 from registry.services.uploads import ArtifactUploads
 from registry.services.validations import validation_gate
 from registry.storage import ArtifactStore
 from registry.vocabulary import ArtifactFormat, VersionStatus, values
 
 #: The format of a version without an artifact, which ``parameters.endpoint`` serves.
-API_FORMAT = ArtifactFormat.API  # deployments.py's import; use ArtifactFormat.API
 FORMATS = values(ArtifactFormat)
 
 #: The lifecycle. ``any → Archived`` holds for every state but Archived itself.

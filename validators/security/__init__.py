@@ -25,6 +25,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from registry.vocabulary import CheckStatus
 from validators.report import Finding, ScanReport, ScanVerdict, Severity
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
@@ -120,7 +121,7 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
     verdict = verdict_of(findings, policy=policy)
     return ScanReport(
         # CheckStatus values, as strings: the scanner does not import the registry
-        status="Passed" if verdict == "clean" else "Failed",
+        status=CheckStatus.PASSED if verdict == "clean" else CheckStatus.FAILED,
         verdict=verdict,
         findings=tuple(findings),
         files_scanned=tuple(scanned),

@@ -193,8 +193,9 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
         "    main()\n"
         "except SystemExit as exc:\n"
         "    heavy = ('registry', 'api.app', 'sqlalchemy')\n"
-        # registry.bundles (stdlib only) holds the archive checks the model server shares
-        "    shared = ('registry', 'registry.bundles')\n"
+        # registry.bundles (stdlib only) holds the archive checks the model server shares, and
+        # registry.vocabulary (stdlib only) the statuses and formats every package names
+        "    shared = ('registry', 'registry.bundles', 'registry.vocabulary')\n"
         "    loaded = [m for m in sys.modules if m.startswith(heavy) and m not in shared]\n"
         "    print('LOADED', loaded, file=sys.stderr)\n"
         "    raise\n"
