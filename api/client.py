@@ -34,7 +34,7 @@ from api.schemas import (
     ValidationRunOut,
     VersionOut,
 )
-from registry.vocabulary import ArtifactFormat, Environment
+from registry.vocabulary import ArtifactFormat, DeploymentTarget, Environment
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -373,7 +373,7 @@ class Client:
         environment: str,
         strategy: str,
         params: dict[str, Any] | None,
-        target: str = "local",
+        target: str = DeploymentTarget.LOCAL,
     ) -> DeploymentOut:
         """Ask for a rollout (202): the controller carries it out; poll ``deployment(id)``."""
         body = {

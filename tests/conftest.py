@@ -12,6 +12,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -43,6 +44,16 @@ def _pg_admin_url() -> URL | None:
             )
         return None
     return url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_test_clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modules that drive the controller with a fake clock (``T0 + seconds``) also call code
+    that reads the wall clock (a rollback checks the old servers' scale-down time against
+    now), so their ``T0`` must be near now when each test starts, not when the module was
+    imported: in a full run a module may run many minutes after its import."""
+    if isinstance(getattr(request.module, "T0", None), datetime):
+        monkeypatch.setattr(request.module, "T0", datetime.now(UTC).replace(microsecond=0))
 
 
 PG_ADMIN = _pg_admin_url()

@@ -44,17 +44,17 @@ def validate_artifact(
     out: dict[str, Any] = {"security": security.to_dict(), "timings": timings}
     if on_security is not None:
         on_security(out["security"])
-    if security.status != "Passed":
-        out["securityStatus"] = "Failed" if security.status == "Failed" else security.status
-        out["functionalStatus"] = "Skipped"
+    if security.status != CheckStatus.PASSED:
+        out["securityStatus"] = security.status
+        out["functionalStatus"] = CheckStatus.SKIPPED
         out["functional"] = {
-            "status": "Skipped",
+            "status": CheckStatus.SKIPPED,
             "reason": "the security scan did not pass: the artifact is not loaded",
             "signature": None,  # no session was opened
         }
         out["benchmark"] = None
         return out
-    out["securityStatus"] = "Passed"
+    out["securityStatus"] = CheckStatus.PASSED
     # A bundle is unpacked as the model server unpacks it (registry.onnx_artifact), with the
     # limits it was scanned with: what passes here is what serves, and what the server would
     # refuse to unpack (a gzip that holds no tar, say) fails here with the same reasons.
@@ -79,7 +79,7 @@ def validate_artifact(
     out["functional"] = functional.to_dict()
     out["functionalStatus"] = functional.status
     out["benchmark"] = None
-    if functional.status == "Passed":
+    if functional.status == CheckStatus.PASSED:
         started = time.perf_counter()
         out["benchmark"] = benchmark_model(
             model_path, parameters=parameters, baseline_p95_ms=baseline_p95_ms

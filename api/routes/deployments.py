@@ -25,6 +25,7 @@ from api.schemas import (
     HistoryOut,
     ModelName,
 )
+from registry import vocabulary
 from registry.auth import Principal, Scope
 from registry.pagination import MAX_LIMIT
 from registry.services import Registry
@@ -164,7 +165,7 @@ def rollback(
     name: ModelName,
     actor: Operator,
     reg: Reg,
-    environment: Environment = "production",
+    environment: Environment = vocabulary.Environment.PRODUCTION.value,
     body: Annotated[ActionIn | None, Body()] = None,
 ) -> DeploymentOut:
     dep = reg.deployments.rollback(actor, name, environment, reason=body.reason if body else None)
@@ -182,7 +183,7 @@ def history(
     name: ModelName,
     _: Reader,
     reg: Reg,
-    environment: Environment = "production",
+    environment: Environment = vocabulary.Environment.PRODUCTION.value,
     at: Annotated[
         datetime | None, Query(description="ISO 8601; without an offset it is read as UTC")
     ] = None,
