@@ -41,7 +41,7 @@ def plan_active(
     if action == "undeploy":
         return plan_undeploy(progress, now=now)
     return Plan(
-        progress=replace(progress, reason=None),
+        progress=progress,
         actions=(ScaleCandidate(spec.replicas), Route(100)),
         requeue_after=ACTIVE_REQUEUE,
         kind=PlanKind.STEADY,
@@ -53,7 +53,7 @@ def plan_observe(progress: Progress) -> Plan:
     """The Active deployment while a rollout owns its replicas and its route: record what is
     observed, change nothing."""
     return Plan(
-        progress=replace(progress, reason=None),
+        progress=progress,
         requeue_after=ACTIVE_REQUEUE,
         kind=PlanKind.STEADY,
         candidate_role=RouteRole.STABLE,

@@ -2,16 +2,18 @@
 
 A :class:`DeploymentView` is read in one transaction and never changes. Its rollout spec is
 parsed once, on first use, for its environment: the controller's pass, the analysis and the
-ledger all read ``view.spec`` instead of parsing ``strategyParams`` again.
+ledger all read ``view.spec`` instead of parsing ``strategyParams`` again (and views with the
+same params share one parsed spec).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -79,11 +81,9 @@ class DeploymentView:
         return (self.requested_action or {}).get("action")
 
     @cached_property
-    def _parsed(self) -> RolloutSpec | SpecError:
-        try:
-            return parse_spec(self.strategy, self.params, environment=self.environment)
-        except SpecError as exc:
-            return exc
+    def _parsed(self) -> RolloutSpec | str:
+        params = json.dumps(self.params, sort_keys=True, default=str)
+        return _parse_shared(self.strategy, params, self.environment)
 
     @property
     def spec(self) -> RolloutSpec | None:
@@ -95,7 +95,7 @@ class DeploymentView:
     def spec_error(self) -> str | None:
         """Why ``strategyParams`` do not parse; None when they do."""
         parsed = self._parsed
-        return str(parsed) if isinstance(parsed, SpecError) else None
+        return parsed if isinstance(parsed, str) else None
 
     def spec_or_default(self) -> RolloutSpec:
         """The spec, or the strategy's defaults when the params do not parse (a deployment
@@ -113,6 +113,18 @@ class EventView:
     reason: str | None
     version_number: str | None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=4096)
+def _parse_shared(strategy: str, params: str, environment: str) -> RolloutSpec | str:
+    """One parsed spec per distinct (strategy, params, environment), shared by every view
+    that has them: a pass over thousands of deployments with a few distinct specs parses a
+    few, and keeps a few alive (a spec per view would be thousands of objects for the garbage
+    collector to walk on every pass). Specs are frozen; the error is its message."""
+    try:
+        return parse_spec(strategy, json.loads(params), environment=environment)
+    except SpecError as exc:
+        return str(exc)
 
 
 def load_views(s: Session, *where: Any) -> list[DeploymentView]:
