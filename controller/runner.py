@@ -73,6 +73,13 @@ class ControllerRunner:
             up="database reachable again after %d failed pass(es); the controller resumes",
         )
         self._retry_at = 0.0
+        # The scheduler's routine lines ("Adding job tentatively", and the warnings that a pass
+        # that overran its interval was skipped or coalesced) and httpx's line per health
+        # probe would bury what the controller says it did: quiet them before the first job is
+        # added. A job that raises is still logged (ERROR).
+        level = log.getEffectiveLevel()
+        logging.getLogger("apscheduler").setLevel(max(logging.ERROR, level))
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, level))
         self.scheduler: BackgroundScheduler = BackgroundScheduler(daemon=True)
         self.scheduler.add_job(
             self.tick,
@@ -110,10 +117,6 @@ class ControllerRunner:
         self.controller.stand_by()
 
     def start(self) -> None:
-        # One line per pass from the scheduler, and per health probe from httpx, would bury
-        # what the controller says it did.
-        for noisy in ("apscheduler", "httpx"):
-            logging.getLogger(noisy).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         log.info("controller %s started: a pass every %gs", self.controller.holder, self.interval)
         self.scheduler.start()
         self.scheduler.modify_job("reconcile", next_run_time=utcnow())

@@ -53,8 +53,27 @@ TokenOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"modelreg {version('modelreg')}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print modelreg's version and exit.",
+    ),
+]
+
+
 @app.callback()
-def _main(url: UrlOpt = None, token: TokenOpt = None) -> None:
+def _main(url: UrlOpt = None, token: TokenOpt = None, _version: VersionOpt = False) -> None:
     state.url = url
     state.token = token
 

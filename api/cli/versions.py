@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -192,26 +193,35 @@ def versions_download(
         typer.Option(
             "-o",
             "--output",
-            help="File to write [default: the artifact's name, in the current folder]",
+            help="File or folder to write to; missing folders are created (default: the "
+            "artifact's name, in the current folder)",
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the file if it exists")] = False,
 ) -> None:
     """Download a version's artifact; its SHA-256 is verified against the registry's."""
     with open_client() as client:
-        if output is None:
+        if output is None or output.is_dir() or str(output).endswith(("/", os.sep)):
             info = client.get_version(model, version)
             if not info.source_path:
                 fail(f"version {version} of {model} has no artifact")
-            output = Path(info.source_path.rsplit("/", 1)[-1])
-        with show_progress("downloading") as start:
-            advance: list[Callable[[int], None]] = []
-            digest, size = client.download_artifact(
-                model,
-                version,
-                output,
-                on_start=lambda total: advance.append(start(total or None)),
-                progress=lambda n: advance[0](n),
-            )
+            name = info.source_path.rsplit("/", 1)[-1]
+            output = output / name if output is not None else Path(name)
+        if output.exists() and not force:
+            fail(f"{output} exists; pass --force to overwrite it")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with show_progress("downloading") as start:
+                advance: list[Callable[[int], None]] = []
+                digest, size = client.download_artifact(
+                    model,
+                    version,
+                    output,
+                    on_start=lambda total: advance.append(start(total or None)),
+                    progress=lambda n: advance[0](n),
+                )
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
     out.print(f"wrote {output} ({size} bytes), sha256 {digest} verified", highlight=False)
 
 

@@ -29,7 +29,7 @@ from registry.services.models import VersionView, get_model, get_version
 from registry.services.validations import lock_budget, queue_validation
 from registry.storage import ArtifactStore, HashingReader, StoredObject, artifact_key
 from registry.types import utcnow
-from registry.vocabulary import ArtifactFormat
+from registry.vocabulary import ArtifactFormat, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,19 @@ def sanitize_filename(filename: str) -> str:
             allowedSuffixes=list(ARTIFACT_SUFFIXES),
         )
     return name
+
+
+#: Lifecycle stages that take no artifact: the version is out of use.
+NO_ARTIFACTS = (VersionStatus.ARCHIVED, VersionStatus.FAILED)
+
+
+def _check_takes_artifacts(version: AIModelVersion) -> None:
+    if version.status in NO_ARTIFACTS:
+        raise Conflict(
+            f"version {version.version_number!r} is {version.status}: it takes no artifact; "
+            "create a new version",
+            currentStatus=version.status,
+        )
 
 
 def _immutable(version: AIModelVersion) -> Conflict:
@@ -167,6 +180,9 @@ class ArtifactUploads:
         except BaseException:
             self._release(claim)
             raise
+        if stored.size == 0:
+            self._discard(claim)
+            raise Invalid("the artifact is empty (0 bytes): upload the model file itself")
         try:
             return self._complete(actor, claim, stored)
         except LeaseLost:
@@ -203,6 +219,7 @@ class ArtifactUploads:
                     )
                 if version.source_path is not None:
                     raise _immutable(version)
+                _check_takes_artifacts(version)
                 name = sanitize_filename(
                     filename or DEFAULT_FILENAMES.get(version.format or "", "model.onnx")
                 )
@@ -254,6 +271,7 @@ class ArtifactUploads:
                 s.refresh(version, with_for_update=True)
                 if version.source_path is not None:
                     raise _immutable(version)
+                _check_takes_artifacts(version)
         except IntegrityError:
             raise Conflict(
                 f"an upload to version {version_number!r} is already in progress"

@@ -282,3 +282,43 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
         _wait_ready(f"http://127.0.0.1:{port}", proc)
     finally:
         _stop(proc)
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"modelreg {version('modelreg')}"
+
+
+def test_download_creates_folders_refuses_to_overwrite_and_never_shows_a_traceback(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(os.urandom(4096))
+    run(cli, "models", "create", "m", "--task", "ImageGeneration")
+    run(cli, "versions", "upload", "m", "1.0", str(artifact))
+
+    nested = tmp_path / "a" / "b" / "out.onnx"
+    run(cli, "versions", "download", "m", "1.0", "-o", str(nested))
+    assert nested.read_bytes() == artifact.read_bytes()
+
+    nested.write_bytes(b"mine")
+    refused = run(cli, "versions", "download", "m", "1.0", "-o", str(nested), code=1)
+    assert "exists" in refused
+    assert "--force" in refused
+    assert nested.read_bytes() == b"mine", "an existing file is left alone"
+    run(cli, "versions", "download", "m", "1.0", "-o", str(nested), "--force")
+    assert nested.read_bytes() == artifact.read_bytes()
+
+    folder = tmp_path / "into"
+    folder.mkdir()
+    run(cli, "versions", "download", "m", "1.0", "-o", str(folder))
+    assert (folder / "model.onnx").read_bytes() == artifact.read_bytes()
+
+    blocked = tmp_path / "blocked"
+    blocked.write_bytes(b"a file where a folder should be")
+    failed = run(cli, "versions", "download", "m", "1.0", "-o", str(blocked / "out.onnx"), code=1)
+    assert "cannot write" in failed
+    assert "Traceback" not in failed

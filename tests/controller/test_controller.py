@@ -872,3 +872,19 @@ def test_an_undeploy_that_cannot_be_recorded_stops_nothing(
     assert view(registry, live_v1).status == "Inactive"
     assert weights(registry, "text2img") == {}
     assert deployer.workloads == {}
+
+
+def test_the_scheduler_keeps_its_routine_lines_out_of_the_log(
+    controller: Controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    from controller.runner import ControllerRunner
+
+    caplog.set_level(logging.INFO)
+    runner = ControllerRunner(controller, interval=0.05)
+    runner.start()
+    try:
+        time.sleep(0.3)
+    finally:
+        runner.stop()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")] == []
+    assert any("controller test-1 started" in r.getMessage() for r in caplog.records)

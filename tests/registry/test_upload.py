@@ -721,3 +721,37 @@ def test_version_of_format_api_is_409(site: Site) -> None:
     response = upload(site.http, body(1000), path=f"/api/v1/models/{MODEL}/versions/api-1/artifact")
     assert_problem(response, 409, "format API has no artifact")
     site.assert_unchanged()
+
+
+# -- uploads that are refused before anything is kept ---------------------------------------
+
+
+def test_an_empty_artifact_is_422_and_nothing_is_kept(
+    http: httpx.Client, version: dict[str, Any], nothing_kept: Callable[[], None]
+) -> None:
+    response = upload(http, b"")
+    assert_problem(response, 422)
+    assert "empty (0 bytes)" in response.json()["detail"]
+    nothing_kept()
+
+
+@pytest.mark.parametrize("status", ["Archived", "Failed"])
+def test_an_upload_to_an_archived_or_failed_version_is_409(
+    http: httpx.Client, registry: Registry, moto: MotoS3 | None, status: str
+) -> None:
+    created = http.post(
+        "/api/v1/models",
+        json={"name": MODEL, "taskType": "ImageGeneration", "provider": "Internal"},
+    )
+    assert created.status_code == 201, created.text
+    made = http.post(f"/api/v1/models/{MODEL}/versions", json={"versionNumber": VERSION})
+    assert made.status_code == 201, made.text
+    moved = http.post(f"{VERSION_PATH}/transitions", json={"status": status, "reason": "done"})
+    assert moved.status_code == 200, moved.text
+    response = upload(http, body(1024))
+    assert_problem(response, 409)
+    assert response.json()["currentStatus"] == status
+    assert f"is {status}" in response.json()["detail"]
+    assert_no_artifact(http)
+    assert stored(registry, moto) == []
+    assert leases(registry) == []
