@@ -113,7 +113,7 @@ def feedback_submit(
                 ("item", "reason"),
                 [(str(r["index"] + 1), r["reason"]) for r in rejected],
             )
-    if not kept:
+    if rejected:  # a batch with rejected items is not a success, even if some were kept
         raise typer.Exit(1)
 
 

@@ -58,7 +58,7 @@ def test_submit_and_summarize(cli: CliRunner, tmp_path: Path) -> None:
         )
         + "\n"
     )
-    output = run(cli, "feedback", "submit", MODEL, "1.0", "--file", str(batch))
+    output = run(cli, "feedback", "submit", MODEL, "1.0", "--file", str(batch), code=1)
     assert "kept 3, rejected 2" in output
     assert "rating must be from 1 to 5" in output
     assert "has no version '9.9'" in output
