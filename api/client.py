@@ -439,8 +439,7 @@ class Client:
             self._request(
                 "POST",
                 f"/api/v1/models/{_seg(model)}/rollback",
-                params={"environment": environment},
-                json={"reason": reason},
+                json={"environment": environment, "reason": reason},
             ).json()
         )
 

@@ -286,6 +286,14 @@ class ActionIn(InBody):
     reason: str | None = Field(default=None, max_length=2_000)
 
 
+class RollbackIn(ActionIn):
+    environment: Environment | None = Field(
+        default=None,
+        description="The environment to roll back (like a deploy's); the `environment` query "
+        "parameter is still accepted. Default: production.",
+    )
+
+
 class DeploymentProgress(OutBody):
     step_index: int
     step_count: int | None

@@ -24,9 +24,11 @@ from api.schemas import (
     Environment,
     HistoryOut,
     ModelName,
+    RollbackIn,
 )
 from registry import vocabulary
 from registry.auth import Principal, Scope
+from registry.errors import Invalid
 from registry.pagination import MAX_LIMIT
 from registry.services import Registry
 
@@ -165,10 +167,20 @@ def rollback(
     name: ModelName,
     actor: Operator,
     reg: Reg,
-    environment: Environment = vocabulary.Environment.PRODUCTION.value,
-    body: Annotated[ActionIn | None, Body()] = None,
+    environment: Environment | None = None,
+    body: Annotated[RollbackIn | None, Body()] = None,
 ) -> DeploymentOut:
-    dep = reg.deployments.rollback(actor, name, environment, reason=body.reason if body else None)
+    chosen = body.environment if body is not None else None
+    if chosen is not None and environment is not None and chosen != environment:
+        raise Invalid(
+            f"environment is {chosen!r} in the body but {environment!r} in the query: give it once"
+        )
+    dep = reg.deployments.rollback(
+        actor,
+        name,
+        chosen or environment or vocabulary.Environment.PRODUCTION.value,
+        reason=body.reason if body else None,
+    )
     return DeploymentOut.of(dep)
 
 

@@ -255,3 +255,35 @@ def test_rollback_and_history(
     assert [
         (r.details or {}).get("instant") for r in audit_rows(registry, "deployment_rollback")
     ] == [True]
+
+
+@pytest.mark.usefixtures("model")
+def test_rollback_takes_the_environment_in_the_body_like_a_deploy(
+    http: httpx.Client, registry: Registry, controller: Controller
+) -> None:
+    ready_version(http, registry, "1.0")
+    ready_version(http, registry, "2.0")
+    post(http, versionNumber="1.0", environment="staging")
+    controller.run_pass(now=T0)
+    controller.run_pass(now=T0 + timedelta(seconds=1))
+    post(
+        http,
+        versionNumber="2.0",
+        environment="staging",
+        strategyParams={"steps": [{"weight": 100}]},
+    )
+    controller.run_pass(now=T0 + timedelta(seconds=2))
+    controller.run_pass(now=T0 + timedelta(seconds=3))
+    assert_problem(
+        http.post(
+            "/api/v1/models/text2img/rollback",
+            params={"environment": "production"},
+            json={"environment": "staging"},
+        ),
+        422,
+        "give it once",
+    )
+    assert_problem(http.post("/api/v1/models/text2img/rollback", json={"environment": "prod"}), 422)
+    back = http.post("/api/v1/models/text2img/rollback", json={"environment": "staging"})
+    assert back.status_code == 202, back.text
+    assert (back.json()["versionNumber"], back.json()["environment"]) == ("1.0", "staging")
