@@ -217,6 +217,29 @@ def test_rollback_refuses_an_archived_version(
     assert audit_rows(registry, "deployment_rollback") == []
 
 
+def test_a_rollback_with_the_environment_in_the_body_runs_the_same_check(
+    http: httpx.Client, registry: Registry, controller: Controller
+) -> None:
+    onnx_version(http, registry, "1.0")
+    onnx_version(http, registry, "2.0")
+    serve(http, controller, "1.0", at=0)
+    serve(http, controller, "2.0", at=10)
+    archive(http, "1.0")
+    before = deployment_count(registry)
+    body = assert_problem(
+        http.post(
+            f"/api/v1/models/{MODEL}/rollback",
+            json={"environment": "production", "reason": "the body form"},
+        ),
+        409,
+        "Archived",
+    )
+    assert any(c.startswith("lifecycle") for c in body["failedChecks"])
+    assert weights(registry) == {"2.0": 100}
+    assert deployment_count(registry) == before
+    assert audit_rows(registry, "deployment_rollback") == []
+
+
 def test_rollback_refuses_a_version_whose_scan_failed(
     http: httpx.Client, registry: Registry, controller: Controller
 ) -> None:
