@@ -9,7 +9,6 @@ order the API has always shown them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,36 +76,6 @@ class ValidationOutcome:
             error=reason,
             findings=findings,
             attempt=attempt,
-        )
-
-    @classmethod
-    def from_results(
-        cls,
-        *,
-        security: str,
-        functional: str,
-        benchmark: dict[str, Any] | None,
-        results: Mapping[str, Any],
-    ) -> ValidationOutcome:
-        """The outcome whose ``results_json()`` holds what ``results`` holds (in the stored
-        order), for a caller that has the stored shape at hand."""
-        unknown = sorted(set(results) - set(_FAILED_KEYS))
-        if unknown:
-            raise ValueError(f"results has keys a validation outcome does not store: {unknown}")
-        findings = results.get("findings")
-        return cls(
-            security=CheckStatus(security),
-            functional=CheckStatus(functional),
-            sha256=results.get("sha256"),
-            benchmark=benchmark,
-            security_report=results.get("security"),
-            functional_report=results.get("functional"),
-            timings=results.get("timings"),
-            error=results.get("error"),
-            findings=None if findings is None else tuple(findings),
-            attempt=results.get("attempt"),
-            worker=results.get("worker"),
-            duration_seconds=results.get("durationSeconds"),
         )
 
     @property

@@ -439,27 +439,10 @@ class ValidationService:
         return bool(renewed == 1)
 
     def complete(
-        self,
-        job: ValidationJob,
-        worker_id: str,
-        outcome: ValidationOutcome | None = None,
-        *,
-        security: str | None = None,
-        functional: str | None = None,
-        benchmark: dict[str, Any] | None = None,
-        results: dict[str, Any] | None = None,
+        self, job: ValidationJob, worker_id: str, outcome: ValidationOutcome
     ) -> ValidationResultView | None:
         """Store the result. None if this worker lost the run to another (its result is
-        dropped: exactly one result per run).
-
-        The worker gives the ``outcome``; a test playing the worker may give its parts in the
-        stored shape instead (``security``, ``functional``, ``benchmark``, ``results``)."""
-        if outcome is None:
-            if security is None or functional is None:
-                raise TypeError("complete() needs an outcome, or security and functional")
-            outcome = ValidationOutcome.from_results(
-                security=security, functional=functional, benchmark=benchmark, results=results or {}
-            )
+        dropped: exactly one result per run)."""
         with self.sessions.begin() as s:
             req = s.get(ValidationRequest, job.request_id, with_for_update=True)
             if (

@@ -25,6 +25,8 @@ from registry.io_signature import signature_diff
 from registry.models import AIModelDeployment, DeploymentEvent
 from registry.services import Registry
 from registry.services.routing import current_routes
+from registry.validation_outcome import ValidationOutcome
+from registry.vocabulary import CheckStatus
 from tests.support.fakes import FakeDeployer, SteadyTraffic
 from tests.support.helpers import assert_problem, audit_rows, make_model, make_version, upload
 from tests.support.live_server import LiveServer
@@ -70,10 +72,13 @@ def validate(
         registry.validations.complete(
             job,
             "test-worker",
-            security=security,
-            functional=functional,
-            benchmark={"latencyMs": {"p95": 1.0}},
-            results={"sha256": job.sha256, "functional": functional_report},
+            ValidationOutcome(
+                security=CheckStatus(security),
+                functional=CheckStatus(functional),
+                sha256=job.sha256,
+                benchmark={"latencyMs": {"p95": 1.0}},
+                functional_report=functional_report,
+            ),
         )
 
 
@@ -395,10 +400,11 @@ def test_the_signature_is_stored_and_shown(http: httpx.Client, registry: Registr
         registry.validations.complete(
             job,
             "w",
-            security="Passed",
-            functional="Failed",
-            benchmark=None,
-            results={"functional": {"signature": X_1x4}},
+            ValidationOutcome(
+                security=CheckStatus.PASSED,
+                functional=CheckStatus.FAILED,
+                functional_report={"signature": X_1x4},
+            ),
         )
     failed = http.get(f"/api/v1/models/{MODEL}/versions/2.0").json()
     assert failed["signature"] is None, "only a passed functional check's signature is kept"

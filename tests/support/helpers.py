@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from registry.models import UsageLog
 from registry.services import Registry
+from registry.validation_outcome import ValidationOutcome
+from registry.vocabulary import CheckStatus
 
 PROBLEM = "application/problem+json"
 
@@ -76,10 +78,12 @@ def pass_validation(
         registry.validations.complete(
             job,
             "test-worker",
-            security=security,
-            functional=functional,
-            benchmark={"latencyMs": {"p95": 1.0}},
-            results={"sha256": job.sha256},
+            ValidationOutcome(
+                security=CheckStatus(security),
+                functional=CheckStatus(functional),
+                sha256=job.sha256,
+                benchmark={"latencyMs": {"p95": 1.0}},
+            ),
         )
         done += 1
     return done

@@ -20,6 +20,8 @@ from sqlalchemy import select
 from registry.models import AIModelValidationResult, ValidationRequest
 from registry.services import Registry
 from registry.types import utcnow
+from registry.validation_outcome import ValidationOutcome
+from registry.vocabulary import CheckStatus
 from tests.support.helpers import audit_actions, make_model, make_version, upload
 from tests.support.onnx_models import add_model, nan_model
 from validators.worker import ValidationWorker
@@ -186,19 +188,17 @@ def test_an_expired_lease_is_claimed_again_and_completes_exactly_once(
     done = registry.validations.complete(
         taken,
         "other-worker",
-        security="Passed",
-        functional="Passed",
-        benchmark=None,
-        results={"sha256": taken.sha256},
+        ValidationOutcome(
+            security=CheckStatus.PASSED, functional=CheckStatus.PASSED, sha256=taken.sha256
+        ),
     )
     assert done is not None
     late = registry.validations.complete(
         dead,
         "dead-worker",
-        security="Failed",
-        functional="Failed",
-        benchmark=None,
-        results={"sha256": dead.sha256},
+        ValidationOutcome(
+            security=CheckStatus.FAILED, functional=CheckStatus.FAILED, sha256=dead.sha256
+        ),
     )
     assert late is None  # the dead worker's late result is dropped
     assert [r.security_scan_status for r in _results(registry)] == ["Passed"]
