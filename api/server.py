@@ -15,6 +15,8 @@ serves the app, the client address the failed-auth throttle counts is the same.
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -146,3 +148,25 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         limit_concurrency=settings.max_connections,
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+
+
+class BoundServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_bound(url)`` once its port is bound and before it answers
+    a request: what depends on the address (the credentials file, the admin key) happens only
+    when the address is really ours. ``url`` carries the bound port (``--port 0`` works)."""
+
+    def __init__(self, config: uvicorn.Config, on_bound: Callable[[int], None]) -> None:
+        super().__init__(config)
+        self._on_bound = on_bound
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            # Synchronous on purpose: the loop answers no request until this returns.
+            self._on_bound(self.bound_port())
+
+    def bound_port(self) -> int:
+        for server in self.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port

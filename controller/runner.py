@@ -132,6 +132,22 @@ class ControllerRunner:
                 exc.__class__.__name__,
             )
         log.info("controller %s stopped", self.controller.holder)
+        self._say_servers_keep_running()
+
+    def _say_servers_keep_running(self) -> None:
+        """Stopping the controller stops no model server: say so, and how to stop them."""
+        local = self.controller.deployers.get(DeploymentTarget.LOCAL)
+        running = local.running() if isinstance(local, LocalDeployer) else []
+        if not running:
+            return
+        pids = " ".join(str(record.pid) for record in running)
+        log.warning(
+            "%d model server(s) keep running and serving (pid %s); the next `modelreg serve` "
+            "or `modelreg controller` adopts them. To stop them, `modelreg deployments "
+            "undeploy ID` while a controller runs, or `kill` the pids",
+            len(running),
+            pids,
+        )
 
 
 def start_controller(registry: Registry, *, holder: str | None = None) -> ControllerRunner:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from api.cli.choices import listed, one_of
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
 from api.cli.rollout_view import (
@@ -34,7 +35,10 @@ deployments_app = typer.Typer(
     help="Rollouts: list, inspect, follow and steer deployments.", no_args_is_help=True
 )
 
-EnvOpt = Annotated[str, typer.Option("--env", help="Environment: staging, production or testing")]
+EnvOpt = Annotated[
+    str,
+    typer.Option("--env", callback=one_of(Environment), help=f"Environment: {listed(Environment)}"),
+]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why; kept in the deployment's ledger")]
 IntervalOpt = Annotated[float, typer.Option(help="Seconds between refreshes", min=0.05)]
 
@@ -127,7 +131,7 @@ def deploy(
     version: str,
     env: EnvOpt = Environment.PRODUCTION,
     strategy: Annotated[
-        str, typer.Option(help="canary, blue_green or rolling_update")
+        str, typer.Option(callback=one_of(Strategy), help=f"One of {listed(Strategy)}")
     ] = Strategy.CANARY,
     steps: Annotated[
         str | None,
@@ -160,7 +164,10 @@ def deploy(
         str | None,
         typer.Option("--params", help="strategyParams as JSON or @file.json; flags win"),
     ] = None,
-    target: Annotated[str, typer.Option(help="local or kubernetes")] = DeploymentTarget.LOCAL,
+    target: Annotated[
+        str,
+        typer.Option(callback=one_of(DeploymentTarget), help=f"One of {listed(DeploymentTarget)}"),
+    ] = DeploymentTarget.LOCAL,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the rollout; exit 1 unless it ends Active")
     ] = False,

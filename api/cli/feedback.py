@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from api.cli.choices import one_of
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
 from registry.vocabulary import Environment
@@ -175,7 +176,9 @@ def feedback_summary(
 @feedback_app.command("compare")
 def feedback_compare(
     model: str,
-    env: Annotated[str, typer.Option("--env", help="Environment")] = Environment.PRODUCTION,
+    env: Annotated[
+        str, typer.Option("--env", callback=one_of(Environment), help="Environment")
+    ] = Environment.PRODUCTION,
     as_json: JsonOpt = False,
 ) -> None:
     """The versions serving now, side by side, over the current rollout window."""

@@ -13,8 +13,13 @@ from typing import Annotated
 
 import typer
 
-from api.cli.context import configure_logging, load_settings, write_credentials
-from api.cli.output import err, fail, out
+from api.cli.context import configure_logging, load_settings
+from api.cli.output import err, fail
+from api.cli.serving_record import (
+    announce_credentials,
+    forget_serving,
+    record_serving,
+)
 
 
 def serve(
@@ -23,13 +28,14 @@ def serve(
 ) -> None:
     """Run the API (http://127.0.0.1:8000, docs at /docs) on the configured database and store.
 
-    On the embedded SQLite default, migrations are applied at start. On first start an admin
-    API key is created, printed once and saved for the CLI.
+    On the embedded SQLite default, migrations are applied at start. Once the port is bound,
+    the CLI's credentials file gets this server's URL, and on the first start an admin API key,
+    printed once. Model servers it started keep running after it stops.
     """
-    import uvicorn
+    import signal
 
     from api.app import create_app
-    from api.server import uvicorn_config
+    from api.server import BoundServer, uvicorn_config
     from registry import migrate
 
     settings = load_settings()
@@ -51,21 +57,11 @@ def serve(
             f"the database is at revision {current or '(empty)'}, the code needs {head}: "
             "run `modelreg db upgrade` first"
         )
-    if settings.bootstrap_admin:
-        issued = registry.keys.bootstrap_admin()
-        if issued is not None:
-            write_credentials(
-                settings.credentials_file, url=settings.client_url, token=issued.token
-            )
-            out.print("[bold green]Created the admin API key[/] (shown once, never stored):")
-            out.print(f"  {issued.token}", highlight=False, soft_wrap=True)
-            out.print(f"Saved for the CLI in {settings.credentials_file} (mode 0600).")
     log.info(
         "database %s, artifacts %s",
         registry.engine.url.render_as_string(),
         registry.store.describe(),
     )
-    log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
     if settings.worker_enabled:
         from validators.worker import start_worker_thread
 
@@ -74,11 +70,25 @@ def serve(
         from controller.runner import start_controller
 
         controller_runner = start_controller(registry)
+
+    def bound(bound_port: int) -> None:
+        settings.port = bound_port
+        log.info("API on http://%s:%d (docs at /docs)", settings.host, bound_port)
+        record_serving(settings)
+        if settings.bootstrap_admin:
+            announce_credentials(settings, registry.keys.bootstrap_admin())
+
+    # uvicorn handles SIGTERM while it runs, then raises it again once it has stopped: with
+    # the default action that kills the process before the worker and the controller stop
+    # (and before the controller says which model servers keep running). A handler of our own
+    # is what uvicorn restores and re-raises into, so the clean-up below runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        server = uvicorn.Server(uvicorn_config(application, settings))
+        server = BoundServer(uvicorn_config(application, settings), on_bound=bound)
         server.run()
         if not server.started:  # the port is taken, say: as uvicorn.run, exit 3
             raise SystemExit(3)
+        forget_serving(settings)
     finally:
         if settings.controller_enabled:
             controller_runner.stop()

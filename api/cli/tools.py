@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli.context import configure_logging, load_settings
-from api.cli.output import JsonOpt, emit_json, fail, format_size, out, print_table
+from api.cli.context import configure_logging, load_settings, state
+from api.cli.output import JsonOpt, emit_json, err, fail, format_size, out, print_table
 
 
 def scan(
@@ -158,7 +158,13 @@ def prometheus_targets(
     assert settings.server_state_dir is not None
     groups = LocalDeployer(state_dir=settings.server_state_dir).prometheus_targets()
     if api_target:
-        host = settings.client_url.split("://", 1)[1].rstrip("/")
+        from api.cli.serving_record import serving_url
+
+        url = state.url or serving_url(settings)
+        if url is None:
+            url = settings.client_url
+            err.print(f"no `modelreg serve` runs on {settings.data_dir}: listing {url}")
+        host = url.split("://", 1)[-1].split("/", 1)[0]
         groups.append({"targets": [host], "labels": {"job": "modelreg-api"}})
     text = json.dumps(groups, indent=1)
     if output is None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from api.cli.choices import listed, one_of
 from api.cli.context import open_client
 from api.cli.output import (
     JsonOpt,
@@ -39,6 +40,14 @@ def _parameters(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        callback=one_of(ArtifactFormat),
+        help=f"The artifact's format: {listed(ArtifactFormat)} (any case)",
+    ),
+]
 ParamsOpt = Annotated[str | None, typer.Option("--parameters", help="JSON object, or @file.json")]
 
 
@@ -46,13 +55,7 @@ ParamsOpt = Annotated[str | None, typer.Option("--parameters", help="JSON object
 def versions_create(
     model: str,
     version: str,
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="ONNX, PyTorch, Pickle, Joblib, SafeTensors, TensorFlow SavedModel or API",
-        ),
-    ] = ArtifactFormat.ONNX,
+    fmt: FormatOpt = ArtifactFormat.ONNX,
     notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
     parameters: ParamsOpt = None,
 ) -> None:
@@ -70,7 +73,7 @@ def versions_upload(
     version: str,
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     notes: Annotated[str | None, typer.Option("--notes", help="Release notes")] = None,
-    fmt: Annotated[str, typer.Option("--format")] = ArtifactFormat.ONNX,
+    fmt: FormatOpt = ArtifactFormat.ONNX,
     parameters: ParamsOpt = None,
     checksum: Annotated[
         bool,
@@ -229,7 +232,13 @@ def versions_download(
 def versions_transition(
     model: str,
     version: str,
-    status: Annotated[str, typer.Argument(help="Production, Deprecated, Archived or Failed")],
+    status: Annotated[
+        str,
+        typer.Argument(
+            callback=one_of(("Staged", "Production", "Deprecated", "Archived", "Failed")),
+            help="Production, Deprecated, Archived or Failed (any case)",
+        ),
+    ],
     reason: Annotated[str | None, typer.Option(help="Why; kept in the audit log")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Override a closed gate (admin key, needs --reason)")

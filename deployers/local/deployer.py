@@ -459,7 +459,10 @@ class LocalDeployer:
     def _belongs(record: WorkloadRecord | InstanceRecord, target: Target) -> bool:
         return record.model_id == str(target.model_id) and record.environment == target.environment
 
+    def running(self) -> list[InstanceRecord]:
+        """The recorded instances whose process is alive."""
+        return [record for record in self._state.read_instances() if self._refresh(record)]
+
     def _announce_adopted(self) -> None:
-        for record in self._state.read_instances():
-            if self._refresh(record):
-                self._log.info("adopted %s", record.describe())
+        for record in self.running():
+            self._log.info("adopted %s", record.describe())

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.auth import Principal
 from registry.db import DB_UNAVAILABLE_ERRORS
 from registry.errors import BadRequest, Conflict, Invalid, NotFound, TooManyRequests
+from registry.formats import HEAD_BYTES, contradiction
 from registry.metrics import UPLOAD_BYTES, UPLOADS
 from registry.models import AIModelVersion, ArtifactUpload
 from registry.services import audit
@@ -69,6 +70,7 @@ class UploadClaim:
     version_id: uuid.UUID
     token: uuid.UUID
     key: str
+    declared_format: str | None
 
 
 def sanitize_filename(filename: str) -> str:
@@ -89,6 +91,14 @@ def sanitize_filename(filename: str) -> str:
 
 #: Lifecycle stages that take no artifact: the version is out of use.
 NO_ARTIFACTS = (VersionStatus.ARCHIVED, VersionStatus.FAILED)
+
+
+def _keeping_head(chunks: Iterable[bytes], head: bytearray) -> Iterator[bytes]:
+    """Pass chunks through, keeping their first ``HEAD_BYTES`` in ``head`` for the sniffers."""
+    for chunk in chunks:
+        if len(head) < HEAD_BYTES:
+            head += chunk[: HEAD_BYTES - len(head)]
+        yield chunk
 
 
 def _check_takes_artifacts(version: AIModelVersion) -> None:
@@ -170,8 +180,9 @@ class ArtifactUploads:
         if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
             raise BadRequest("X-Checksum-Sha256 must be 64 hexadecimal characters")
         claim = self._claim(actor, model_name, version_number, filename=filename)
+        head = bytearray()
         reader = HashingReader(
-            self._heartbeat(claim, chunks),
+            _keeping_head(self._heartbeat(claim, chunks), head),
             max_bytes=self.max_artifact_bytes,
             expected_sha256=expected_sha256,
         )
@@ -183,6 +194,15 @@ class ArtifactUploads:
         if stored.size == 0:
             self._discard(claim)
             raise Invalid("the artifact is empty (0 bytes): upload the model file itself")
+        if claim.declared_format is not None:
+            problem = contradiction(claim.declared_format, bytes(head), size=stored.size)
+            if problem is not None:
+                self._discard(claim)
+                raise Invalid(
+                    f"{problem}: upload it to a version of its own format, or declare the "
+                    "format the file really has",
+                    declaredFormat=claim.declared_format,
+                )
         try:
             return self._complete(actor, claim, stored)
         except LeaseLost:
@@ -252,7 +272,10 @@ class ArtifactUploads:
                         limit=self.per_key,
                     )
                 claim = UploadClaim(
-                    version.id, uuid.uuid4(), artifact_key(model.id, version.id, name)
+                    version.id,
+                    uuid.uuid4(),
+                    artifact_key(model.id, version.id, name),
+                    version.format,
                 )
                 s.add(
                     ArtifactUpload(

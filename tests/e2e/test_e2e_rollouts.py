@@ -298,6 +298,13 @@ def test_sigkill_mid_canary_resumes_without_duplicates(
         assert mr.until_status(canary["id"], *TERMINAL)["status"] == "Active"
         steps = [e["details"]["weight"] for e in mr.events(canary["id"]) if e["kind"] == "step"]
         assert steps == [10, 60], "no step was taken twice"
+        serving = mr.server_pids()
+        mr.stop()  # SIGTERM: the servers stay, and the log says so and how to stop them
+        said = mr.log()
+        assert "model server(s) keep running" in said, said
+        assert "modelreg deployments undeploy" in said
+        assert all(str(pid) in said for pid in serving.values())
+        assert mr.server_pids() == serving
     finally:
         mr.stop()
         mr.kill_servers()

@@ -361,7 +361,7 @@ def test_a_healthy_well_rated_candidate_is_promoted(stack: tuple[Modelreg, Prome
     assert set(traffic.statuses.get("2.0", [])) == {200}
     listed = subprocess.run(
         [sys.executable, "-m", "api.cli", "prometheus-targets", "--api"],
-        env={**mr.env, "COLUMNS": "200", "MODELREG_PORT": str(mr.port)},
+        env={**mr.env, "COLUMNS": "200"},  # the real port comes from the running server
         capture_output=True,
         text=True,
         timeout=60,

@@ -755,3 +755,26 @@ def test_an_upload_to_an_archived_or_failed_version_is_409(
     assert_no_artifact(http)
     assert stored(registry, moto) == []
     assert leases(registry) == []
+
+
+def _torch_zip() -> bytes:
+    """What ``torch.save`` writes (its zip layout: ``<archive>/data.pkl`` first), made with
+    torch when it is installed."""
+    torch = pytest.importorskip("torch")
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(4)}, buffer)
+    return buffer.getvalue()
+
+
+def test_a_file_whose_content_contradicts_its_declared_format_is_422_naming_both(
+    http: httpx.Client, version: dict[str, Any], nothing_kept: Callable[[], None]
+) -> None:
+    response = upload(http, _torch_zip(), filename="model.pt")
+    assert_problem(response, 422)
+    detail = response.json()["detail"]
+    assert "a PyTorch file" in detail
+    assert "declares format ONNX" in detail
+    assert response.json()["declaredFormat"] == "ONNX"
+    nothing_kept()

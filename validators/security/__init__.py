@@ -262,8 +262,8 @@ def _scan_file(
     policy: SecurityPolicy,
     external_data: set[Path] | None = None,
 ) -> list[Finding]:
+    from registry.formats import Format, read_head, sniff
     from validators.security.archives import scan_archive, scan_stream
-    from validators.security.formats import Format, read_head, sniff
     from validators.security.onnx_scan import scan_onnx
     from validators.security.pickle import looks_like_pickle, scan_pickle
 

@@ -29,8 +29,8 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from registry import bundles
 from registry.bundles import BundleLimits, BundleProblem, Listing, Member, UnsafeBundle
+from registry.formats import HEAD_BYTES, Format, read_head, sniff
 from validators.report import Finding, Severity
-from validators.security.formats import HEAD_BYTES, Format, read_head, sniff
 from validators.security.onnx_scan import scan_onnx
 from validators.security.pickle import check_torch_zip, looks_like_pickle, scan_pickle
 from validators.security.policy import SecurityPolicy

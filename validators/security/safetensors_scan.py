@@ -13,8 +13,8 @@ import math
 import struct
 from typing import BinaryIO
 
+from registry.formats import MAX_SAFETENSORS_HEADER, read_head
 from validators.report import Finding, Severity
-from validators.security.formats import MAX_SAFETENSORS_HEADER, read_head
 
 #: Bytes per element of every dtype the safetensors format defines.
 DTYPE_BYTES: dict[str, float] = {

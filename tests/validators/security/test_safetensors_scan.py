@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from registry.formats import Format, detect_format
 from validators.security import scan_artifact
-from validators.security.formats import Format, detect_format
 
 
 def _write(path: Path, header: Any, data: bytes, *, raw: bytes | None = None) -> Path:

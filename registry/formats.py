@@ -1,5 +1,8 @@
 """Which format a file is, told from its content: never from its name.
 
+The scanner sniffs every file and archive member with this; the upload refuses an artifact
+whose content plainly contradicts its declared format (:func:`contradiction`).
+
 A file's first bytes are enough for archives and safetensors, which carry magic numbers. ONNX
 has none: a model is a bare protobuf ``ModelProto``, so the head is walked as protobuf and
 accepted only when every field in it is a ``ModelProto`` field with the right wire type and
@@ -12,6 +15,8 @@ import struct
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
+
+from registry.vocabulary import ArtifactFormat
 
 #: How many bytes of a file the sniffers look at.
 HEAD_BYTES = 4096
@@ -140,3 +145,56 @@ def detect_format(path: Path) -> Format:
     size = path.stat().st_size
     with path.open("rb") as fh:
         return sniff(read_head(fh), size=size)
+
+
+def _torch_zip(head: bytes) -> bool:
+    """Whether a zip's first member, named in its local header, is a ``torch.save`` pickle
+    (``<archive>/data.pkl``, which torch writes first)."""
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return False
+    (name_length,) = struct.unpack("<H", head[26:28])
+    name = head[30 : 30 + name_length]
+    return name.endswith(b"data.pkl") and name.count(b"/") == 1
+
+
+def _what_it_is(head: bytes, *, size: int) -> str | None:
+    """What the content plainly is, when it is one thing that decides a format (an archive
+    decides nothing: a bundle may hold any model); ``None`` when it says nothing certain."""
+    if _torch_zip(head):
+        return "a PyTorch file (a torch.save zip)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a pickle"
+    found = sniff(head, size=size)
+    return {
+        Format.ONNX: "an ONNX model",
+        Format.SAFETENSORS: "a SafeTensors file",
+        Format.NPY: "a NumPy array (.npy)",
+    }.get(found)
+
+
+# What each declared format may plainly be. A bundle (zip, tar, gzip) and anything the
+# sniffers cannot name are left to validation, which reports what it finds.
+_MAY_BE: dict[ArtifactFormat, frozenset[str]] = {
+    ArtifactFormat.ONNX: frozenset({"an ONNX model"}),
+    ArtifactFormat.SAFETENSORS: frozenset({"a SafeTensors file"}),
+    ArtifactFormat.PYTORCH: frozenset({"a PyTorch file (a torch.save zip)", "a pickle"}),
+    ArtifactFormat.PICKLE: frozenset({"a pickle", "a NumPy array (.npy)"}),
+    ArtifactFormat.JOBLIB: frozenset({"a pickle", "a NumPy array (.npy)"}),
+    ArtifactFormat.TF_SAVEDMODEL: frozenset(),
+}
+
+
+def contradiction(declared: str, head: bytes, *, size: int) -> str | None:
+    """Why an artifact starting with ``head`` cannot be a ``declared`` one, or ``None``.
+
+    Only a plain contradiction counts: the head is certainly something (an ONNX model, a
+    SafeTensors file, a torch.save zip, a pickle, a .npy) that the declared format never is.
+    """
+    try:
+        allowed = _MAY_BE[ArtifactFormat(declared)]
+    except (KeyError, ValueError):
+        return None
+    found = _what_it_is(head, size=size)
+    if found is None or found in allowed:
+        return None
+    return f"the artifact is {found}, but the version declares format {declared}"
