@@ -132,7 +132,7 @@ def versions_list(
         return
     print_table(
         f"{model}: {len(items)} version(s)",
-        ("version", "status", "format", "size", "sha256", "created"),
+        ("version", "status", "format", "size", "sha256", "created", "validation"),
         [
             (
                 v.version_number,
@@ -141,6 +141,7 @@ def versions_list(
                 format_size(v.size_bytes),
                 (v.sha256 or "")[:12],
                 format_time(v.created_at),
+                validation_cell(v.validation),
             )
             for v in items
         ],
@@ -156,6 +157,7 @@ def versions_show(model: str, version: str, as_json: JsonOpt = False) -> None:
         emit_json(v)
         return
     print_fields(v, f"{model} {version}")
+    out.print(f"validation  {validation_cell(v.validation) or 'none'}", highlight=False)
     if v.signature is not None:
         from registry.io_signature import describe_signature
 
@@ -242,3 +244,22 @@ def versions_transition(
 
 
 # -- validation -----------------------------------------------------------------------------
+
+#: How a check's verdict is abbreviated in the validation column.
+_MARKS = {"Passed": "✓", "Failed": "✗", "Skipped": "skip", "Pending": "…"}
+
+
+def validation_cell(summary: Any) -> str:
+    """``scan ✓ func ✗``: the verdicts of the current artifact's latest finished run, and
+    ``+run``/``+queued`` when a run is in progress (``-`` for no finished run)."""
+    if summary is None:
+        return ""
+    if summary.validation_id is None:
+        cell = "scan - func -"
+    else:
+        scan = _MARKS.get(summary.security_scan_status or "", "?")
+        func = _MARKS.get(summary.functional_status or "", "?")
+        cell = f"scan {scan} func {func}"
+    if summary.pending:
+        cell += " +run" if summary.pending == "Running" else " +queued"
+    return cell
