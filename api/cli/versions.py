@@ -132,7 +132,7 @@ def versions_list(
         return
     print_table(
         f"{model}: {len(items)} version(s)",
-        ("version", "status", "format", "size", "sha256", "created", "validation"),
+        ("version", "status", "format", "size", "sha256", "created", "scan/func"),
         [
             (
                 v.version_number,
@@ -141,7 +141,7 @@ def versions_list(
                 format_size(v.size_bytes),
                 (v.sha256 or "")[:12],
                 format_time(v.created_at),
-                validation_cell(v.validation),
+                validation_cell(v.validation, compact=True),
             )
             for v in items
         ],
@@ -249,17 +249,17 @@ def versions_transition(
 _MARKS = {"Passed": "✓", "Failed": "✗", "Skipped": "skip", "Pending": "…"}
 
 
-def validation_cell(summary: Any) -> str:
-    """``scan ✓ func ✗``: the verdicts of the current artifact's latest finished run, and
-    ``+run``/``+queued`` when a run is in progress (``-`` for no finished run)."""
+def validation_cell(summary: Any, *, compact: bool = False) -> str:
+    """``scan ✓ func ✗`` (``✓ ✗`` when ``compact``, under a ``scan/func`` header, for the
+    list to stay narrow): the verdicts of the current artifact's latest finished run, then
+    ``+run``/``+queued`` when a run is in progress; ``-`` before any run finished."""
     if summary is None:
         return ""
-    if summary.validation_id is None:
-        cell = "scan - func -"
-    else:
-        scan = _MARKS.get(summary.security_scan_status or "", "?")
-        func = _MARKS.get(summary.functional_status or "", "?")
-        cell = f"scan {scan} func {func}"
+    marks = [
+        _MARKS.get(status or "", "?") if summary.validation_id is not None else "-"
+        for status in (summary.security_scan_status, summary.functional_status)
+    ]
+    cell = " ".join(marks) if compact else f"scan {marks[0]} func {marks[1]}"
     if summary.pending:
         cell += " +run" if summary.pending == "Running" else " +queued"
     return cell
