@@ -128,6 +128,21 @@ class SignatureOut(OutBody):
     outputs: list[TensorOut]
 
 
+class ValidationSummaryOut(OutBody):
+    """The verdicts of the latest finished validation of the version's current artifact."""
+
+    validation_id: uuid.UUID | None = Field(
+        description="The run the verdicts come from (GET /validations/{id}); null before any "
+        "run of the current artifact finished"
+    )
+    security_scan_status: str | None
+    functional_status: str | None
+    pending: RunStatus | None = Field(
+        description="Queued or Running when a run of the current artifact is waiting or "
+        "running, else null"
+    )
+
+
 class VersionOut(OutBody):
     id: uuid.UUID
     model_id: uuid.UUID
@@ -149,6 +164,11 @@ class VersionOut(OutBody):
         description="The ONNX inputs and outputs its passed functional check found (null for "
         "API versions and before validation); canary, blue-green and rolling rollouts compare "
         "it with the stable version's",
+    )
+    validation: ValidationSummaryOut | None = Field(
+        default=None,
+        description="The verdicts of the current artifact's latest validation (null when "
+        "there is neither a result nor a run in progress)",
     )
 
 
@@ -213,7 +233,10 @@ class Problem(BaseModel):
 class ValidationResultOut(OutBody):
     """An AIModelValidationResult."""
 
-    id: uuid.UUID
+    id: uuid.UUID = Field(
+        description="The run's id (results stored before results took their run's id keep "
+        "their own; GET /validations/{id} accepts both)"
+    )
     model_version_id: uuid.UUID
     validation_timestamp: datetime
     security_scan_status: str
@@ -236,6 +259,10 @@ class ValidationRunOut(OutBody):
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int
+    phase: str | None = Field(
+        default=None,
+        description="While Running, what the worker is doing: fetch, scan, load, run or benchmark",
+    )
     result: ValidationResultOut | None
 
     @classmethod
@@ -250,6 +277,7 @@ class ValidationRunOut(OutBody):
             started_at=req.started_at,
             finished_at=req.finished_at,
             attempts=req.attempts,
+            phase=req.phase,
             result=ValidationResultOut.model_validate(run.result) if run.result else None,
         )
 

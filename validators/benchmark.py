@@ -19,7 +19,11 @@
       "cpu": {"model": str | None, "logicalCores": int | None},
       "toolVersions": {"onnx", "onnxruntime", "numpy"},
       "policy": {...},                           # the BenchmarkPolicy used
-      "regression": {"baselineP95Ms", "p95Ratio"} | None
+      "repeats": [{"p50", "p95", "p99", "iterations"}, ...],  # one per repeat, in ms
+      "p99Spread": 1.12 | None,                  # max/min p99 across the repeats
+      "noisy": false,                            # see "Noise" below
+      "noisyReasons": [str, ...],
+      "regression": {"baselineP95Ms", "p95Ratio", "noisy", "note"} | None
     }
 
 Measurement: after ``warmup_iterations`` untimed runs, the session runs until both
@@ -29,10 +33,19 @@ Measurement: after ``warmup_iterations`` untimed runs, the session runs until bo
 are generated once (``validators.functional.make_inputs``) and the raw latencies go into a
 preallocated list, so the loop adds nothing but a few integer operations per iteration.
 
+Noise: the latency measurement is split into ``repeats`` (3) runs of ``time_runs``, each with
+a third of the iteration and time budget (so the whole takes no longer than one run did), and
+the latencies of all repeats make ``latencyMs``. A benchmark is ``noisy`` when the p99 of its
+slowest repeat is more than ``noisy_spread`` (1.5) times the p99 of its fastest (with at least
+3 repeats), or when it ran fewer than ``min_p99_iterations`` (100) timed iterations in all: a
+p99 of fewer samples is one of the last two latencies. ``noisyReasons`` says which.
+
 Throughput is measured per batch size only when the first dimension of every input is dynamic
 (inputs of batch ``b`` for ``b`` in ``batch_sizes``); it is ``b / mean latency``, one request at
 a time. ``regression`` compares the p95 with ``baseline_p95_ms`` (the caller passes the p95 of
-the version currently in Production): a ratio above 1 means slower.
+the version currently in Production): a ratio above 1 means slower. Its ``noisy`` is true when
+this benchmark or the baseline's (``baseline_noisy``) was noisy, and ``note`` then says the
+ratio is not to be trusted.
 
 Like the functional check it never raises for a bad artifact: the dict then has
 ``status: "Failed"`` (or ``"Skipped"`` when the artifact is not ONNX) and ``error``.
@@ -41,6 +54,7 @@ Like the functional check it never raises for a bad artifact: the dict then has
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import resource
 import sys
@@ -61,7 +75,7 @@ from validators.functional import (
     tool_versions,
 )
 
-__all__ = ["BenchmarkPolicy", "benchmark_model", "time_runs"]
+__all__ = ["BenchmarkPolicy", "benchmark_model", "noise_of", "time_repeats", "time_runs"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,12 @@ class BenchmarkPolicy:
     #: Cap on the timed part of each phase; stops even before ``min_iterations``.
     max_seconds: float = 30.0
     batch_sizes: tuple[int, ...] = (1, 8)
+    #: The latency measurement is split into this many runs, sharing its budget.
+    repeats: int = 3
+    #: Max/min p99 across the repeats above which the benchmark is noisy.
+    noisy_spread: float = 1.5
+    #: Fewer timed iterations than this make a p99 that is noisy.
+    min_p99_iterations: int = 100
     #: None: onnxruntime's default.
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
@@ -128,6 +148,60 @@ def _latency_summary(latencies_ns: list[int]) -> dict[str, Any]:
     }
 
 
+def time_repeats(
+    run: Callable[[list[str] | None, Mapping[str, Any]], Any],
+    feeds: Mapping[str, Any],
+    *,
+    policy: BenchmarkPolicy,
+) -> list[list[int]]:
+    """``policy.repeats`` runs of :func:`time_runs` that share its budget: each takes a
+    ``1/repeats`` share of the iterations and seconds; only the first warms up."""
+    repeats = max(1, policy.repeats)
+    share = dataclasses.replace(
+        policy,
+        min_iterations=math.ceil(policy.min_iterations / repeats),
+        max_iterations=max(1, policy.max_iterations // repeats),
+        min_seconds=policy.min_seconds / repeats,
+        max_seconds=policy.max_seconds / repeats,
+    )
+    first = time_runs(run, feeds, policy=share)
+    quiet = dataclasses.replace(share, warmup_iterations=0)
+    return [first, *(time_runs(run, feeds, policy=quiet) for _ in range(repeats - 1))]
+
+
+def noise_of(repeats: list[list[int]], *, policy: BenchmarkPolicy) -> dict[str, Any]:
+    """The repeats' percentiles, their p99 spread, and whether (and why) they are noisy."""
+    import numpy as np
+
+    summaries = []
+    for latencies in repeats:
+        ms = np.asarray(latencies, dtype=np.float64) / 1e6
+        p50, p95, p99 = (float(v) for v in np.percentile(ms, [50, 95, 99]))
+        summaries.append({"p50": p50, "p95": p95, "p99": p99, "iterations": len(latencies)})
+    reasons = []
+    spread = None
+    p99s = [r["p99"] for r in summaries]
+    if len(p99s) >= 3 and min(p99s) > 0:
+        spread = max(p99s) / min(p99s)
+        if spread > policy.noisy_spread:
+            reasons.append(
+                f"p99 varied {spread:.2f}x across {len(p99s)} repeats "
+                f"(more than {policy.noisy_spread}x)"
+            )
+    iterations = sum(len(r) for r in repeats)
+    if iterations < policy.min_p99_iterations:
+        reasons.append(
+            f"only {iterations} timed iterations, fewer than the {policy.min_p99_iterations} "
+            "a p99 needs"
+        )
+    return {
+        "repeats": summaries,
+        "p99Spread": spread,
+        "noisy": bool(reasons),
+        "noisyReasons": reasons,
+    }
+
+
 def _cpu() -> dict[str, Any]:
     model = None
     try:
@@ -179,12 +253,35 @@ def _dynamic_batch(session: Session) -> str | None:
     return None
 
 
+def _regression(
+    baseline_p95_ms: float, ratio: float | None, *, noisy: bool, baseline_noisy: bool
+) -> dict[str, Any]:
+    """The p95 ratio against the baseline, and whether noise makes it unreliable."""
+    sides = [
+        name for name, is_noisy in (("this", noisy), ("the baseline", baseline_noisy)) if is_noisy
+    ]
+    note = None
+    if sides:
+        note = (
+            f"{' and '.join(sides)} benchmark {'were' if len(sides) > 1 else 'was'} noisy: "
+            "the ratio is not reliable"
+        )
+    return {
+        "baselineP95Ms": baseline_p95_ms,
+        "p95Ratio": ratio,
+        "noisy": bool(sides),
+        "baselineNoisy": baseline_noisy,
+        "note": note,
+    }
+
+
 def benchmark_model(
     path: Path,
     *,
     parameters: Mapping[str, Any] | None = None,
     policy: BenchmarkPolicy | None = None,
     baseline_p95_ms: float | None = None,
+    baseline_noisy: bool = False,
 ) -> dict[str, Any]:
     """Benchmark the ONNX model at ``path`` (a file or a bundle directory) on CPU; see the
     module docstring for the result. Never raises for a bad artifact."""
@@ -205,6 +302,10 @@ def benchmark_model(
         "cpu": _cpu(),
         "toolVersions": {},
         "policy": _policy_dict(policy),
+        "repeats": [],
+        "p99Spread": None,
+        "noisy": False,
+        "noisyReasons": [],
         "regression": None,
     }
     try:
@@ -233,9 +334,11 @@ def benchmark_model(
         first = next(iter(feeds.values()), None)
         batch = int(first.shape[0]) if first is not None and first.ndim else None
         result["batchSize"] = batch
-        latencies = time_runs(session.run, feeds, policy=policy)
+        repeats = time_repeats(session.run, feeds, policy=policy)
+        latencies = [ns for run in repeats for ns in run]
         latency = _latency_summary(latencies)
         result["latencyMs"] = latency
+        result.update(noise_of(repeats, policy=policy))
         del feeds
 
         why_not = _dynamic_batch(session)
@@ -257,7 +360,9 @@ def benchmark_model(
 
         if baseline_p95_ms is not None:
             ratio = latency["p95"] / baseline_p95_ms if baseline_p95_ms > 0 else None
-            result["regression"] = {"baselineP95Ms": baseline_p95_ms, "p95Ratio": ratio}
+            result["regression"] = _regression(
+                baseline_p95_ms, ratio, noisy=result["noisy"], baseline_noisy=baseline_noisy
+            )
     except CheckProblem as problem:
         result["status"] = CheckStatus.SKIPPED if problem.not_onnx else CheckStatus.FAILED
         result["error"] = f"{problem.rule_id}: {problem.message}"

@@ -30,6 +30,7 @@ from validators.run import validate_artifact
 __all__ = [
     "MEMORY_EXIT",
     "MEMORY_MARKERS",
+    "PHASE_FILE",
     "SECURITY_FILE",
     "entry_name",
     "mentions_memory_failure",
@@ -40,6 +41,10 @@ MEMORY_EXIT = 3
 """The child's exit code when a ``MemoryError`` ended it: the memory limit was reached."""
 
 SECURITY_FILE = "security.json"
+
+PHASE_FILE = "phase"
+"""The phase the validators are in (scan, load, run, benchmark), next to ``output``: the
+child rewrites it at each phase change, the worker reads it while it waits."""
 
 #: What a failed allocation says: Python, numpy, onnxruntime, C++ and the C library.
 MEMORY_MARKERS = (
@@ -103,13 +108,22 @@ def run_in_child(**kwargs: Any) -> None:
     memory_limit: int | None = kwargs.pop("memory_limit", None)
     security_file = output.with_name(SECURITY_FILE)
 
+    phase_file = output.with_name(PHASE_FILE)
+
     def keep_security(security: dict[str, Any]) -> None:
         security_file.write_text(json.dumps(security))
+
+    def enter_phase(phase: str) -> None:
+        # Written aside and renamed: the worker never reads half a name.
+        staged = phase_file.with_suffix(".new")
+        staged.write_text(phase)
+        staged.replace(phase_file)
 
     try:
         report = validate_artifact(
             kwargs.pop("artifact"),
             on_security=keep_security,
+            on_phase=enter_phase,
             **kwargs,
         )
         if memory_limit is not None:

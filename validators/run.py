@@ -23,21 +23,31 @@ def validate_artifact(
     parameters: dict[str, Any] | None,
     baseline_p95_ms: float | None = None,
     on_security: Callable[[dict[str, Any]], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    baseline_noisy: bool = False,
 ) -> dict[str, Any]:
     """Run the three validators; the statuses, the benchmark and every finding.
 
     ``on_security`` gets the security report as soon as the scan is over, before the artifact
-    is loaded: the worker keeps it when the functional check breaks a resource limit."""
+    is loaded: the worker keeps it when the functional check breaks a resource limit.
+    ``on_phase`` is told each phase as it starts (scan, load, run, benchmark): once per
+    phase, never inside a loop."""
     from registry.bundles import UnsafeBundle
     from registry.onnx_artifact import unpack_artifact
     from registry.vocabulary import CheckStatus
     from validators.benchmark import benchmark_model
     from validators.functional import FunctionalReport, check_model
+    from validators.functional.other_formats import OTHER_FORMATS, check_other_format
     from validators.security import scan_artifact
     from validators.security.archives import finding_of, limits_of
     from validators.security.policy import DEFAULT_POLICY
 
+    def phase(name: str) -> None:
+        if on_phase is not None:
+            on_phase(name)
+
     timings: dict[str, float] = {}
+    phase("scan")
     started = time.perf_counter()
     security = scan_artifact(path, DEFAULT_POLICY)
     timings["securitySeconds"] = round(time.perf_counter() - started, 4)
@@ -55,6 +65,21 @@ def validate_artifact(
         out["benchmark"] = None
         return out
     out["securityStatus"] = CheckStatus.PASSED
+    phase("load")
+    declared = str(fmt).upper() if fmt is not None else None
+    other = next((f for f in OTHER_FORMATS if f.upper() == declared), None)
+    if other is not None:
+        # Not ONNX: loaded as what it says it is, never unpacked as a bundle (a PyTorch file
+        # is a zip), and there is no benchmark (no model server runs it).
+        started = time.perf_counter()
+        report = check_other_format(
+            path, fmt=other, parameters=parameters, on_run=lambda: phase("run")
+        )
+        timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
+        out["functional"] = report.to_dict()
+        out["functionalStatus"] = report.status
+        out["benchmark"] = None
+        return out
     # A bundle is unpacked as the model server unpacks it (registry.onnx_artifact), with the
     # limits it was scanned with: what passes here is what serves, and what the server would
     # refuse to unpack (a gzip that holds no tar, say) fails here with the same reasons.
@@ -74,15 +99,21 @@ def validate_artifact(
         out["benchmark"] = None
         timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
         return out
-    functional = check_model(model_path, parameters=parameters, fmt=fmt)
+    functional = check_model(
+        model_path, parameters=parameters, fmt=fmt, on_run=lambda: phase("run")
+    )
     timings["functionalSeconds"] = round(time.perf_counter() - started, 4)
     out["functional"] = functional.to_dict()
     out["functionalStatus"] = functional.status
     out["benchmark"] = None
     if functional.status == CheckStatus.PASSED:
+        phase("benchmark")
         started = time.perf_counter()
         out["benchmark"] = benchmark_model(
-            model_path, parameters=parameters, baseline_p95_ms=baseline_p95_ms
+            model_path,
+            parameters=parameters,
+            baseline_p95_ms=baseline_p95_ms,
+            baseline_noisy=baseline_noisy,
         )
         timings["benchmarkSeconds"] = round(time.perf_counter() - started, 4)
     return out

@@ -42,6 +42,7 @@ from registry.validation_outcome import ValidationOutcome
 from registry.vocabulary import CheckStatus
 from validators.child import (
     MEMORY_EXIT,
+    PHASE_FILE,
     SECURITY_FILE,
     entry_name,
     memory_finding,
@@ -58,6 +59,9 @@ SCRATCH_PREFIX = "modelreg-validate"
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
 CHILD_LOG = "child.log"
 """The validator child's stdout and stderr, in the scratch directory."""
+#: How often, in seconds, the worker looks at the child's phase file while it waits: a stat
+#: and a read of a few bytes; the database is written only when the phase changed.
+PHASE_POLL_SECONDS = 0.5
 
 
 class LeaseLost(Exception):
@@ -260,6 +264,7 @@ class ValidationWorker:
                         "fmt": job.format,
                         "parameters": job.parameters,
                         "baseline_p95_ms": job.baseline_p95_ms,
+                        "baseline_noisy": job.baseline_noisy,
                         "memory_limit": memory,
                     },
                 },
@@ -274,22 +279,48 @@ class ValidationWorker:
         argv = limited_argv("validators.child", [str(job_file)], limits)
         env = limited_env(clean_env(), limits)
         child = Child(spawn(argv, env=env, output=output.with_name(CHILD_LOG)))
+        phases = _PhaseReporter(self, job, output.with_name(PHASE_FILE))
         deadline = time.monotonic() + self.timeout
+        renew_at = time.monotonic() + self.renew_every
         try:
             while True:
-                left = max(0.0, deadline - time.monotonic())
-                ended = child.wait(timeout=min(self.renew_every, left))
+                now = time.monotonic()
+                left = max(0.0, min(deadline, renew_at) - now)
+                ended = child.wait(timeout=min(PHASE_POLL_SECONDS, left))
                 if ended is not None:
                     return ended
-                if time.monotonic() >= deadline:
+                phases.check()
+                now = time.monotonic()
+                if now >= deadline:
                     return None
-                if not self.registry.validations.renew(job, self.worker_id):
-                    raise LeaseLost
+                if now >= renew_at:
+                    if not self.registry.validations.renew(job, self.worker_id):
+                        raise LeaseLost
+                    renew_at = now + self.renew_every
         finally:
             if child.exit is None:
                 child.kill()
                 child.wait()
             child.close()
+
+
+class _PhaseReporter:
+    """Passes the child's phase (its ``PHASE_FILE``) on to the run's row when it changes."""
+
+    def __init__(self, worker: ValidationWorker, job: ValidationJob, path: Path) -> None:
+        self.worker, self.job, self.path = worker, job, path
+        self.reported: str | None = None
+
+    def check(self) -> None:
+        try:
+            phase = self.path.read_text(encoding="utf-8", errors="replace").strip()[:20]
+        except OSError:
+            return  # not written yet
+        if not phase or phase == self.reported:
+            return
+        self.reported = phase
+        if not self.worker.registry.validations.set_phase(self.job, self.worker.worker_id, phase):
+            raise LeaseLost
 
 
 def remove_dead_scratch(root: Path | None = None) -> int:

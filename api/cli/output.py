@@ -65,7 +65,7 @@ def print_fields(obj: BaseModel, title: str) -> None:
     table.add_column(overflow="fold")
     for key, value in obj.model_dump(by_alias=True).items():
         if isinstance(value, dict):
-            value = json.dumps(value)
+            value = json.dumps(value, default=str)
         table.add_row(key, "" if value is None else str(value))
     out.print(table)
 

@@ -135,7 +135,7 @@ def versions_list(
         return
     print_table(
         f"{model}: {len(items)} version(s)",
-        ("version", "status", "format", "size", "sha256", "created"),
+        ("version", "status", "format", "size", "sha256", "created", "scan/func"),
         [
             (
                 v.version_number,
@@ -144,6 +144,7 @@ def versions_list(
                 format_size(v.size_bytes),
                 (v.sha256 or "")[:12],
                 format_time(v.created_at),
+                validation_cell(v.validation, compact=True),
             )
             for v in items
         ],
@@ -159,6 +160,7 @@ def versions_show(model: str, version: str, as_json: JsonOpt = False) -> None:
         emit_json(v)
         return
     print_fields(v, f"{model} {version}")
+    out.print(f"validation  {validation_cell(v.validation) or 'none'}", highlight=False)
     if v.signature is not None:
         from registry.io_signature import describe_signature
 
@@ -251,3 +253,22 @@ def versions_transition(
 
 
 # -- validation -----------------------------------------------------------------------------
+
+#: How a check's verdict is abbreviated in the validation column.
+_MARKS = {"Passed": "✓", "Failed": "✗", "Skipped": "skip", "Pending": "…"}
+
+
+def validation_cell(summary: Any, *, compact: bool = False) -> str:
+    """``scan ✓ func ✗`` (``✓ ✗`` when ``compact``, under a ``scan/func`` header, for the
+    list to stay narrow): the verdicts of the current artifact's latest finished run, then
+    ``+run``/``+queued`` when a run is in progress; ``-`` before any run finished."""
+    if summary is None:
+        return ""
+    marks = [
+        _MARKS.get(status or "", "?") if summary.validation_id is not None else "-"
+        for status in (summary.security_scan_status, summary.functional_status)
+    ]
+    cell = " ".join(marks) if compact else f"scan {marks[0]} func {marks[1]}"
+    if summary.pending:
+        cell += " +run" if summary.pending == "Running" else " +queued"
+    return cell

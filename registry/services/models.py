@@ -24,6 +24,7 @@ from registry.models import AIModel, AIModelDeployment, AIModelVersion, Artifact
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.storage import ArtifactStore
+from registry.validation_outcome import ValidationSummary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class VersionView:
     size_bytes: int | None
     artifact_uploaded_at: datetime | None
     signature: dict[str, Any] | None
+    validation: ValidationSummary | None = None
 
     @classmethod
     def of(cls, version: AIModelVersion) -> VersionView:
@@ -104,6 +106,7 @@ class VersionView:
             size_bytes=version.size_bytes,
             artifact_uploaded_at=version.artifact_uploaded_at,
             signature=version.signature,
+            validation=ValidationSummary.of(version),
         )
 
 

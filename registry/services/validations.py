@@ -43,6 +43,10 @@ from registry.vocabulary import (
 
 log = logging.getLogger(__name__)
 
+#: The phase a claimed run starts in: the worker copies the artifact out of the store. The
+#: child then reports scan, load, run and benchmark (``validators.run``).
+PHASE_FETCH = "fetch"
+
 #: What a key over its budget of pending runs is told to wait, in seconds: about as long as a
 #: worker takes to finish a small model's run.
 QUEUE_FULL_RETRY_SECONDS = 30
@@ -62,6 +66,8 @@ class ValidationJob:
     source_path: str
     attempts: int
     baseline_p95_ms: float | None
+    baseline_noisy: bool = False
+    """The Production version's benchmark was noisy: a ratio against it says so."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class ValidationRequestView:
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int
+    phase: str | None = None
+    """What a Running run is doing now: fetch, scan, load, run or benchmark."""
 
     @classmethod
     def of(cls, req: ValidationRequest) -> ValidationRequestView:
@@ -88,6 +96,7 @@ class ValidationRequestView:
             started_at=req.started_at,
             finished_at=req.finished_at,
             attempts=req.attempts,
+            phase=req.phase if req.status == ValidationRequestStatus.RUNNING else None,
         )
 
 
@@ -311,7 +320,8 @@ class ValidationService:
             return [ValidationRun.of(req, res) for req, res in rows]
 
     def get_run(self, run_id: uuid.UUID) -> ValidationRun:
-        """A run by its id, or by the id of the result it produced."""
+        """A run by its id. A result stored since results took their run's id has that id;
+        an older one had its own, which is still accepted here."""
         with self.sessions() as s:
             row = s.execute(
                 select(ValidationRequest, AIModelValidationResult)
@@ -375,6 +385,7 @@ class ValidationService:
                     lease_expires_at=now + self.lease,
                     attempts=req.attempts + 1,
                     started_at=now,
+                    phase=PHASE_FETCH,
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
@@ -382,6 +393,7 @@ class ValidationService:
                 return None  # another worker got there first (SQLite compare-and-set)
             version = s.get_one(AIModelVersion, req.model_version_id)
             model = s.get_one(AIModel, version.model_id)
+            baseline = self._production_benchmark(s, model, exclude=version.id)
             return ValidationJob(
                 request_id=req.id,
                 model_version_id=version.id,
@@ -392,7 +404,8 @@ class ValidationService:
                 sha256=req.sha256,
                 source_path=version.source_path or "",
                 attempts=req.attempts + 1,
-                baseline_p95_ms=self._production_p95(s, model, exclude=version.id),
+                baseline_p95_ms=baseline[0],
+                baseline_noisy=baseline[1],
             )
 
     def _give_up(self, s: Session, req: ValidationRequest, *, now: datetime) -> None:
@@ -406,8 +419,11 @@ class ValidationService:
         VALIDATIONS.labels(result="failed").inc()
 
     @staticmethod
-    def _production_p95(s: Session, model: AIModel, *, exclude: uuid.UUID) -> float | None:
-        """p95 latency of the model's current Production version, for regression checks."""
+    def _production_benchmark(
+        s: Session, model: AIModel, *, exclude: uuid.UUID
+    ) -> tuple[float | None, bool]:
+        """p95 latency of the model's current Production version, for regression checks, and
+        whether its benchmark was noisy (``validators.benchmark``)."""
         row = s.execute(
             select(AIModelValidationResult.performance_benchmark)
             .join(AIModelVersion, AIModelVersion.validation_result_id == AIModelValidationResult.id)
@@ -420,9 +436,10 @@ class ValidationService:
             .limit(1)
         ).first()
         if row is None or not isinstance(row[0], dict):
-            return None
+            return None, False
         p95 = (row[0].get("latencyMs") or {}).get("p95")
-        return float(p95) if isinstance(p95, (int, float)) else None
+        noisy = bool(row[0].get("noisy"))
+        return (float(p95) if isinstance(p95, (int, float)) else None), noisy
 
     def renew(self, job: ValidationJob, worker_id: str) -> bool:
         """Extend the lease; False if this worker no longer holds it."""
@@ -437,6 +454,21 @@ class ValidationService:
                 .values(lease_expires_at=utcnow() + self.lease)
             ).rowcount  # type: ignore[attr-defined]
         return bool(renewed == 1)
+
+    def set_phase(self, job: ValidationJob, worker_id: str, phase: str) -> bool:
+        """Record what the run is doing now (one UPDATE per phase change); False if this
+        worker no longer holds the run."""
+        with self.sessions.begin() as s:
+            updated = s.execute(
+                update(ValidationRequest)
+                .where(
+                    ValidationRequest.id == job.request_id,
+                    ValidationRequest.lease_owner == worker_id,
+                    ValidationRequest.status == ValidationRequestStatus.RUNNING,
+                )
+                .values(phase=phase)
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(updated == 1)
 
     def complete(
         self, job: ValidationJob, worker_id: str, outcome: ValidationOutcome
@@ -472,6 +504,8 @@ class ValidationService:
         now: datetime,
     ) -> AIModelValidationResult:
         result = AIModelValidationResult(
+            # The run's id: what a user is shown, asks for and is told by the gate is one id.
+            id=req.id,
             model_version_id=req.model_version_id,
             validation_timestamp=now,
             security_scan_status=outcome.security,
@@ -487,6 +521,7 @@ class ValidationService:
         req.status = ValidationRequestStatus.DONE
         req.finished_at = now
         req.result_id = result.id
+        req.phase = None
         req.lease_owner = None
         req.lease_expires_at = None
         version = s.get(AIModelVersion, req.model_version_id, with_for_update=True)

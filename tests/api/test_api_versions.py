@@ -303,3 +303,67 @@ def test_validation_runs_are_listed_and_bound_to_the_digest(
     assert by_run == by_result == run
     assert_problem(http.get(f"/api/v1/validations/{uuid.uuid4()}"), 404)
     assert "version_validated" in audit_actions(registry)
+
+
+def test_versions_carry_the_current_artifacts_validation_summary(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
+    make_version(http, model, "0.1", format="API", parameters={"endpoint": "https://x.test/"})
+    assert http.get(f"/api/v1/models/{model}/versions/0.1").json()["validation"] is None
+    make_version(http, model, "1.0")
+    upload(http, model, "1.0", b"weights")
+    queued = http.get(f"/api/v1/models/{model}/versions/1.0").json()["validation"]
+    assert queued == {
+        "validationId": None,
+        "securityScanStatus": None,
+        "functionalStatus": None,
+        "pending": "Queued",
+    }
+
+    assert pass_validation(registry, functional="Skipped") == 1
+    (run,) = http.get(f"/api/v1/models/{model}/versions/1.0/validations").json()
+    done = {
+        "validationId": run["id"],
+        "securityScanStatus": "Passed",
+        "functionalStatus": "Skipped",
+        "pending": None,
+    }
+    assert http.get(f"/api/v1/models/{model}/versions/1.0").json()["validation"] == done
+    listed = http.get(f"/api/v1/models/{model}/versions").json()["items"]
+    assert {v["versionNumber"]: v["validation"] for v in listed} == {"1.0": done, "0.1": None}
+
+    http.post(f"/api/v1/models/{model}/versions/1.0/validations")
+    again = http.get(f"/api/v1/models/{model}/versions/1.0").json()["validation"]
+    assert again == {**done, "pending": "Queued"}
+
+
+def test_listing_versions_reads_their_summaries_in_the_same_query(
+    http: httpx.Client, model: str, registry: Registry
+) -> None:
+    from sqlalchemy import event
+
+    def statements_to_list() -> int:
+        seen: list[str] = []
+
+        def count(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(registry.engine, "before_cursor_execute", count)
+        try:
+            assert http.get(f"/api/v1/models/{model}/versions").status_code == 200
+        finally:
+            event.remove(registry.engine, "before_cursor_execute", count)
+        return len([s for s in seen if "ai_model_version" in s])
+
+    for number in ("1.0", "2.0"):
+        make_version(http, model, number)
+        upload(http, model, number, b"weights " + number.encode())
+    pass_validation(registry)
+    few = statements_to_list()
+    assert few >= 1
+    for number in ("3.0", "4.0", "5.0"):
+        make_version(http, model, number)
+        upload(http, model, number, b"weights " + number.encode())
+    pass_validation(registry)
+
+    assert statements_to_list() == few

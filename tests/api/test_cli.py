@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,11 +126,83 @@ def test_validate_waits_and_prints_the_findings(
     finally:
         stop.set()
         thread.join(timeout=30)
-    queued = run(cli, "validate", "m", "1")
-    assert "queued" in queued
-    assert "is pending" in run(cli, "validate", "m", "1")  # follows the run, no duplicate
-    assert "queued" in run(cli, "validate", "m", "1", "--new")
+    shown = run(cli, "validate", "m", "1")  # the finished run is shown, nothing is queued
+    assert "security scan  Passed" in shown
+    assert "modelreg validate m 1 --again" in shown
+    assert "queued" in run(cli, "validate", "m", "1", "--again")
+    assert "is queued" in run(cli, "validate", "m", "1")  # follows the run, no duplicate
     assert len(json.loads(run(cli, "validate", "m", "1", "--json"))["id"]) == 36
+
+
+def test_validation_runs_are_read_without_queueing_one(
+    cli: CliRunner, tmp_path: Path, registry: Registry
+) -> None:
+    good = write(tmp_path / "good.onnx", add_model())
+    run(cli, "models", "create", "m", "--task", "ImageGeneration")
+    run(cli, "versions", "upload", "m", "1", str(good))
+    listed = run(cli, "versions", "list", "m")
+    assert "- - +queued" in listed
+    thread, stop = start_worker_thread(registry)
+    try:
+        waited = run(cli, "validate", "m", "1", "--wait", "--timeout", "120")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    (only,) = json.loads(run(cli, "validations", "list", "m", "1", "--json"))
+    assert only["result"]["id"] == only["id"]  # one id for the run and its result
+    assert only["id"] in waited
+    table = run(cli, "validations", "list", "m", "1")
+    assert only["id"] in table
+    assert "Passed" in table
+    shown = run(cli, "validations", "show", only["id"])
+    bench = only["result"]["performanceBenchmark"]
+    for line in ("latency        p50 ", "iterations, 3 repeat(s)", "resources      load "):
+        assert line in shown
+        assert line in waited
+    assert "peak RSS" in shown
+    assert "throughput" in shown
+    assert (bench["noisy"] is True) == ("noisy          " in shown)
+    assert len(json.loads(run(cli, "validations", "list", "m", "1", "--json"))) == 1
+    listed = run(cli, "versions", "list", "m")
+    assert "scan/func" in listed
+    assert "│ ✓ ✓ " in listed
+    assert "validation  scan ✓ func ✓" in run(cli, "versions", "show", "m", "1")
+    missing = run(cli, "validations", "show", str(uuid.uuid4()), code=1)
+    assert "no validation" in missing
+
+
+def test_benchmark_numbers_have_three_significant_digits() -> None:
+    from api.cli.validations import _benchmark_lines, _status_line, format_latency
+
+    assert format_latency(0.012345) == "12.3 µs"
+    assert format_latency(0.5) == "500 µs"
+    assert format_latency(1.23456) == "1.23 ms"
+    assert format_latency(123.456) == "123 ms"
+    assert format_latency(4567.0) == "4.57 s"
+    lines = _benchmark_lines(
+        {
+            "latencyMs": {"p50": 0.1234, "p95": 0.2, "p99": 2.5, "iterations": 60},
+            "repeats": [{}, {}, {}],
+            "throughput": {"1": 8123.4, "8": None},
+            "modelLoadSeconds": 0.0456,
+            "peakRssBytes": 150 * 2**20,
+            "noisy": True,
+            "noisyReasons": ["only 60 timed iterations, fewer than the 100 a p99 needs"],
+            "regression": {"p95Ratio": 1.5, "noisy": True, "note": "this benchmark was noisy"},
+        }
+    )
+    assert lines == [
+        "latency        p50 123 µs · p95 200 µs · p99 2.50 ms  (60 iterations, 3 repeat(s))",
+        "throughput     batch 1: 8.12k/s",
+        "resources      load 45.6 ms · peak RSS 150 MiB",
+        "noisy          only 60 timed iterations, fewer than the 100 a p99 needs",
+        "regression     p95 1.50x the Production version's (this benchmark was noisy)",
+    ]
+
+    class Run:
+        status, phase = "Running", "benchmark"
+
+    assert _status_line(Run(), 12.34) == "phase: benchmark · 12.3 s"
 
 
 def test_errors_are_readable(cli: CliRunner) -> None:

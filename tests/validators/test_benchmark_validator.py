@@ -14,7 +14,13 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from validators.benchmark import BenchmarkPolicy, benchmark_model, time_runs  # noqa: E402
+from validators.benchmark import (  # noqa: E402
+    BenchmarkPolicy,
+    benchmark_model,
+    noise_of,
+    time_repeats,
+    time_runs,
+)
 
 TINY = BenchmarkPolicy(
     warmup_iterations=2,
@@ -171,3 +177,64 @@ def test_time_runs_stops_as_the_policy_says(policy: BenchmarkPolicy, iterations:
     assert len(latencies) == iterations
     assert len(calls) == iterations + policy.warmup_iterations
     assert all(ns >= 0 for ns in latencies)
+
+
+def test_the_benchmark_runs_repeats_and_says_whether_it_is_noisy(
+    dynamic_result: dict[str, Any],
+) -> None:
+    repeats = dynamic_result["repeats"]
+
+    assert len(repeats) == TINY.repeats == 3
+    assert sum(r["iterations"] for r in repeats) == dynamic_result["latencyMs"]["iterations"]
+    assert dynamic_result["p99Spread"] >= 1.0
+    assert isinstance(dynamic_result["noisy"], bool)
+    assert dynamic_result["noisy"] == bool(dynamic_result["noisyReasons"])
+    assert dynamic_result["regression"]["noisy"] == dynamic_result["noisy"]
+
+
+def test_a_large_p99_spread_across_repeats_is_noisy() -> None:
+    steady = [1_000_000] * 200
+    slow = [1_000_000] * 190 + [5_000_000] * 10  # its p99 is 5 ms, the others' 1 ms
+
+    noise = noise_of([steady, steady, slow], policy=BenchmarkPolicy())
+
+    assert noise["p99Spread"] == pytest.approx(5.0)
+    assert noise["noisy"] is True
+    assert "varied 5.00x across 3 repeats" in noise["noisyReasons"][0]
+    assert noise_of([steady, steady, steady], policy=BenchmarkPolicy())["noisy"] is False
+
+
+def test_too_few_iterations_for_a_p99_is_noisy() -> None:
+    few = [1_000_000] * 20
+
+    noise = noise_of([few, few, few], policy=BenchmarkPolicy())
+
+    assert noise["noisy"] is True
+    assert noise["noisyReasons"] == ["only 60 timed iterations, fewer than the 100 a p99 needs"]
+
+
+def test_a_ratio_against_a_noisy_baseline_says_so(tmp_path: Path) -> None:
+    result = benchmark_model(
+        relu_model(tmp_path / "m.onnx"), policy=TINY, baseline_p95_ms=0.5, baseline_noisy=True
+    )
+
+    regression = result["regression"]
+    assert regression["noisy"] is True
+    assert regression["baselineNoisy"] is True
+    assert "the baseline" in regression["note"]
+    assert "not reliable" in regression["note"]
+
+
+def test_repeats_share_the_budget_of_one_measurement() -> None:
+    calls: list[int] = []
+
+    def run(_names: Any, _feeds: Any) -> None:
+        calls.append(1)
+
+    policy = BenchmarkPolicy(
+        warmup_iterations=4, min_iterations=30, max_iterations=30, min_seconds=0
+    )
+    runs = time_repeats(run, {}, policy=policy)
+
+    assert [len(r) for r in runs] == [10, 10, 10]
+    assert len(calls) == 4 + 30  # one warm-up, then the shared iterations

@@ -4,7 +4,7 @@ findings into a report. Never raises for a bad artifact."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,13 +114,15 @@ def check_model(
     parameters: Mapping[str, Any] | None = None,
     fmt: str | None = ArtifactFormat.ONNX,
     policy: FunctionalPolicy | None = None,
+    on_run: Callable[[], None] | None = None,
 ) -> FunctionalReport:
     """Check that the ONNX model at ``path`` (a file, or a bundle directory holding it) is
     valid and runs on CPU with generated inputs and, when given, its test vectors.
 
     ``fmt`` is the version's declared format: ``"API"`` and formats other than ONNX are
     skipped; ``None`` means "unknown", and the artifact is skipped if it does not parse as
-    ONNX. Never raises for a bad artifact."""
+    ONNX. ``on_run`` is called once the session is open, before the model runs (the worker
+    shows the phase). Never raises for a bad artifact."""
     draft = _Draft(started=time.perf_counter())
     policy = policy or FunctionalPolicy()
     params: Mapping[str, Any] = parameters or {}
@@ -128,7 +130,12 @@ def check_model(
     if declared == ArtifactFormat.API:
         return _skipped(draft, "format API has no artifact")
     if declared is not None and declared != ArtifactFormat.ONNX:
-        return _skipped(draft, f"format {fmt} is not ONNX; the functional check runs ONNX only")
+        return _skipped(
+            draft,
+            f"format {fmt} is not ONNX and the validators cannot load it: convert it to ONNX "
+            "(or save it as SafeTensors, PyTorch weights, Joblib or Pickle, which "
+            "validators.functional.other_formats loads) to have it checked",
+        )
     try:
         draft.versions = tool_versions()
         if not isinstance(params, Mapping):
@@ -154,6 +161,8 @@ def check_model(
             ) from exc
         draft.signature = onnx_artifact.signature_of(session)
         feeds = make_inputs(session, params, policy=policy)
+        if on_run is not None:
+            on_run()
         draft.inputs = {name: describe_array(array) for name, array in feeds.items()}
         results = run_session(session, feeds, timeout=policy.run_timeout_seconds, location=location)
         draft.outputs, findings = judge_outputs(session, results, location=location)

@@ -48,10 +48,14 @@ class FunctionalReport:
     #: {"inputs": [{"name", "type", "shape"}, ...], "outputs": [...]} as the session declares
     #: them (``registry.onnx_artifact.signature_of``); None when no session was opened.
     signature: Mapping[str, Any] | None = None
+    #: What a format other than ONNX loaded as (``validators.functional.other_formats``):
+    #: its tensors, or the loaded object's type and its prediction on a sample.
+    loaded: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         vectors = self.test_vector_results
         signature = self.signature
+        extra = {} if self.loaded is None else {"loaded": dict(self.loaded)}
         return {
             "status": self.status,
             "reason": self.reason,
@@ -68,6 +72,7 @@ class FunctionalReport:
                 "inputs": [dict(arg) for arg in signature["inputs"]],
                 "outputs": [dict(arg) for arg in signature["outputs"]],
             },
+            **extra,
         }
 
 
