@@ -87,6 +87,13 @@ class ModelUpdate(InBody):
     is_active: bool | None = None
 
 
+TAGS_DOC = "Key/value labels (PUT and DELETE …/tags/{key}); not part of what a version serves"
+
+
+class TagIn(InBody):
+    value: str = Field(description="At most 5000 characters", examples=["candidate"])
+
+
 class ModelOut(OutBody):
     id: uuid.UUID
     name: str
@@ -96,6 +103,7 @@ class ModelOut(OutBody):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DOC)
 
 
 class ModelPage(OutBody):
@@ -150,6 +158,7 @@ class VersionOut(OutBody):
         "API versions and before validation); canary, blue-green and rolling rollouts compare "
         "it with the stable version's",
     )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DOC)
 
 
 class VersionPage(OutBody):
