@@ -87,6 +87,13 @@ class ModelUpdate(InBody):
     is_active: bool | None = None
 
 
+TAGS_DOC = "Key/value labels (PUT and DELETE …/tags/{key}); not part of what a version serves"
+
+
+class TagIn(InBody):
+    value: str = Field(description="At most 5000 characters", examples=["candidate"])
+
+
 class ModelOut(OutBody):
     id: uuid.UUID
     name: str
@@ -96,6 +103,7 @@ class ModelOut(OutBody):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DOC)
 
 
 class ModelPage(OutBody):
@@ -170,6 +178,7 @@ class VersionOut(OutBody):
         description="The verdicts of the current artifact's latest validation (null when "
         "there is neither a result nor a run in progress)",
     )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DOC)
 
 
 class VersionPage(OutBody):

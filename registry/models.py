@@ -15,12 +15,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -617,3 +619,26 @@ class ControllerLease(Base):
     holder: Mapped[str] = mapped_column(String(200), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+TAG_KEY_MAX, TAG_VALUE_MAX = 63, 5000
+
+
+def _tags_table(name: str, owner: str, parent: str) -> Table:
+    """Added by modelreg: key/value tags (MLflow's), one row per (owner, key); the upsert
+    relies on that unique constraint. Tags label; they are not part of what a version serves,
+    so no status, digest or validation binds them."""
+    return Table(
+        name,
+        Base.metadata,
+        Column("id", BigSerial, primary_key=True, autoincrement=True),
+        Column(owner, Uuid(), ForeignKey(f"{parent}.id", ondelete="CASCADE"), nullable=False),
+        Column("key", String(TAG_KEY_MAX), nullable=False),
+        Column("value", String(TAG_VALUE_MAX), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, server_default=NOW),
+        UniqueConstraint(owner, "key"),
+    )
+
+
+model_tags = _tags_table("model_tags", "model_id", "ai_model")
+version_tags = _tags_table("version_tags", "model_version_id", "ai_model_version")

@@ -9,9 +9,18 @@ from pydantic.alias_generators import to_camel
 
 from api.deps import get_registry, require
 from api.routes import BAD_BODY
-from api.schemas import ModelCreate, ModelName, ModelOut, ModelPage, ModelUpdate, TaskType
+from api.schemas import (
+    ModelCreate,
+    ModelName,
+    ModelOut,
+    ModelPage,
+    ModelUpdate,
+    TagIn,
+    TaskType,
+)
 from registry.auth import Principal, Scope
 from registry.errors import Invalid
+from registry.filters import MAX_FILTER_LENGTH
 from registry.pagination import MAX_LIMIT
 from registry.services import Registry
 
@@ -20,6 +29,22 @@ router = APIRouter(prefix="/models", tags=["models"])
 Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
 Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
 Reg = Annotated[Registry, Depends(get_registry)]
+
+#: ``filter`` and ``orderBy``, shared with the versions listing (docs/api.md, "Search").
+FilterQuery = Annotated[
+    str | None,
+    Query(
+        alias="filter",
+        max_length=MAX_FILTER_LENGTH,
+        description="e.g. `tag.stage = 'candidate' AND createdAt >= '2026-01-01'`: fields, "
+        "`=` `!=` `<` `<=` `>` `>=` `IN (…)`, AND / OR / NOT and parentheses (docs/api.md)",
+    ),
+]
+OrderQuery = Annotated[
+    str | None, Query(alias="orderBy", max_length=50, description="e.g. `createdAt desc`")
+]
+#: A tag key may hold '/', so the route takes the rest of the path; the service checks it.
+TAG_KEY_DOC = "1 to 63 of letters, digits, '.', '_', '-', '/'"
 
 
 @router.post(
@@ -52,11 +77,20 @@ def list_models(
     q: Annotated[
         str | None, Query(max_length=100, description="Substring of name or description")
     ] = None,
+    filter_: FilterQuery = None,
+    order_by: OrderQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ModelPage:
     page = reg.models.list(
-        task_type=task_type, provider=provider, is_active=is_active, q=q, limit=limit, cursor=cursor
+        task_type=task_type,
+        provider=provider,
+        is_active=is_active,
+        q=q,
+        filter=filter_,
+        order_by=order_by,
+        limit=limit,
+        cursor=cursor,
     )
     return ModelPage(
         items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor
@@ -91,4 +125,25 @@ def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) ->
 )
 def delete_model(name: ModelName, actor: Writer, reg: Reg) -> Response:
     reg.models.delete(actor, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put(
+    "/{name}/tags/{key:path}",
+    response_model=ModelOut,
+    responses=BAD_BODY,
+    summary="Set a tag on a model (replaces its value; idempotent)",
+    description=f"Key: {TAG_KEY_DOC}. Value: at most 5000 characters. Audited.",
+)
+def set_model_tag(name: ModelName, key: str, body: TagIn, actor: Writer, reg: Reg) -> ModelOut:
+    return ModelOut.model_validate(reg.models.set_tag(actor, name, key, body.value))
+
+
+@router.delete(
+    "/{name}/tags/{key:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a tag from a model (404 if it has none by that key)",
+)
+def delete_model_tag(name: ModelName, key: str, actor: Writer, reg: Reg) -> Response:
+    reg.models.delete_tag(actor, name, key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

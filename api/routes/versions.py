@@ -13,8 +13,10 @@ from starlette.requests import ClientDisconnect
 from api.deps import get_registry, require
 from api.problems import problem, problem_responses
 from api.routes import BAD_BODY
+from api.routes.models import TAG_KEY_DOC, FilterQuery, OrderQuery
 from api.schemas import (
     ModelName,
+    TagIn,
     TransitionIn,
     VersionCreate,
     VersionNumber,
@@ -74,10 +76,14 @@ def list_versions(
     _: Reader,
     reg: Reg,
     status: VersionStatus | None = None,
+    filter_: FilterQuery = None,
+    order_by: OrderQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> VersionPage:
-    page = reg.versions.list(name, status=status, limit=limit, cursor=cursor)
+    page = reg.versions.list(
+        name, status=status, filter=filter_, order_by=order_by, limit=limit, cursor=cursor
+    )
     return VersionPage(
         items=[VersionOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
     )
@@ -121,6 +127,33 @@ def transition_version(
             actor, name, version, status=body.status, reason=body.reason, force=body.force
         )
     )
+
+
+@router.put(
+    "/{version}/tags/{key:path}",
+    response_model=VersionOut,
+    responses=BAD_BODY,
+    summary="Set a tag on a version (replaces its value; idempotent)",
+    description=f"Key: {TAG_KEY_DOC}. Value: at most 5000 characters. On any status, "
+    "Production and Archived too: a tag is not part of what the version serves, and never "
+    "changes its digest or validation. Audited.",
+)
+def set_version_tag(
+    name: ModelName, version: VersionNumber, key: str, body: TagIn, actor: Writer, reg: Reg
+) -> VersionOut:
+    return VersionOut.model_validate(reg.versions.set_tag(actor, name, version, key, body.value))
+
+
+@router.delete(
+    "/{version}/tags/{key:path}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a tag from a version (404 if it has none by that key)",
+)
+def delete_version_tag(
+    name: ModelName, version: VersionNumber, key: str, actor: Writer, reg: Reg
+) -> Response:
+    reg.versions.delete_tag(actor, name, version, key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put(

@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from registry.auth import Principal
 from registry.db import lock_row
 from registry.errors import Conflict, Invalid, NotFound
-from registry.models import AIModel, AIModelDeployment, AIModelVersion, ArtifactUpload
-from registry.pagination import check_limit, decode_cursor, encode_cursor
+from registry.models import (
+    AIModel,
+    AIModelDeployment,
+    AIModelVersion,
+    ArtifactUpload,
+    model_tags,
+    version_tags,
+)
+from registry.pagination import check_limit
+from registry.search import MODEL_FIELDS, MODEL_SORTING, where_filter
 from registry.services import audit
 from registry.storage import ArtifactStore
+from registry.tags import delete_tag, load_tags, upsert_tag
 from registry.validation_outcome import ValidationSummary
 
 log = logging.getLogger(__name__)
@@ -50,9 +59,11 @@ class ModelView:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model: AIModel) -> ModelView:
+    def of(cls, model: AIModel, tags: dict[str, str] | None = None) -> ModelView:
+        """``tags`` as a page's one grouped query read them; else read for this model."""
         return cls(
             id=model.id,
             name=model.name,
@@ -62,6 +73,7 @@ class ModelView:
             is_active=model.is_active,
             created_at=model.created_at,
             updated_at=model.updated_at,
+            tags=_own_tags(model, model_tags) if tags is None else tags,
         )
 
 
@@ -86,9 +98,12 @@ class VersionView:
     artifact_uploaded_at: datetime | None
     signature: dict[str, Any] | None
     validation: ValidationSummary | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, version: AIModelVersion) -> VersionView:
+    def of(cls, version: AIModelVersion, tags: dict[str, str] | None = None) -> VersionView:
+        """``tags`` as a page's one grouped query read them; else read for this version (in
+        the session that loaded it, so every service that returns a version shows its tags)."""
         return cls(
             id=version.id,
             model_id=version.model_id,
@@ -107,7 +122,13 @@ class VersionView:
             artifact_uploaded_at=version.artifact_uploaded_at,
             signature=version.signature,
             validation=ValidationSummary.of(version),
+            tags=_own_tags(version, version_tags) if tags is None else tags,
         )
+
+
+def _own_tags(row: AIModel | AIModelVersion, table: Any) -> dict[str, str]:
+    s = object_session(row)
+    return {} if s is None or row.id is None else load_tags(s, table, [row.id])[row.id]
 
 
 def get_model(s: Session, name: str) -> AIModel:
@@ -177,11 +198,16 @@ class ModelService:
         provider: str | None = None,
         is_active: bool | None = None,
         q: str | None = None,
+        filter: str | None = None,
+        order_by: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[ModelView]:
+        """``filter`` is registry/filters.py's grammar over registry/search.py's model
+        fields; ``order_by`` one of its orders (default ``name asc``)."""
         check_limit(limit)
-        stmt = select(AIModel).order_by(AIModel.name)
+        order = MODEL_SORTING.parse(order_by)
+        stmt = where_filter(select(AIModel), filter, MODEL_FIELDS)
         if task_type is not None:
             stmt = stmt.where(AIModel.task_type == task_type)
         if provider is not None:
@@ -196,14 +222,13 @@ class ModelService:
                     func.lower(AIModel.description).like(pattern, escape="\\"),
                 )
             )
-        if cursor:
-            (after,) = decode_cursor(cursor, arity=1)
-            stmt = stmt.where(AIModel.name > str(after))
+        stmt = MODEL_SORTING.apply(stmt, order, cursor)
         with self.sessions() as s:
-            rows = [ModelView.of(m) for m in s.scalars(stmt.limit(limit + 1))]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, encode_cursor([rows[-1].name]) if more else None)
+            found = list(s.scalars(stmt.limit(limit + 1)))[: limit + 1]
+            tags = load_tags(s, model_tags, [m.id for m in found[:limit]])
+            rows = [ModelView.of(m, tags.get(m.id, {})) for m in found[:limit]]
+        more = len(found) > limit
+        return Page(rows, MODEL_SORTING.cursor(order, rows[-1]) if more else None)
 
     def update(self, actor: Principal, name: str, changes: dict[str, Any]) -> ModelView:
         unknown = set(changes) - set(MUTABLE_FIELDS)
@@ -220,6 +245,31 @@ class ModelService:
                     s, actor, "model_updated", modelId=model.id, name=name, changes=changed
                 )
             return ModelView.of(model)
+
+    # -- tags: labels, not part of what serves (registry/tags.py) ---------------------------
+
+    def set_tag(self, actor: Principal, name: str, key: str, value: str) -> ModelView:
+        """Set (or replace) the tag; setting the value it has is a no-op, not audited."""
+        try:
+            with self.sessions.begin() as s:
+                model = get_model(s, name)
+                if upsert_tag(s, model_tags, model.id, key, value):
+                    audit.record(
+                        s, actor, "model_tag_set", modelId=model.id, name=name, key=key, value=value
+                    )
+                return ModelView.of(model)
+        except IntegrityError:  # the model was deleted meanwhile (the tag's foreign key)
+            raise NotFound(f"no model named {name!r}") from None
+
+    def delete_tag(self, actor: Principal, name: str, key: str) -> None:
+        with self.sessions.begin() as s:
+            model = get_model(s, name)
+            old = delete_tag(s, model_tags, model.id, key)
+            if old is None:
+                raise NotFound(f"model {name!r} has no tag {key!r}")
+            audit.record(
+                s, actor, "model_tag_deleted", modelId=model.id, name=name, key=key, value=old
+            )
 
     def delete(self, actor: Principal, name: str) -> None:
         with self.sessions.begin() as s:

@@ -7,26 +7,31 @@ The upload of an artifact (its lease, its budget, the stream into the store) is
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
 from registry.db import lock_row
 from registry.errors import Conflict, Forbidden, GateClosed, Invalid, NotFound
-from registry.models import AIModelDeployment, AIModelValidationResult, AIModelVersion
-from registry.pagination import check_limit, decode_cursor, encode_cursor
+from registry.models import (
+    AIModelDeployment,
+    AIModelValidationResult,
+    AIModelVersion,
+    version_tags,
+)
+from registry.pagination import check_limit
+from registry.search import VERSION_FIELDS, VERSION_SORTING, where_filter
 from registry.services import audit
 from registry.services.models import Page, VersionView, get_model, get_version
 from registry.services.uploads import ArtifactUploads
 from registry.services.validations import validation_gate
 from registry.storage import ArtifactStore
+from registry.tags import delete_tag, load_tags, upsert_tag
 from registry.vocabulary import ArtifactFormat, VersionStatus, values
 
 #: The format of a version without an artifact, which ``parameters.endpoint`` serves.
@@ -140,33 +145,26 @@ class VersionService:
         model_name: str,
         *,
         status: str | None = None,
+        filter: str | None = None,
+        order_by: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[VersionView]:
-        """Newest first."""
+        """Newest first, unless ``order_by`` says otherwise; ``filter`` is registry/filters.py's
+        grammar over registry/search.py's version fields."""
         check_limit(limit)
+        order = VERSION_SORTING.parse(order_by)
         with self.sessions() as s:
             model = get_model(s, model_name)
-            stmt = (
-                select(AIModelVersion)
-                .where(AIModelVersion.model_id == model.id)
-                .order_by(AIModelVersion.created_at.desc(), AIModelVersion.id.desc())
-            )
+            stmt = select(AIModelVersion).where(AIModelVersion.model_id == model.id)
             if status is not None:
                 stmt = stmt.where(AIModelVersion.status == status)
-            if cursor:
-                created, vid = decode_cursor(cursor, arity=2)
-                try:
-                    after = (datetime.fromisoformat(created), uuid.UUID(vid))
-                except (TypeError, ValueError):
-                    raise Invalid("cursor is not one this server issued") from None
-                stmt = stmt.where(tuple_(AIModelVersion.created_at, AIModelVersion.id) < after)
-            rows = [VersionView.of(v) for v in s.scalars(stmt.limit(limit + 1))]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if rows else None
-        nxt = encode_cursor([last.created_at.isoformat(), str(last.id)]) if more and last else None
-        return Page(rows, nxt)
+            stmt = VERSION_SORTING.apply(where_filter(stmt, filter, VERSION_FIELDS), order, cursor)
+            found = list(s.scalars(stmt.limit(limit + 1)))
+            tags = load_tags(s, version_tags, [v.id for v in found[:limit]])
+            rows = [VersionView.of(v, tags.get(v.id, {})) for v in found[:limit]]
+        more = len(found) > limit
+        return Page(rows, VERSION_SORTING.cursor(order, rows[-1]) if more else None)
 
     def artifact(self, model_name: str, version_number: str) -> ArtifactRef:
         version = self.get(model_name, version_number)
@@ -260,6 +258,46 @@ class VersionService:
                     s, actor, "version_updated", modelVersionId=version.id, fields=sorted(changed)
                 )
             return VersionView.of(version)
+
+    # -- tags: labels, editable on any status; never the digest or validation -------------
+
+    def set_tag(
+        self, actor: Principal, model_name: str, version_number: str, key: str, value: str
+    ) -> VersionView:
+        """Set (or replace) the tag; setting the value it has is a no-op, not audited. The
+        version's row is not touched, so neither its status nor its digest matters."""
+        try:
+            with self.sessions.begin() as s:
+                version = get_version(s, get_model(s, model_name), version_number)
+                if upsert_tag(s, version_tags, version.id, key, value):
+                    audit.record(
+                        s,
+                        actor,
+                        "version_tag_set",
+                        modelVersionId=version.id,
+                        versionNumber=version_number,
+                        key=key,
+                        value=value,
+                    )
+                return VersionView.of(version)
+        except IntegrityError:  # the version was deleted meanwhile (the tag's foreign key)
+            raise NotFound(f"model {model_name!r} has no version {version_number!r}") from None
+
+    def delete_tag(self, actor: Principal, model_name: str, version_number: str, key: str) -> None:
+        with self.sessions.begin() as s:
+            version = get_version(s, get_model(s, model_name), version_number)
+            old = delete_tag(s, version_tags, version.id, key)
+            if old is None:
+                raise NotFound(f"version {version_number!r} of {model_name!r} has no tag {key!r}")
+            audit.record(
+                s,
+                actor,
+                "version_tag_deleted",
+                modelVersionId=version.id,
+                versionNumber=version_number,
+                key=key,
+                value=old,
+            )
 
     def transition(
         self,

@@ -29,6 +29,8 @@ ADDED_TABLES = {
     "routing_state",
     "deployment_event",
     "controller_lease",
+    "model_tags",
+    "version_tags",
 }
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry.formats import MAX_SAFETENSORS_HEADER
 from validators.report import Finding, Severity
-from validators.security.formats import MAX_SAFETENSORS_HEADER
 from validators.security.safetensors_scan import DTYPE_BYTES
 
 #: safetensors dtype → the numpy dtype its bytes are read as. Types numpy has no native form
