@@ -99,7 +99,7 @@ def test_upload_retry_reuses_the_version_left_without_artifact(
     cli: CliRunner, tmp_path: Path
 ) -> None:
     run(cli, "models", "create", "m", "--task", "TextGeneration")
-    run(cli, "versions", "create", "m", "2.0")
+    run(cli, "versions", "create", "m", "2.0", "--format", "safetensors")  # any case
     artifact = tmp_path / "weights.safetensors"
     artifact.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     output = run(cli, "versions", "upload", "m", "2.0", str(artifact), "--format", "SafeTensors")
