@@ -24,7 +24,7 @@ from registry.models import AIModel, AIModelDeployment, AIModelVersion, Artifact
 from registry.pagination import check_limit, decode_cursor, encode_cursor
 from registry.services import audit
 from registry.storage import ArtifactStore
-from registry.validation_outcome import ValidationSummary
+from registry.validation_summary import ValidationSummary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
