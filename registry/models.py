@@ -26,12 +26,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
-    column,
-    select,
-    table,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from registry.types import BigSerial, JSONType, UTCDateTime, utcnow
 from registry.vocabulary import (
@@ -249,19 +246,6 @@ class AIModel(Base):
     )
 
 
-#: The columns of two tables defined below that a version's validation summary reads, as
-#: correlated subqueries in the version's own SELECT: a page of versions is one query.
-_RESULT = table(
-    "ai_model_validation_result",
-    column("id"),
-    column("security_scan_status"),
-    column("functional_status"),
-)
-_REQUEST = table(
-    "validation_request", column("model_version_id"), column("sha256"), column("status")
-)
-
-
 class AIModelVersion(Base):
     """1.19 AIModelVersion: one version of a model, with its artifact and lifecycle status."""
 
@@ -297,32 +281,6 @@ class AIModelVersion(Base):
     # Added by modelreg (docs/schema.md): the ONNX inputs and outputs (names, element types,
     # shapes) its passed functional check found, so a rollout can compare it with the stable.
     signature: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    # Read-only, for the API's validation summary: the verdicts of the result
-    # ``validation_result_id`` points at (the current digest's latest), and the status of a run
-    # of the current digest still waiting or running (Running first).
-    validation_security: Mapped[str | None] = column_property(
-        select(_RESULT.c.security_scan_status)
-        .where(_RESULT.c.id == validation_result_id)
-        .scalar_subquery()
-    )
-    validation_functional: Mapped[str | None] = column_property(
-        select(_RESULT.c.functional_status)
-        .where(_RESULT.c.id == validation_result_id)
-        .scalar_subquery()
-    )
-    validation_pending: Mapped[str | None] = column_property(
-        select(_REQUEST.c.status)
-        .where(
-            _REQUEST.c.model_version_id == id,
-            _REQUEST.c.sha256 == sha256,
-            _REQUEST.c.status.in_(
-                (ValidationRequestStatus.QUEUED.value, ValidationRequestStatus.RUNNING.value)
-            ),
-        )
-        .order_by(_REQUEST.c.status.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
 
     __table_args__ = (
         CheckConstraint(_in("status", VERSION_STATUSES), name="status"),
@@ -625,9 +583,7 @@ TAG_KEY_MAX, TAG_VALUE_MAX = 63, 5000
 
 
 def _tags_table(name: str, owner: str, parent: str) -> Table:
-    """Added by modelreg: key/value tags (MLflow's), one row per (owner, key); the upsert
-    relies on that unique constraint. Tags label; they are not part of what a version serves,
-    so no status, digest or validation binds them."""
+    """Added by modelreg: MLflow-like tags, unique per (owner, key); they bind nothing."""
     return Table(
         name,
         Base.metadata,

@@ -9,7 +9,6 @@ order the API has always shown them.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -109,28 +108,3 @@ class ValidationOutcome:
         }
         keys = _FINISHED_KEYS if self.error is None else _FAILED_KEYS
         return {key: values[key] for key in keys if values[key] is not None}
-
-
-@dataclass(frozen=True)
-class ValidationSummary:
-    """The verdicts a version's list line shows: those of the latest finished run of its
-    current artifact digest (``validation_id``; None before any finished), and the status of
-    a run of that digest still waiting or running (``pending``)."""
-
-    validation_id: uuid.UUID | None
-    security_scan_status: str | None
-    functional_status: str | None
-    pending: str | None
-
-    @classmethod
-    def of(cls, version: Any) -> ValidationSummary | None:
-        """From an ``AIModelVersion`` (its ``validation_*`` column properties); None when the
-        version has neither a result nor a pending run (an API version, or no artifact)."""
-        if version.validation_result_id is None and version.validation_pending is None:
-            return None
-        return cls(
-            validation_id=version.validation_result_id,
-            security_scan_status=version.validation_security,
-            functional_status=version.validation_functional,
-            pending=version.validation_pending,
-        )

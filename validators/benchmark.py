@@ -54,7 +54,6 @@ Like the functional check it never raises for a bad artifact: the dict then has
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import resource
 import sys
@@ -154,19 +153,26 @@ def time_repeats(
     *,
     policy: BenchmarkPolicy,
 ) -> list[list[int]]:
-    """``policy.repeats`` runs of :func:`time_runs` that share its budget: each takes a
-    ``1/repeats`` share of the iterations and seconds; only the first warms up."""
+    """``policy.repeats`` runs of :func:`time_runs` that share its budget: the iterations are
+    split between them (the totals stay the policy's) and so are the seconds; only the first
+    warms up."""
     repeats = max(1, policy.repeats)
-    share = dataclasses.replace(
-        policy,
-        min_iterations=math.ceil(policy.min_iterations / repeats),
-        max_iterations=max(1, policy.max_iterations // repeats),
-        min_seconds=policy.min_seconds / repeats,
-        max_seconds=policy.max_seconds / repeats,
-    )
-    first = time_runs(run, feeds, policy=share)
-    quiet = dataclasses.replace(share, warmup_iterations=0)
-    return [first, *(time_runs(run, feeds, policy=quiet) for _ in range(repeats - 1))]
+
+    def part(total: int, index: int) -> int:
+        return total // repeats + (1 if index < total % repeats else 0)
+
+    runs = []
+    for index in range(repeats):
+        share = dataclasses.replace(
+            policy,
+            warmup_iterations=policy.warmup_iterations if index == 0 else 0,
+            min_iterations=part(policy.min_iterations, index),
+            max_iterations=max(1, part(policy.max_iterations, index)),
+            min_seconds=policy.min_seconds / repeats,
+            max_seconds=policy.max_seconds / repeats,
+        )
+        runs.append(time_runs(run, feeds, policy=share))
+    return runs
 
 
 def noise_of(repeats: list[list[int]], *, policy: BenchmarkPolicy) -> dict[str, Any]:

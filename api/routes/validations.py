@@ -60,7 +60,10 @@ def list_validations(
 @router.get(
     "/validations/{validation_id}",
     response_model=ValidationRunOut,
-    summary="One validation run, by its id or by its result's id",
+    summary="One validation run, by its id",
+    description="A run's id is also its result's id. While the run is Running, `phase` says "
+    "what the worker is doing (fetch, scan, load, run, benchmark). A result stored before "
+    "results took their run's id is also found by its own id.",
 )
 def get_validation(validation_id: uuid.UUID, _: Reader, reg: Reg) -> ValidationRunOut:
     return ValidationRunOut.of(reg.validations.get_run(validation_id))

@@ -33,7 +33,7 @@ from registry.search import MODEL_FIELDS, MODEL_SORTING, where_filter
 from registry.services import audit
 from registry.storage import ArtifactStore
 from registry.tags import delete_tag, load_tags, upsert_tag
-from registry.validation_outcome import ValidationSummary
+from registry.validation_summary import ValidationSummary
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

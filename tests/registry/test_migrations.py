@@ -178,3 +178,20 @@ def test_pg_usage_log_id_is_bigserial(database_url: str) -> None:
         assert default.startswith("nextval(")
     finally:
         engine.dispose()
+
+
+def test_the_validation_phase_migration_goes_down_and_up(database_url: str) -> None:
+    def columns() -> set[str]:
+        engine = create_db_engine(database_url)
+        try:
+            return {c["name"] for c in inspect(engine).get_columns("validation_request")}
+        finally:
+            engine.dispose()
+
+    assert "phase" in columns()
+    migrate.downgrade(database_url, "0005")
+    assert "phase" not in columns()
+    assert "attempts" in columns()
+    migrate.upgrade(database_url)
+    assert "phase" in columns()
+    assert _diff(database_url) == []

@@ -238,3 +238,13 @@ def test_repeats_share_the_budget_of_one_measurement() -> None:
 
     assert [len(r) for r in runs] == [10, 10, 10]
     assert len(calls) == 4 + 30  # one warm-up, then the shared iterations
+
+
+def test_repeats_keep_the_total_iterations_of_the_policy() -> None:
+    policy = BenchmarkPolicy(
+        warmup_iterations=0, min_iterations=100, max_iterations=100, min_seconds=0
+    )
+
+    runs = time_repeats(lambda _n, _f: None, {}, policy=policy)
+
+    assert [len(r) for r in runs] == [34, 33, 33]

@@ -93,3 +93,46 @@ def test_the_worker_records_the_phase_while_the_child_works(
     done = http.get(f"/api/v1/validations/{queued['id']}").json()
     assert done["status"] == "Done"
     assert done["phase"] is None
+
+
+def test_a_joblib_estimator_is_loaded_and_run_by_the_real_child(
+    http: httpx.Client, model: str, registry: Registry, tmp_path: Path
+) -> None:
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).standard_normal((40, 3))
+    joblib.dump(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), tmp_path / "m.joblib")
+    make_version(http, model, "1.0", format="Joblib")
+    upload(http, model, "1.0", (tmp_path / "m.joblib").read_bytes(), filename="m.joblib")
+    assert ValidationWorker(registry).run_once()
+
+    (run,) = _runs(http)
+    result = run["result"]
+    assert (result["securityScanStatus"], result["functionalStatus"]) == ("Passed", "Passed")
+    assert result["results"]["functional"]["loaded"]["predict"]["inputShape"] == [1, 3]
+    transition = http.post(
+        "/api/v1/models/m/versions/1.0/transitions", json={"status": "Production"}
+    )
+    assert transition.status_code == 200, transition.text
+
+
+def test_a_torch_state_dict_is_loaded_by_the_real_child_or_skipped_saying_why(
+    http: httpx.Client, model: str, registry: Registry, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.ones(2, 2)}, tmp_path / "w.pt")
+    make_version(http, model, "1.0", format="PyTorch")
+    upload(http, model, "1.0", (tmp_path / "w.pt").read_bytes(), filename="w.pt")
+    assert ValidationWorker(registry).run_once()
+
+    (run,) = _runs(http)
+    result = run["result"]
+    functional = result["results"]["functional"]
+    assert result["securityScanStatus"] == "Passed"
+    if result["functionalStatus"] == "Skipped":  # torch would not import under the limits
+        assert "torch" in functional["reason"]
+    else:
+        assert result["functionalStatus"] == "Passed", functional
+        assert functional["loaded"]["parameterCount"] == 4
