@@ -250,6 +250,8 @@ class _Parser:
 def parse_filter(text: str) -> Node:
     if len(text) > MAX_FILTER_LENGTH:
         raise FilterError(f"longer than {MAX_FILTER_LENGTH} characters", position=MAX_FILTER_LENGTH)
+    if "\x00" in text:
+        raise FilterError("a NUL character cannot be matched", position=text.index("\x00"))
     if not text.strip():
         raise FilterError("expected a comparison, found an empty filter", position=0)
     return _Parser(text).parse()
