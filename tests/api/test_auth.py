@@ -75,6 +75,10 @@ ROUTES = [
         id="feedback-summary",
     ),
     pytest.param("GET", "/api/v1/models/m/feedback/compare", "models:read", id="compare-feedback"),
+    pytest.param("PUT", "/api/v1/models/m/tags/k", "models:write", id="set-model-tag"),
+    pytest.param("DELETE", "/api/v1/models/m/tags/k", "models:write", id="rm-model-tag"),
+    pytest.param("PUT", "/api/v1/models/m/versions/1/tags/k", "models:write", id="set-tag"),
+    pytest.param("DELETE", "/api/v1/models/m/versions/1/tags/k", "models:write", id="rm-tag"),
 ]
 
 
@@ -99,7 +103,8 @@ def test_every_api_route_is_in_the_matrix(server: LiveServer) -> None:
             .replace("{api_key}", "mr_x")
             .replace("{validation_id}", ANY_ID)
             .replace("{deployment_id}", ANY_ID)
-            .replace("{action}", "abort"),
+            .replace("{action}", "abort")
+            .replace("{key}", "k"),
         )
         for m, p in ops
     }
