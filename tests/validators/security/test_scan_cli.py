@@ -194,8 +194,9 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
         "except SystemExit as exc:\n"
         "    heavy = ('registry', 'api.app', 'sqlalchemy')\n"
         # registry.bundles (stdlib only) holds the archive checks the model server shares, and
-        # registry.vocabulary (stdlib only) the statuses and formats every package names
-        "    shared = ('registry', 'registry.bundles', 'registry.vocabulary')\n"
+        # registry.vocabulary (stdlib only) the statuses and formats every package names, and
+        # registry.formats (stdlib only) the sniffers the upload's format check shares
+        "    shared = ('registry', 'registry.bundles', 'registry.vocabulary', 'registry.formats')\n"
         "    loaded = [m for m in sys.modules if m.startswith(heavy) and m not in shared]\n"
         "    print('LOADED', loaded, file=sys.stderr)\n"
         "    raise\n"
