@@ -7,12 +7,10 @@ import os
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -23,6 +21,7 @@ from tests.support.helpers import pass_validation
 from tests.support.live_server import LiveServer
 from tests.support.onnx_models import add_model, nan_model, write
 from tests.support.ports import free_port
+from tests.support.serve_process import modelreg, serve, stop, wait_ready
 from validators.worker import start_worker_thread
 
 
@@ -248,53 +247,6 @@ def test_keys_create_list_revoke(cli: CliRunner) -> None:
 # -- the real thing: `modelreg serve` on the embedded defaults --------------------------------
 
 
-def _modelreg(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"modelreg serve exited: {proc.communicate()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("modelreg serve did not become ready")
-
-
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    proc.terminate()
-    try:
-        out, err = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return out, err
-
-
 def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -302,27 +254,27 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     env.update(HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"), COLUMNS="200")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _serve(env, port)
+    proc = serve(env, port)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         credentials = home / ".config" / "modelreg" / "credentials"
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
         token = credentials.read_text().split("token = ")[1].strip()
         assert (home / ".local" / "share" / "modelreg" / "modelreg.db").is_file()
-        created = _modelreg("models", "create", "text2img", "--task", "ImageGeneration", env=env)
+        created = modelreg("models", "create", "text2img", "--task", "ImageGeneration", env=env)
         assert created.returncode == 0, created.stderr
-        listed = _modelreg("models", "list", env=env)
+        listed = modelreg("models", "list", env=env)
         assert "text2img" in listed.stdout
     finally:
-        out, _err = _stop(proc)
+        out, _err = stop(proc)
     assert out.count(token) == 1
 
-    proc = _serve(env, port)
+    proc = serve(env, port)
     try:
-        _wait_ready(url, proc)
-        assert _modelreg("models", "show", "text2img", env=env).returncode == 0
+        wait_ready(url, proc)
+        assert modelreg("models", "show", "text2img", env=env).returncode == 0
     finally:
-        out, _err = _stop(proc)
+        out, _err = stop(proc)
     assert "mr_" not in out  # the key is created and printed on the first start only
 
 
@@ -346,15 +298,15 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
     )
     assert refused.returncode != 0
     assert "modelreg db upgrade" in refused.stderr
-    upgraded = _modelreg("db", "upgrade", env=env)
+    upgraded = modelreg("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    current, head = _modelreg("db", "current", env=env).stdout.splitlines()
+    current, head = modelreg("db", "current", env=env).stdout.splitlines()
     assert current.split()[-1] == head.split()[-1] == migrate.head_revision(empty_pg_url)
-    proc = _serve(env, port)
+    proc = serve(env, port)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", proc)
+        wait_ready(f"http://127.0.0.1:{port}", proc)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_version_prints_the_installed_version() -> None:
