@@ -443,21 +443,15 @@ class ValidationService:
 
     def renew(self, job: ValidationJob, worker_id: str) -> bool:
         """Extend the lease; False if this worker no longer holds it."""
-        with self.sessions.begin() as s:
-            renewed = s.execute(
-                update(ValidationRequest)
-                .where(
-                    ValidationRequest.id == job.request_id,
-                    ValidationRequest.lease_owner == worker_id,
-                    ValidationRequest.status == ValidationRequestStatus.RUNNING,
-                )
-                .values(lease_expires_at=utcnow() + self.lease)
-            ).rowcount  # type: ignore[attr-defined]
-        return bool(renewed == 1)
+        return self._update_held(job, worker_id, lease_expires_at=utcnow() + self.lease)
 
     def set_phase(self, job: ValidationJob, worker_id: str, phase: str) -> bool:
         """Record what the run is doing now (one UPDATE per phase change); False if this
         worker no longer holds the run."""
+        return self._update_held(job, worker_id, phase=phase)
+
+    def _update_held(self, job: ValidationJob, worker_id: str, **values: Any) -> bool:
+        """Set ``values`` on the run while this worker holds it; False once it does not."""
         with self.sessions.begin() as s:
             updated = s.execute(
                 update(ValidationRequest)
@@ -466,7 +460,7 @@ class ValidationService:
                     ValidationRequest.lease_owner == worker_id,
                     ValidationRequest.status == ValidationRequestStatus.RUNNING,
                 )
-                .values(phase=phase)
+                .values(**values)
             ).rowcount  # type: ignore[attr-defined]
         return bool(updated == 1)
 
