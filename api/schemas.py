@@ -41,6 +41,15 @@ ModelName = Annotated[
 VersionNumber = Annotated[
     str, Path(pattern=VERSION_PATTERN, description="Version number", examples=["1.0"])
 ]
+IdOrPrefix = Annotated[
+    str,
+    Path(
+        max_length=64,
+        description="The full id, or a unique prefix of at least 8 characters (as lists show "
+        "it): 409 with `candidates` when several ids start with it, 422 when it is shorter",
+        examples=["0f8e2c1a"],
+    ),
+]
 
 
 class InBody(BaseModel):

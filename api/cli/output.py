@@ -59,6 +59,19 @@ def format_size(n: int | None) -> str:
     return str(n)
 
 
+#: The shortest id prefix the server accepts (registry/ids.py MIN_PREFIX); lists show ids so.
+ID_PREFIX = 8
+
+
+def short_ids(ids: list[str]) -> list[str]:
+    """``ids`` cut to the shortest prefix, at least :data:`ID_PREFIX` characters, that still
+    tells them apart: what a list shows, and what every command taking an id accepts."""
+    length = ID_PREFIX
+    while len({i[:length] for i in ids}) < len(set(ids)):
+        length += 1
+    return [i[:length] for i in ids]
+
+
 def print_fields(obj: BaseModel, title: str) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")

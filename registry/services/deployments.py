@@ -21,6 +21,7 @@ from registry import metrics
 from registry.auth import Principal
 from registry.db import lock_row
 from registry.errors import Conflict, Invalid, NotFound
+from registry.ids import resolve_uuid
 from registry.models import (
     DEPLOYMENT_STATUSES,
     ENVIRONMENTS,
@@ -221,7 +222,7 @@ class DeploymentService:
     def request(
         self,
         actor: Principal,
-        deployment_id: uuid.UUID,
+        deployment_id: uuid.UUID | str,
         action: str,
         *,
         reason: str | None = None,
@@ -230,6 +231,7 @@ class DeploymentService:
         if action not in ACTIONS:
             raise Invalid(f"unknown action {action!r}", allowed=list(ACTIONS))
         with self.sessions.begin() as s:
+            deployment_id = self.resolve(s, deployment_id)
             dep = lock_deployment(s, deployment_id)
             version = s.get(AIModelVersion, dep.model_version_id)
             assert version is not None
@@ -432,7 +434,16 @@ class DeploymentService:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def get(self, deployment_id: uuid.UUID) -> DeploymentView:
+    @staticmethod
+    def resolve(s: Session, deployment_id: uuid.UUID | str) -> uuid.UUID:
+        """A full deployment id, from itself or from a unique prefix of it."""
+        return resolve_uuid(s, AIModelDeployment.id, deployment_id, what="deployment")
+
+    def get(self, deployment_id: uuid.UUID | str) -> DeploymentView:
+        """A deployment by its id, or a unique prefix of it (registry/ids.py)."""
+        if not isinstance(deployment_id, uuid.UUID):
+            with self.sessions() as s:
+                deployment_id = self.resolve(s, deployment_id)
         views = self.load([deployment_id])
         if not views:
             raise NotFound(f"no deployment with id {deployment_id}")
@@ -479,10 +490,11 @@ class DeploymentService:
         return Page(views, nxt)
 
     def events(
-        self, deployment_id: uuid.UUID, *, after: int = 0, limit: int = 200
+        self, deployment_id: uuid.UUID | str, *, after: int = 0, limit: int = 200
     ) -> list[EventView]:
         check_limit(limit)
         with self.sessions() as s:
+            deployment_id = self.resolve(s, deployment_id)
             if s.get(AIModelDeployment, deployment_id) is None:
                 raise NotFound(f"no deployment with id {deployment_id}")
             rows = s.scalars(

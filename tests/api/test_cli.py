@@ -237,7 +237,7 @@ def test_keys_create_list_revoke(cli: CliRunner) -> None:
     token = next(w for w in created.split() if w.startswith("mr_") and "." in w)
     api_key = token.split(".")[0]
     listed = run(cli, "keys", "list")
-    assert api_key in listed
+    assert api_key[:8] in listed
     assert "ci@example.com" in listed
     assert token.split(".")[1] not in listed
     run(cli, "keys", "revoke", api_key)

@@ -383,7 +383,7 @@ def test_readable_errors(cli: CliRunner, versions: list[str]) -> None:
     missing = run(cli, "deployments", "show", unknown, code=1)
     assert "404" in missing
     malformed = run(cli, "deployments", "show", "abc123", code=1)
-    assert "full UUID" in malformed
+    assert "too short" in malformed
     run(cli, "deployments", "promote", "nope", code=1)
 
     nothing = run(cli, "endpoint", MODEL, "--env", "staging", code=1)
