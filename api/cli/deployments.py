@@ -246,6 +246,7 @@ def deployments_list(
             )
             for short, d in zip(short_ids([str(d.id) for d in items]), items, strict=True)
         ],
+        optional=("created", "strategy"),
     )
 
 

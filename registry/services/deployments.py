@@ -38,7 +38,7 @@ from registry.services.deployment_views import (
     DeploymentView,
     EventView,
     VersionInfo,
-    event_view,
+    event_views,
     load_by_id,
     view_of,
 )
@@ -67,6 +67,8 @@ ACTIONS = ("promote", "abort", "pause", "resume", "undeploy")
 
 
 def actor_name(actor: Principal) -> str:
+    """How the ledger names a person's act; deployment_views.event_views reads the user id
+    back out of it, for the event's ``actorEmail``."""
     return f"key:{actor.key_name or actor.api_client_id} (user {actor.user_id})"
 
 
@@ -112,7 +114,8 @@ class DeploymentService:
         try:
             spec = parse_spec(strategy, params)
         except SpecError as exc:
-            raise Invalid(str(exc)) from None
+            fields = exc.problem_errors()  # the field in `errors`, as a body's 422 names it
+            raise Invalid(str(exc), **({"errors": fields} if fields else {})) from None
         if (version_number is None) == (model_version_id is None):
             raise Invalid("give exactly one of versionNumber or modelVersionId")
         with self.sessions.begin() as s:
@@ -503,7 +506,7 @@ class DeploymentService:
                 .order_by(DeploymentEvent.id)
                 .limit(limit)
             )
-            return [event_view(e) for e in rows]
+            return event_views(s, rows)
 
     def history(
         self,
@@ -527,9 +530,7 @@ class DeploymentService:
             stmt = select(DeploymentEvent).where(where, DeploymentEvent.id > after)
             if at is not None:
                 stmt = stmt.where(DeploymentEvent.at <= at)
-            rows = [
-                event_view(e) for e in s.scalars(stmt.order_by(DeploymentEvent.id).limit(limit))
-            ]
+            rows = event_views(s, s.scalars(stmt.order_by(DeploymentEvent.id).limit(limit)))
             serving = None
             if at is not None:
                 last = s.scalar(
