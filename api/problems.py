@@ -113,6 +113,16 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first[:200]}" if first else exc.__class__.__name__
 
 
+def _rule(error: Any) -> str | None:
+    """The rule a name or version number broke, in words (api/schemas.py PATTERN_RULES), for
+    a 422 that says it instead of the regex; None for any other error."""
+    from api.schemas import PATTERN_RULES
+
+    if error.get("type") != "string_pattern_mismatch":
+        return None
+    return PATTERN_RULES.get((error.get("ctx") or {}).get("pattern", ""))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     outage = OutageLog()
     store_outage = OutageLog(what="artifact store")
@@ -155,15 +165,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg", ""),
-                "type": e.get("type", ""),
-            }
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+        errors, lines = [], []
+        for e in exc.errors():
+            loc, rule = [str(p) for p in e.get("loc", ())], _rule(e)
+            errors.append({"loc": loc, "msg": rule or e.get("msg", ""), "type": e.get("type", "")})
+            # "name must start with …" for a broken rule; "query.limit: Input should be …" else.
+            lines.append(
+                f"{loc[-1]} {rule}" if rule and loc else f"{'.'.join(loc)}: {errors[-1]['msg']}"
+            )
+        summary = "; ".join(lines[:5])
         return problem(
             422,
             summary or "invalid request",

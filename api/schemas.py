@@ -27,6 +27,16 @@ from registry.storable import unstorable
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 VERSION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._+-]{0,48}[A-Za-z0-9._+-])?$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+
+#: What a 422 says instead of the regex a value failed (api/problems.py), after the field name.
+PATTERN_RULES = {
+    MODEL_NAME_PATTERN: "must start with a letter or digit and contain only letters, digits, "
+    "'.', '_' and '-' (at most 100 characters)",
+    VERSION_PATTERN: "must start with a letter or digit, contain only letters, digits, spaces, "
+    "'.', '_', '+' and '-', and not end with a space (at most 50 characters)",
+    EMAIL_PATTERN: "must be an email address, such as ada@example.com",
+}
 
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
 VersionStatus = Literal[VERSION_STATUSES]  # type: ignore[valid-type]
@@ -40,6 +50,15 @@ ModelName = Annotated[
 ]
 VersionNumber = Annotated[
     str, Path(pattern=VERSION_PATTERN, description="Version number", examples=["1.0"])
+]
+IdOrPrefix = Annotated[
+    str,
+    Path(
+        max_length=64,
+        description="The full id, or a unique prefix of at least 8 characters (as lists show "
+        "it): 409 with `candidates` when several ids start with it, 422 when it is shorter",
+        examples=["0f8e2c1a"],
+    ),
 ]
 
 
@@ -202,7 +221,7 @@ class KeyCreate(InBody):
     user: str | None = Field(
         default=None,
         max_length=255,
-        pattern=r"^[^@\s]+@[^@\s]+$",
+        pattern=EMAIL_PATTERN,
         description="Email of the user the key acts for; created as a service account if new. "
         "Default: the caller's user.",
     )
@@ -421,6 +440,10 @@ class DeploymentEventOut(OutBody):
     at: datetime
     kind: str
     actor: str
+    actor_email: str | None = Field(
+        default=None,
+        description="The email of the user behind `actor`; null for the controller's own steps",
+    )
     reason: str | None
     version_number: str | None
     details: dict[str, Any]

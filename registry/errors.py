@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -79,3 +80,17 @@ class TooManyRequests(RegistryError):
 class SpecError(ValueError):
     """A rollout spec (``strategyParams``) that cannot be run; the message names the field.
     The deployment service turns it into :class:`Invalid` (422)."""
+
+    def problem_errors(self) -> list[dict[str, Any]]:
+        """The field as a 422's ``errors`` give it, ``[{loc, msg, type}]``, read from the
+        message's start (``strategyParams.steps[1].weight must be …`` → ``loc``
+        ``["body", "strategyParams", "steps", "1", "weight"]``, ``msg`` ``must be …``), so
+        that a client can name its own option for it; empty when the message names none."""
+        match = _SPEC_FIELD.match(str(self))
+        if match is None:
+            return []
+        loc = ["body", *re.findall(r"[A-Za-z]+|\d+", match.group(1))]
+        return [{"loc": loc, "msg": str(self)[match.end() :], "type": "value_error"}]
+
+
+_SPEC_FIELD = re.compile(r"(strategyParams(?:\.[A-Za-z]+|\[\d+\])*)(?::\s*|\s+)")

@@ -126,7 +126,7 @@ def parse_spec(
     unknown = sorted(set(params) - _KNOWN[strategy])
     if unknown:
         raise SpecError(
-            f"strategyParams for {strategy} has unknown field(s) {unknown}; "
+            f"strategyParams: unknown field(s) {unknown} for {strategy}; "
             f"known: {sorted(_KNOWN[strategy])}"
         )
     replicas = params.get("replicas", 1)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from api.cli.output import fail
 
@@ -39,13 +39,7 @@ def open_client() -> Iterator[Client]:
     try:
         yield client
     except ModelregError as exc:
-        extra = {
-            k: v
-            for k, v in exc.problem.items()
-            if k not in ("type", "title", "status", "detail", "instance")
-        }
-        hint = f"\n  {json.dumps(extra)}" if extra else ""
-        fail(f"{exc.status} {exc.title}: {exc.detail}{hint}")
+        fail(describe_problem(exc.status, exc.problem))
     except ChecksumMismatch as exc:
         fail(str(exc))
     except httpx.TransportError as exc:
@@ -55,6 +49,80 @@ def open_client() -> Iterator[Client]:
         )
     finally:
         client.close()
+
+
+#: Body and query fields whose command parameter has another name; any other field is the
+#: parameter of its snake_case name (``previewDuration`` → ``--preview-duration``).
+FIELD_PARAMS = {
+    "deploymentStrategy": "strategy",
+    "environment": "env",
+    "format": "fmt",
+    "releaseNotes": "notes",
+    "scopes": "scope",
+    "strategyParams": "params",
+    "taskType": "task",
+    "versionNumber": "version",
+}
+
+
+def describe_problem(status: int, problem: dict[str, Any]) -> str:
+    """The line an error answer prints. A 422 whose ``errors`` name fields the running
+    command took from its own options says so: ``--steps: item 2 weight must be …``;
+    anything else prints the status, title, detail and the extra members."""
+    errors = problem.get("errors") if status == 422 else None
+    if isinstance(errors, list) and errors:
+        lines = [_describe_field(e) for e in errors if isinstance(e, dict)]
+        if lines and all(lines):
+            return "; ".join(line for line in lines if line)
+    extra = {
+        k: v
+        for k, v in problem.items()
+        if k not in ("type", "title", "status", "detail", "instance")
+    }
+    hint = f"\n  {json.dumps(extra)}" if extra else ""
+    return f"{status} {problem.get('title', '')}: {problem.get('detail', '')}{hint}"
+
+
+def _describe_field(error: dict[str, Any]) -> str | None:
+    """``--option: msg`` for one of a 422's ``errors``, naming the deepest field of its
+    ``loc`` that the running command has a parameter for; None when it has none."""
+    ctx = _current_context()
+    loc = [str(part) for part in error.get("loc") or ()]
+    if ctx is None or not loc:
+        return None
+    fields = loc[1:] if loc[0] in ("body", "query", "path") else loc
+    params = {p.name: p for p in ctx.command.params}
+    for depth in range(len(fields) - 1, -1, -1):
+        field = fields[depth]
+        param = params.get(FIELD_PARAMS.get(field, _snake(field)))
+        if param is None:
+            continue
+        if param.param_type_name == "option":
+            label = param.opts[0]
+        else:  # an argument: as its usage line spells it
+            label = param.metavar or param.name.upper()
+        below = " ".join(f"item {int(f) + 1}" if f.isdigit() else f for f in fields[depth + 1 :])
+        return f"{label}: {below + ' ' if below else ''}{error.get('msg', '')}"
+    return None
+
+
+def _current_context() -> Any:
+    """The running command's click context. Typer ≥ 0.16 runs on its own copy of click
+    (``typer._click``), older ones on click itself."""
+    import importlib
+
+    for name in ("typer._click.globals", "click.globals"):
+        try:
+            ctx = importlib.import_module(name).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def _snake(field: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in field)
 
 
 def load_settings() -> Settings:

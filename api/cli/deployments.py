@@ -12,7 +12,7 @@ from rich.table import Table
 
 from api.cli.choices import listed, one_of
 from api.cli.context import open_client
-from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
+from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table, short_ids
 from api.cli.rollout_view import (
     ENDPOINT_COLUMNS,
     EVENT_COLUMNS,
@@ -41,17 +41,12 @@ EnvOpt = Annotated[
 ]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why; kept in the deployment's ledger")]
 IntervalOpt = Annotated[float, typer.Option(help="Seconds between refreshes", min=0.05)]
-
-
-def _deployment_id(raw: str) -> str:
-    import uuid
-
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        fail(
-            f"{raw!r} is not a deployment id: give the full UUID (see `modelreg deployments list`)"
-        )
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="The deployment id, or its first 8 or more characters (as listed)"
+    ),
+]
 
 
 def _canary_steps(steps: str | None, pause: str | None) -> list[dict[str, Any]]:
@@ -239,7 +234,7 @@ def deployments_list(
         ("id", "model", "version", "env", "strategy", "status", "step", "weight", "created"),
         [
             (
-                str(d.id)[:8],
+                short,
                 d.model,
                 d.version_number,
                 d.environment,
@@ -249,17 +244,17 @@ def deployments_list(
                 f"{d.progress.traffic_weight}%",
                 format_time(d.created_at),
             )
-            for d in items
+            for short, d in zip(short_ids([str(d.id) for d in items]), items, strict=True)
         ],
+        optional=("created", "strategy"),
     )
 
 
 @deployments_app.command("show")
-def deployments_show(deployment_id: str, as_json: JsonOpt = False) -> None:
+def deployments_show(deployment_id: IdArg, as_json: JsonOpt = False) -> None:
     """Show a deployment: status, progress, conditions, endpoint and observed servers."""
-    dep_id = _deployment_id(deployment_id)
     with open_client() as client:
-        dep = client.deployment(dep_id)
+        dep = client.deployment(deployment_id)
     if as_json:
         emit_json(dep)
         return
@@ -295,31 +290,31 @@ def deployments_show(deployment_id: str, as_json: JsonOpt = False) -> None:
 
 
 @deployments_app.command("events")
-def deployments_events(deployment_id: str, as_json: JsonOpt = False) -> None:
+def deployments_events(deployment_id: IdArg, as_json: JsonOpt = False) -> None:
     """A deployment's ledger: steps, verdicts, promotions, aborts and rollbacks."""
-    dep_id = _deployment_id(deployment_id)
     with open_client() as client:
-        events = client.deployment_events(dep_id)
+        events = client.deployment_events(deployment_id)
     if as_json:
         emit_json(events)
         return
+    dep_id = events[0].deployment_id if events else deployment_id
     print_table(f"{len(events)} event(s) of {dep_id}", EVENT_COLUMNS, event_rows(events))
 
 
 @deployments_app.command("watch")
-def deployments_watch(deployment_id: str, interval: IntervalOpt = 1.0) -> None:
+def deployments_watch(deployment_id: IdArg, interval: IntervalOpt = 1.0) -> None:
     """Follow a rollout live until it ends: exit 0 if it ends Active, 1 otherwise."""
-    dep_id = _deployment_id(deployment_id)
     with open_client() as client:
+        # The full id, once: a deployment created meanwhile cannot make a prefix ambiguous.
+        dep_id = str(client.deployment(deployment_id).id)
         dep = follow_rollout(client, dep_id, interval=interval)
     out.print(f"deployment {dep.id} is {style_status(dep.status)}")
     _exit_for(dep)
 
 
 def _action(action: str, deployment_id: str, reason: str | None) -> None:
-    dep_id = _deployment_id(deployment_id)
     with open_client() as client:
-        dep = client.deployment_action(dep_id, action, reason)
+        dep = client.deployment_action(deployment_id, action, reason)
     out.print(
         f"{action} requested for deployment {dep.id} ({dep.model} {dep.version_number}, "
         f"{style_status(dep.status)}); the controller carries it out on its next pass"
@@ -327,31 +322,31 @@ def _action(action: str, deployment_id: str, reason: str | None) -> None:
 
 
 @deployments_app.command("promote")
-def deployments_promote(deployment_id: str, reason: ReasonOpt = None) -> None:
+def deployments_promote(deployment_id: IdArg, reason: ReasonOpt = None) -> None:
     """Complete the remaining steps now: all traffic to the candidate."""
     _action("promote", deployment_id, reason)
 
 
 @deployments_app.command("pause")
-def deployments_pause(deployment_id: str, reason: ReasonOpt = None) -> None:
+def deployments_pause(deployment_id: IdArg, reason: ReasonOpt = None) -> None:
     """Hold the rollout at its current step (a failed verdict still rolls back)."""
     _action("pause", deployment_id, reason)
 
 
 @deployments_app.command("resume")
-def deployments_resume(deployment_id: str, reason: ReasonOpt = None) -> None:
+def deployments_resume(deployment_id: IdArg, reason: ReasonOpt = None) -> None:
     """Let a paused rollout go on."""
     _action("resume", deployment_id, reason)
 
 
 @deployments_app.command("abort")
-def deployments_abort(deployment_id: str, reason: ReasonOpt = None) -> None:
+def deployments_abort(deployment_id: IdArg, reason: ReasonOpt = None) -> None:
     """All traffic back to the stable version; the candidate stops (RolledBack)."""
     _action("abort", deployment_id, reason)
 
 
 @deployments_app.command("undeploy")
-def deployments_undeploy(deployment_id: str, reason: ReasonOpt = None) -> None:
+def deployments_undeploy(deployment_id: IdArg, reason: ReasonOpt = None) -> None:
     """Take an Active deployment out of service (Inactive); its servers stop."""
     _action("undeploy", deployment_id, reason)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from api.cli.context import open_client
-from api.cli.output import JsonOpt, emit_json, format_time, out, print_table
+from api.cli.output import JsonOpt, emit_json, format_time, out, print_table, short_ids
 
 keys_app = typer.Typer(help="API keys (needs an admin key).", no_args_is_help=True)
 
@@ -54,20 +54,24 @@ def keys_list(as_json: JsonOpt = False) -> None:
         ("api key", "name", "user", "scopes", "active", "created"),
         [
             (
-                k.api_key,
+                short,
                 k.name,
                 k.user_email,
                 ", ".join(k.scopes),
                 "yes" if k.is_active else "revoked",
                 format_time(k.created_at),
             )
-            for k in keys
+            for short, k in zip(short_ids([k.api_key for k in keys]), keys, strict=True)
         ],
     )
 
 
 @keys_app.command("revoke")
-def keys_revoke(api_key: Annotated[str, typer.Argument(help="The public key id, mr_…")]) -> None:
+def keys_revoke(
+    api_key: Annotated[
+        str, typer.Argument(help="The public key id (mr_…), or its first 8 or more characters")
+    ],
+) -> None:
     """Revoke an API key at once."""
     with open_client() as client:
         key = client.revoke_key(api_key)

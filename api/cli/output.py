@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -59,6 +61,19 @@ def format_size(n: int | None) -> str:
     return str(n)
 
 
+#: The shortest id prefix the server accepts (registry/ids.py MIN_PREFIX); lists show ids so.
+ID_PREFIX = 8
+
+
+def short_ids(ids: list[str]) -> list[str]:
+    """``ids`` cut to the shortest prefix, at least :data:`ID_PREFIX` characters, that still
+    tells them apart: what a list shows, and what every command taking an id accepts."""
+    length = ID_PREFIX
+    while len({i[:length] for i in ids}) < len(set(ids)):
+        length += 1
+    return [i[:length] for i in ids]
+
+
 def print_fields(obj: BaseModel, title: str) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
@@ -70,13 +85,79 @@ def print_fields(obj: BaseModel, title: str) -> None:
     out.print(table)
 
 
-def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+#: Words of column names whose cells are free text (or times): they wrap to fit the terminal.
+#: Every other column (ids, names, states, versions, numbers) is printed whole.
+WRAPPING = frozenset(
+    ("at", "created", "description", "message", "reason", "requested", "scopes", "updated")
+)
+
+
+def print_table(
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    *,
+    optional: tuple[str, ...] = (),
+) -> None:
+    """A table that stays readable in a narrow terminal (80 columns). Free-text columns (see
+    :data:`WRAPPING`) wrap; ids, states and versions never break. When that is not enough the
+    table drops its frame's edges and inner padding, then the ``optional`` columns, in order."""
+    keep = list(columns)
+    frame: box.Box | None = None
+    for drop in (None, None, *optional):
+        if drop is not None:
+            keep.remove(drop)
+        elif (
+            keep == list(columns)
+            and _narrowest(columns, rows, keep=keep, compact=False) > out.width
+        ):
+            frame = box.SIMPLE_HEAD  # no edges, one space between columns
+            continue
+        if frame is None or _narrowest(columns, rows, keep=keep, compact=True) <= out.width:
+            break
+    out.print(_table(title, columns, rows, keep=keep, frame=frame))
+
+
+def _narrowest(
+    columns: tuple[str, ...], rows: list[tuple[str, ...]], *, keep: list[str], compact: bool
+) -> int:
+    """How narrow the table can get: whole cells in the columns that do not wrap, the longest
+    word in those that do, plus the frame."""
+    widths = []
+    for i, column in enumerate(columns):
+        if column not in keep:
+            continue
+        cells = [column, *(Text.from_markup(row[i]).plain for row in rows)]
+        pieces = [w for c in cells for w in c.split()] if column in WRAPPING else cells
+        widths.append(max((len(p) for p in pieces), default=0))
+    frame = 2 * (len(widths) - 1) if compact else 3 * len(widths) + 1
+    return sum(widths) + frame
+
+
+def _table(
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    *,
+    keep: list[str],
+    frame: box.Box | None = None,
+) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    if frame is not None:
+        table = Table(
+            title=title,
+            title_justify="left",
+            box=frame,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+    shown = [i for i, c in enumerate(columns) if c in keep]
+    for i in shown:
+        table.add_column(columns[i], overflow="fold", no_wrap=columns[i] not in WRAPPING)
     for row in rows:
-        table.add_row(*row)
-    out.print(table)
+        table.add_row(*(row[i] for i in shown))
+    return table
 
 
 @contextmanager

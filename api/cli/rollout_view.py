@@ -60,7 +60,14 @@ def condition_rows(dep: DeploymentOut) -> list[tuple[str, ...]]:
 
 def event_rows(events: list[DeploymentEventOut]) -> list[tuple[str, ...]]:
     return [
-        (str(e.id), format_time(e.at), e.kind, e.version_number or "", e.actor, e.reason or "")
+        (
+            str(e.id),
+            format_time(e.at),
+            e.kind,
+            e.version_number or "",
+            e.actor_email or e.actor,
+            e.reason or "",
+        )
         for e in events
     ]
 

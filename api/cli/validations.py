@@ -12,7 +12,16 @@ from typing import Annotated, Any
 import typer
 
 from api.cli.context import open_client
-from api.cli.output import JsonOpt, emit_json, err, fail, format_time, out, print_table
+from api.cli.output import (
+    JsonOpt,
+    emit_json,
+    err,
+    fail,
+    format_time,
+    out,
+    print_table,
+    short_ids,
+)
 from registry.vocabulary import VALIDATION_PENDING, CheckStatus, ValidationRequestStatus
 
 validations_app = typer.Typer(
@@ -113,20 +122,28 @@ def validations_list(model: str, version: str, as_json: JsonOpt = False) -> None
         ("id", "status", "scan", "functional", "sha256", "requested"),
         [
             (
-                str(r.id),
+                short,
                 r.status if r.status != ValidationRequestStatus.RUNNING else _phase_status(r),
                 r.result.security_scan_status if r.result else "",
                 r.result.functional_status if r.result else "",
                 r.sha256[:12],
                 format_time(r.requested_at),
             )
-            for r in runs
+            for short, r in zip(short_ids([str(r.id) for r in runs]), runs, strict=True)
         ],
     )
 
 
 @validations_app.command("show")
-def validations_show(validation_id: str, as_json: JsonOpt = False) -> None:
+def validations_show(
+    validation_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="The run's id, or its first 8 or more characters (as listed)"
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
     """Show one validation run: its statuses, benchmark and findings (queues nothing)."""
     with open_client() as client:
         run = client.get_validation(validation_id)

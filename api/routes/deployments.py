@@ -6,7 +6,6 @@ next pass carries it out; poll ``GET /deployments/{id}`` (or its events) to foll
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -23,6 +22,7 @@ from api.schemas import (
     DeploymentStatus,
     Environment,
     HistoryOut,
+    IdOrPrefix,
     ModelName,
     RollbackIn,
 )
@@ -104,7 +104,7 @@ def list_deployments(
     response_model=DeploymentOut,
     summary="A deployment: status, step, weight, conditions, desired and observed state",
 )
-def get_deployment(deployment_id: uuid.UUID, _: Reader, reg: Reg) -> DeploymentOut:
+def get_deployment(deployment_id: IdOrPrefix, _: Reader, reg: Reg) -> DeploymentOut:
     return DeploymentOut.of(reg.deployments.get(deployment_id))
 
 
@@ -114,7 +114,7 @@ def get_deployment(deployment_id: uuid.UUID, _: Reader, reg: Reg) -> DeploymentO
     summary="The deployment's ledger: steps, verdicts, promotions, aborts, rollbacks",
 )
 def deployment_events(
-    deployment_id: uuid.UUID,
+    deployment_id: IdOrPrefix,
     _: Reader,
     reg: Reg,
     after: Annotated[
@@ -140,7 +140,7 @@ def deployment_events(
     "deployability check.",
 )
 def deployment_action(
-    deployment_id: uuid.UUID,
+    deployment_id: IdOrPrefix,
     action: Action,
     actor: Operator,
     reg: Reg,

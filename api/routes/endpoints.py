@@ -200,7 +200,14 @@ async def handle_resolve(request: Request) -> Response:
     errors: list[dict[str, Any]] = []
     if not _NAME.match(name):
         msg = f"String should match pattern '{MODEL_NAME_PATTERN}'"
-        errors.append({"loc": ("path", "name"), "msg": msg, "type": "string_pattern_mismatch"})
+        errors.append(
+            {
+                "loc": ("path", "name"),
+                "msg": msg,
+                "type": "string_pattern_mismatch",
+                "ctx": {"pattern": MODEL_NAME_PATTERN},
+            }
+        )
     if environment not in ENVIRONMENTS:
         msg = "Input should be " + ", ".join(repr(e) for e in ENVIRONMENTS)
         errors.append({"loc": ("query", "environment"), "msg": msg, "type": "literal_error"})

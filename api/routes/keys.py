@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, status
 
 from api.deps import get_registry, require
 from api.routes import BAD_BODY
-from api.schemas import KeyCreate, KeyCreated, KeyOut
+from api.schemas import IdOrPrefix, KeyCreate, KeyCreated, KeyOut
 from registry.auth import Principal, Scope
 from registry.services import Registry
 from registry.services.keys import KeyInfo
@@ -40,6 +40,12 @@ def list_keys(_: Admin, reg: Reg) -> list[KeyOut]:
     return [_out(k) for k in reg.keys.list()]
 
 
-@router.post("/{api_key}/revoke", response_model=KeyOut, summary="Revoke an API key")
-def revoke_key(api_key: str, actor: Admin, reg: Reg) -> KeyOut:
+@router.post(
+    "/{api_key}/revoke",
+    response_model=KeyOut,
+    summary="Revoke an API key",
+    description="`api_key` is the public key id (`mr_…`) or a unique prefix of at least 8 "
+    "characters: 409 with `candidates` when several keys start with it.",
+)
+def revoke_key(api_key: IdOrPrefix, actor: Admin, reg: Reg) -> KeyOut:
     return _out(reg.keys.revoke(actor, api_key))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import get_registry, require
-from api.schemas import ModelName, ValidationRunOut, VersionNumber
+from api.schemas import IdOrPrefix, ModelName, ValidationRunOut, VersionNumber
 from registry.auth import Principal, Scope
 from registry.services import Registry
 
@@ -65,5 +64,5 @@ def list_validations(
     "what the worker is doing (fetch, scan, load, run, benchmark). A result stored before "
     "results took their run's id is also found by its own id.",
 )
-def get_validation(validation_id: uuid.UUID, _: Reader, reg: Reg) -> ValidationRunOut:
+def get_validation(validation_id: IdOrPrefix, _: Reader, reg: Reg) -> ValidationRunOut:
     return ValidationRunOut.of(reg.validations.get_run(validation_id))

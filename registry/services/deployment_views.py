@@ -9,9 +9,10 @@ same params share one parsed spec).
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.conditions import progress_message
-from registry.models import AIModel, AIModelDeployment, AIModelVersion, DeploymentEvent
+from registry.models import AIModel, AIModelDeployment, AIModelVersion, DeploymentEvent, User
 from registry.rollout_spec import RolloutSpec, SpecError, parse_spec
 from registry.vocabulary import ROLLING_OUT, ArtifactFormat, Strategy
 
@@ -113,6 +114,9 @@ class EventView:
     reason: str | None
     version_number: str | None
     details: dict[str, Any] = field(default_factory=dict)
+    actor_email: str | None = None
+    """The email of the user behind ``actor`` (``key:NAME (user ID)``); None for the
+    controller, or a user since deleted."""
 
 
 @lru_cache(maxsize=4096)
@@ -189,6 +193,29 @@ def view_of(d: AIModelDeployment, v: AIModelVersion, model_name: str) -> Deploym
         reason=progress_message(d.conditions),
         kubernetes_details=d.kubernetes_details,
     )
+
+
+#: The user id in an actor name (registry/services/deployments.py ``actor_name``).
+_ACTOR_USER = re.compile(r"\(user ([0-9a-fA-F-]{36})\)$")
+
+
+def event_views(s: Session, events: Iterable[DeploymentEvent]) -> list[EventView]:
+    """Views of ``events``, each with its actor's email, read in one query for them all."""
+    views = [event_view(e) for e in events]
+    users = {v.id: _actor_user(v.actor) for v in views}
+    wanted = {u for u in users.values() if u is not None}
+    emails: dict[uuid.UUID, str] = {}
+    if wanted:
+        emails = dict(s.execute(select(User.id, User.email).where(User.id.in_(wanted))).all())
+    return [
+        replace(v, actor_email=emails.get(user)) if (user := users[v.id]) is not None else v
+        for v in views
+    ]
+
+
+def _actor_user(actor: str) -> uuid.UUID | None:
+    match = _ACTOR_USER.search(actor)
+    return uuid.UUID(match.group(1)) if match else None
 
 
 def event_view(e: DeploymentEvent) -> EventView:

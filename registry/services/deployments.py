@@ -21,6 +21,7 @@ from registry import metrics
 from registry.auth import Principal
 from registry.db import lock_row
 from registry.errors import Conflict, Invalid, NotFound
+from registry.ids import resolve_uuid
 from registry.models import (
     DEPLOYMENT_STATUSES,
     ENVIRONMENTS,
@@ -37,7 +38,7 @@ from registry.services.deployment_views import (
     DeploymentView,
     EventView,
     VersionInfo,
-    event_view,
+    event_views,
     load_by_id,
     view_of,
 )
@@ -66,6 +67,8 @@ ACTIONS = ("promote", "abort", "pause", "resume", "undeploy")
 
 
 def actor_name(actor: Principal) -> str:
+    """How the ledger names a person's act; deployment_views.event_views reads the user id
+    back out of it, for the event's ``actorEmail``."""
     return f"key:{actor.key_name or actor.api_client_id} (user {actor.user_id})"
 
 
@@ -111,7 +114,8 @@ class DeploymentService:
         try:
             spec = parse_spec(strategy, params)
         except SpecError as exc:
-            raise Invalid(str(exc)) from None
+            fields = exc.problem_errors()  # the field in `errors`, as a body's 422 names it
+            raise Invalid(str(exc), **({"errors": fields} if fields else {})) from None
         if (version_number is None) == (model_version_id is None):
             raise Invalid("give exactly one of versionNumber or modelVersionId")
         with self.sessions.begin() as s:
@@ -221,7 +225,7 @@ class DeploymentService:
     def request(
         self,
         actor: Principal,
-        deployment_id: uuid.UUID,
+        deployment_id: uuid.UUID | str,
         action: str,
         *,
         reason: str | None = None,
@@ -230,6 +234,7 @@ class DeploymentService:
         if action not in ACTIONS:
             raise Invalid(f"unknown action {action!r}", allowed=list(ACTIONS))
         with self.sessions.begin() as s:
+            deployment_id = self.resolve(s, deployment_id)
             dep = lock_deployment(s, deployment_id)
             version = s.get(AIModelVersion, dep.model_version_id)
             assert version is not None
@@ -432,7 +437,16 @@ class DeploymentService:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def get(self, deployment_id: uuid.UUID) -> DeploymentView:
+    @staticmethod
+    def resolve(s: Session, deployment_id: uuid.UUID | str) -> uuid.UUID:
+        """A full deployment id, from itself or from a unique prefix of it."""
+        return resolve_uuid(s, AIModelDeployment.id, deployment_id, what="deployment")
+
+    def get(self, deployment_id: uuid.UUID | str) -> DeploymentView:
+        """A deployment by its id, or a unique prefix of it (registry/ids.py)."""
+        if not isinstance(deployment_id, uuid.UUID):
+            with self.sessions() as s:
+                deployment_id = self.resolve(s, deployment_id)
         views = self.load([deployment_id])
         if not views:
             raise NotFound(f"no deployment with id {deployment_id}")
@@ -479,10 +493,11 @@ class DeploymentService:
         return Page(views, nxt)
 
     def events(
-        self, deployment_id: uuid.UUID, *, after: int = 0, limit: int = 200
+        self, deployment_id: uuid.UUID | str, *, after: int = 0, limit: int = 200
     ) -> list[EventView]:
         check_limit(limit)
         with self.sessions() as s:
+            deployment_id = self.resolve(s, deployment_id)
             if s.get(AIModelDeployment, deployment_id) is None:
                 raise NotFound(f"no deployment with id {deployment_id}")
             rows = s.scalars(
@@ -491,7 +506,7 @@ class DeploymentService:
                 .order_by(DeploymentEvent.id)
                 .limit(limit)
             )
-            return [event_view(e) for e in rows]
+            return event_views(s, rows)
 
     def history(
         self,
@@ -515,9 +530,7 @@ class DeploymentService:
             stmt = select(DeploymentEvent).where(where, DeploymentEvent.id > after)
             if at is not None:
                 stmt = stmt.where(DeploymentEvent.at <= at)
-            rows = [
-                event_view(e) for e in s.scalars(stmt.order_by(DeploymentEvent.id).limit(limit))
-            ]
+            rows = event_views(s, s.scalars(stmt.order_by(DeploymentEvent.id).limit(limit)))
             serving = None
             if at is not None:
                 last = s.scalar(

@@ -23,6 +23,7 @@ from registry.auth import (
 )
 from registry.db import DB_UNAVAILABLE_ERRORS, lock_row
 from registry.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from registry.ids import resolve_text
 from registry.models import APIClient, User
 from registry.ratelimit import FailureLimiter
 from registry.services import audit
@@ -257,6 +258,7 @@ class KeyService:
         two revocations of the last two admin keys cannot both see the other one still active.
         An admin key created meanwhile is not counted, which can only refuse, never allow."""
         with self.sessions.begin() as s:
+            api_key = resolve_text(s, APIClient.api_key, api_key, what="key")
             found = s.scalar(select(APIClient.id).where(APIClient.api_key == api_key))
             if found is None:
                 raise NotFound(f"no API key {api_key!r}")

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.auth import Principal
 from registry.db import lock_row
 from registry.errors import Conflict, NotFound, TooManyRequests
+from registry.ids import resolve_uuid
 from registry.io_signature import normalize_signature
 from registry.metrics import VALIDATION_DURATION, VALIDATIONS
 from registry.models import (
@@ -319,10 +320,15 @@ class ValidationService:
             ).all()
             return [ValidationRun.of(req, res) for req, res in rows]
 
-    def get_run(self, run_id: uuid.UUID) -> ValidationRun:
-        """A run by its id. A result stored since results took their run's id has that id;
-        an older one had its own, which is still accepted here."""
+    def get_run(self, run_id: uuid.UUID | str) -> ValidationRun:
+        """A run by its id, or a unique prefix of it (registry/ids.py). A result stored since
+        results took their run's id has that id; an older one had its own, which is still
+        accepted here."""
         with self.sessions() as s:
+            try:
+                run_id = resolve_uuid(s, ValidationRequest.id, run_id, what="validation")
+            except NotFound:
+                run_id = resolve_uuid(s, ValidationRequest.result_id, run_id, what="validation")
             row = s.execute(
                 select(ValidationRequest, AIModelValidationResult)
                 .outerjoin(

@@ -195,7 +195,8 @@ def test_key_for_a_service_account_and_revocation(
     revoked = http.post(f"/api/v1/keys/{created['apiKey']}/revoke").json()
     assert revoked["isActive"] is False
     assert httpx.get(f"{server.url}/api/v1/models", headers=headers).status_code == 401
-    assert_problem(http.post("/api/v1/keys/mr_nope/revoke"), 404)
+    assert_problem(http.post("/api/v1/keys/mr_nope_nope/revoke"), 404)
+    assert_problem(http.post("/api/v1/keys/mr_nope/revoke"), 422, "too short")
     assert_problem(http.post("/api/v1/keys", json={"name": "x", "scopes": ["root"]}), 422)
     assert_problem(http.post("/api/v1/keys", json={"name": "x", "scopes": []}), 422)
     actions = [r.details for r in registry_rows(registry, "api_key_revoked")]

@@ -151,7 +151,7 @@ def test_validation_runs_are_read_without_queueing_one(
     assert only["result"]["id"] == only["id"]  # one id for the run and its result
     assert only["id"] in waited
     table = run(cli, "validations", "list", "m", "1")
-    assert only["id"] in table
+    assert f" {only['id'][:8]} " in table  # the prefix `validations show` accepts
     assert "Passed" in table
     shown = run(cli, "validations", "show", only["id"])
     bench = only["result"]["performanceBenchmark"]
@@ -209,7 +209,7 @@ def test_errors_are_readable(cli: CliRunner) -> None:
     assert "404" in missing
     assert "nope" in missing
     bad = run(cli, "models", "create", "x y", "--task", "ImageGeneration", code=1)
-    assert "422" in bad
+    assert "NAME: must start with a letter or digit" in bad
 
 
 def test_unreachable_server_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_keys_create_list_revoke(cli: CliRunner) -> None:
     token = next(w for w in created.split() if w.startswith("mr_") and "." in w)
     api_key = token.split(".")[0]
     listed = run(cli, "keys", "list")
-    assert api_key in listed
+    assert api_key[:8] in listed
     assert "ci@example.com" in listed
     assert token.split(".")[1] not in listed
     run(cli, "keys", "revoke", api_key)

@@ -383,7 +383,7 @@ def test_readable_errors(cli: CliRunner, versions: list[str]) -> None:
     missing = run(cli, "deployments", "show", unknown, code=1)
     assert "404" in missing
     malformed = run(cli, "deployments", "show", "abc123", code=1)
-    assert "full UUID" in malformed
+    assert "too short" in malformed
     run(cli, "deployments", "promote", "nope", code=1)
 
     nothing = run(cli, "endpoint", MODEL, "--env", "staging", code=1)
@@ -391,7 +391,44 @@ def test_readable_errors(cli: CliRunner, versions: list[str]) -> None:
     bad_steps = run(cli, "deploy", MODEL, "1.0", "--steps", "ten", code=1)
     assert "--steps" in bad_steps
     bad_pause = run(cli, "deploy", MODEL, "1.0", "--env", "staging", "--pause", "soon", code=1)
-    assert "422" in bad_pause
+    assert "--pause: must be a duration" in bad_pause
     assert "pause" in bad_pause
     bad_at = run(cli, "history", MODEL, "--at", "yesterday", code=1)
     assert "ISO 8601" in bad_at
+
+
+def test_tables_fit_80_columns_and_keep_ids_states_and_versions_whole(
+    cli: CliRunner,
+    versions: list[str],
+    driver: Driver,
+    monkeypatch: pytest.MonkeyPatch,
+    http: httpx.Client,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    first = deploy_json(cli, "1.0", "--strategy", "rolling_update")
+    driver.until(str(first["id"]), "Active")
+    second = deploy_json(cli, "2.0")
+    why = "the candidate looks wrong on the dashboards after a day of traffic; rolling back now"
+    run(cli, "deployments", "abort", str(second["id"]), "--reason", why)
+    driver.until(str(second["id"]), "RolledBack")
+
+    listed = run(cli, "deployments", "list")
+    events = run(cli, "deployments", "events", str(second["id"]))
+    history = run(cli, "history", MODEL, "--env", "staging")
+    for output in (listed, events, history, run(cli, "deployments", "show", str(second["id"]))):
+        too_long = [line for line in output.splitlines() if len(line) > 80]
+        assert not too_long, output
+    for whole in (str(first["id"])[:8], str(second["id"])[:8], "1.0", "2.0", "rolling_update"):
+        assert whole in listed, listed
+    assert "RolledBack" in listed
+    assert "Active" in listed or "Inactive" in listed
+    # The actor is the admin's email, not a key name and a UUID; the reason wraps, whole words.
+    assert "admin@modelreg.local" in events
+    assert "(user " not in events
+    assert "admin@modelreg.local" in history
+    tokens = set(events.split())
+    assert all(word in tokens for word in why.split()), events  # wrapped, never cut mid-word
+    ledger = http.get(f"/api/v1/deployments/{second['id']}/events").json()
+    by_kind = {e["kind"]: e for e in ledger}
+    assert by_kind["abort_requested"]["actorEmail"] == "admin@modelreg.local"
+    assert all(e["actorEmail"] is None for e in ledger if e["actor"] == "controller")
