@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from modelreg_client.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 from rich.table import Table
 
 from api.cli.output import format_time, out
-from registry.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 
 if TYPE_CHECKING:
-    from api.client import Client
-    from api.schemas import DeploymentEventOut, DeploymentOut
+    from modelreg_client.client import Client
+    from modelreg_client.schemas import DeploymentEventOut, DeploymentOut
 
 
 def describe_step(dep: DeploymentOut) -> str:
@@ -142,9 +142,8 @@ def follow_rollout(client: Client, deployment_id: str, *, interval: float) -> De
     """A live view of the rollout, refreshed until it settles (see ``SETTLED``)."""
     import time
 
+    from modelreg_client.client import ModelregError
     from rich.live import Live
-
-    from api.client import ModelregError
 
     events: list[DeploymentEventOut] = []
 
