@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from modelreg_client import Client
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
+from modelreg_client import Client
 from registry import migrate
 from registry.services import Registry, build_registry
 from registry.settings import Settings

@@ -15,7 +15,6 @@ from api.cli.output import fail
 
 if TYPE_CHECKING:
     from modelreg_client.client import Client
-
     from registry.settings import Settings
 
 
@@ -33,6 +32,7 @@ def open_client() -> Iterator[Client]:
     """A client from --url/--token, the environment or the credentials file; errors made
     readable."""
     import httpx
+
     from modelreg_client.client import ChecksumMismatch, Client, ModelregError
 
     client = Client.from_config(state.url, state.token)

@@ -8,13 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from modelreg_client.vocabulary import (
-    SETTLED,
-    DeploymentStatus,
-    DeploymentTarget,
-    Environment,
-    Strategy,
-)
 from rich.table import Table
 
 from api.cli.choices import listed, one_of
@@ -32,6 +25,13 @@ from api.cli.rollout_view import (
     observed_instance_rows,
     print_created,
     style_status,
+)
+from modelreg_client.vocabulary import (
+    SETTLED,
+    DeploymentStatus,
+    DeploymentTarget,
+    Environment,
+    Strategy,
 )
 
 if TYPE_CHECKING:

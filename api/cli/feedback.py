@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_client.vocabulary import Environment
 from rich.table import Table
 
 from api.cli.choices import one_of
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
+from modelreg_client.vocabulary import Environment
 
 feedback_app = typer.Typer(
     help="User feedback on versions: submit, summarize, compare serving versions.",

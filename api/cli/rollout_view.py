@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelreg_client.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 from rich.table import Table
 
 from api.cli.output import format_time, out
+from modelreg_client.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 
 if TYPE_CHECKING:
     from modelreg_client.client import Client
@@ -142,8 +142,9 @@ def follow_rollout(client: Client, deployment_id: str, *, interval: float) -> De
     """A live view of the rollout, refreshed until it settles (see ``SETTLED``)."""
     import time
 
-    from modelreg_client.client import ModelregError
     from rich.live import Live
+
+    from modelreg_client.client import ModelregError
 
     events: list[DeploymentEventOut] = []
 

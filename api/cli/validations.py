@@ -10,10 +10,10 @@ import math
 from typing import Annotated, Any
 
 import typer
-from modelreg_client.vocabulary import VALIDATION_PENDING, CheckStatus, ValidationRequestStatus
 
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, err, fail, format_time, out, print_table
+from modelreg_client.vocabulary import VALIDATION_PENDING, CheckStatus, ValidationRequestStatus
 
 validations_app = typer.Typer(
     help="Read validation runs (queue one with `modelreg validate`).", no_args_is_help=True

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from modelreg_client.vocabulary import ArtifactFormat
 
 from api.cli.choices import listed, one_of
 from api.cli.context import open_client
@@ -24,6 +23,7 @@ from api.cli.output import (
     print_table,
     show_progress,
 )
+from modelreg_client.vocabulary import ArtifactFormat
 
 versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
 

@@ -27,11 +27,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from modelreg_client import picking
-from modelreg_client.picking import ROLE_ORDER, PickTable, key_point
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelreg_client import picking
+from modelreg_client.picking import ROLE_ORDER, PickTable, key_point
 from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage
 from registry.errors import NotFound, Unavailable
 from registry.models import AIModel

@@ -182,8 +182,7 @@ def test_the_last_good_answer_is_served_while_the_registry_is_down(
             stale_line = next(
                 line
                 for line in metrics.splitlines()
-                if line.startswith("modelreg_client_stale_seconds{")
-                and f'model="{MODEL}"' in line
+                if line.startswith("modelreg_client_stale_seconds{") and f'model="{MODEL}"' in line
             )
             assert float(stale_line.rsplit(" ", 1)[1]) > 0
             assert "modelreg_client_revalidation_failures_total{" in metrics
@@ -200,9 +199,11 @@ def test_no_answer_yet_and_nothing_served_raise_unresolved(
             nowhere.pick("user-1")
         assert nowhere.failures >= 1
     make_model(http, "undeployed")
-    with Resolver(server.url, admin_token, "undeployed") as resolver:
-        with pytest.raises(Unresolved, match="nothing serves it"):
-            resolver.pick("user-1")
+    with (
+        Resolver(server.url, admin_token, "undeployed") as resolver,
+        pytest.raises(Unresolved, match="nothing serves it"),
+    ):
+        resolver.pick("user-1")
 
 
 def test_picks_are_thread_safe_while_the_set_changes(

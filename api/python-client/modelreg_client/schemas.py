@@ -129,7 +129,7 @@ class Wire:
 # -- models and versions ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelOut(Wire):
     SCHEMA = "ModelOut"
     id: uuid.UUID
@@ -143,7 +143,7 @@ class ModelOut(Wire):
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TensorOut(Wire):
     SCHEMA = "TensorOut"
     name: str
@@ -151,14 +151,14 @@ class TensorOut(Wire):
     shape: list[int | str | None] | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SignatureOut(Wire):
     SCHEMA = "SignatureOut"
     inputs: list[TensorOut]
     outputs: list[TensorOut]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidationSummaryOut(Wire):
     SCHEMA = "ValidationSummaryOut"
     validation_id: uuid.UUID | None
@@ -167,7 +167,7 @@ class ValidationSummaryOut(Wire):
     pending: str | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class VersionOut(Wire):
     SCHEMA = "VersionOut"
     id: uuid.UUID
@@ -193,7 +193,7 @@ class VersionOut(Wire):
 # -- validations ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidationResultOut(Wire):
     SCHEMA = "ValidationResultOut"
     id: uuid.UUID
@@ -208,7 +208,7 @@ class ValidationResultOut(Wire):
     created_at: datetime
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidationRunOut(Wire):
     SCHEMA = "ValidationRunOut"
     id: uuid.UUID
@@ -219,14 +219,14 @@ class ValidationRunOut(Wire):
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int
-    result: ValidationResultOut | None
     phase: str | None = None
+    result: ValidationResultOut | None
 
 
 # -- deployments ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeploymentProgress(Wire):
     SCHEMA = "DeploymentProgress"
     step_index: int
@@ -237,7 +237,7 @@ class DeploymentProgress(Wire):
     hold_since: datetime | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeploymentOut(Wire):
     SCHEMA = "DeploymentOut"
     id: uuid.UUID
@@ -251,7 +251,7 @@ class DeploymentOut(Wire):
     strategy_params: dict[str, Any]
     target: str
     endpoint: str | None
-    kubernetes_details: dict[str, Any] | None
+    kubernetes_details: dict[str, Any] | None = None
     progress: DeploymentProgress
     conditions: list[dict[str, Any]]
     requested_action: dict[str, Any] | None
@@ -265,14 +265,14 @@ class DeploymentOut(Wire):
     updated_at: datetime | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeploymentPage(Wire):
     SCHEMA = "DeploymentPage"
     items: list[DeploymentOut]
     next_cursor: str | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeploymentEventOut(Wire):
     SCHEMA = "DeploymentEventOut"
     id: int
@@ -285,7 +285,7 @@ class DeploymentEventOut(Wire):
     details: dict[str, Any]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class HistoryOut(Wire):
     SCHEMA = "HistoryOut"
     model: str
@@ -297,7 +297,7 @@ class HistoryOut(Wire):
 # -- keys -----------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class KeyOut(Wire):
     SCHEMA = "KeyOut"
     id: uuid.UUID
@@ -310,37 +310,37 @@ class KeyOut(Wire):
     created_at: datetime
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class KeyCreated(KeyOut):
     SCHEMA = "KeyCreated"
-    token: str = ""
+    token: str
 
 
 # -- feedback -------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackKept(Wire):
     SCHEMA = "FeedbackKept"
     index: int
     id: uuid.UUID
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackRejected(Wire):
     SCHEMA = "FeedbackRejected"
     index: int
     reason: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackBatchOut(Wire):
     SCHEMA = "FeedbackBatchOut"
     kept: list[FeedbackKept]
     rejected: list[FeedbackRejected]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackOut(Wire):
     SCHEMA = "FeedbackOut"
     id: uuid.UUID
@@ -353,14 +353,14 @@ class FeedbackOut(Wire):
     feedback_timestamp: datetime
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackPage(Wire):
     SCHEMA = "FeedbackPage"
     items: list[FeedbackOut]
     next_cursor: str | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackSummaryOut(Wire):
     SCHEMA = "FeedbackSummaryOut"
     model_version_id: uuid.UUID
@@ -375,7 +375,7 @@ class FeedbackSummaryOut(Wire):
     until: datetime | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ServingFeedbackOut(Wire):
     SCHEMA = "ServingFeedbackOut"
     deployment_id: uuid.UUID
@@ -386,7 +386,7 @@ class ServingFeedbackOut(Wire):
     summary: FeedbackSummaryOut
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeedbackCompareOut(Wire):
     SCHEMA = "FeedbackCompareOut"
     model: str
@@ -400,7 +400,7 @@ class FeedbackCompareOut(Wire):
 # -- endpoints ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Endpoint(Wire):
     SCHEMA = "Endpoint"
     version_number: str
@@ -411,7 +411,7 @@ class Endpoint(Wire):
     role: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SelectedEndpoint(Wire):
     SCHEMA = "SelectedEndpoint"
     version_number: str
@@ -419,7 +419,7 @@ class SelectedEndpoint(Wire):
     url: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EndpointAnswer(Wire):
     SCHEMA = "EndpointAnswer"
     model: str
