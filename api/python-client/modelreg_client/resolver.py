@@ -26,7 +26,6 @@ loop, and ``pick`` stays a plain (synchronous, non-blocking) call.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -34,14 +33,17 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from modelreg_client.picking import PickTable, pick_order
-from modelreg_client.schemas import Endpoint, EndpointAnswer
 from modelreg_client.vocabulary import Environment
+from modelreg_client.wire import Endpoint, EndpointAnswer
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("modelreg_client.resolver")
 
@@ -121,12 +123,10 @@ class _Core:
         if current is None:
             current = self._no_answer()
         table = current.table
-        if not table.total:
-            return None
-        if key is None:
-            index = table.index()
-            return None if index is None else table.items[index]
-        return table.pick(key)
+        if key is not None and table.total:
+            return table.pick(key)  # the hot path: one call into the shared pick
+        index = table.index()
+        return None if index is None else table.items[index]
 
     @property
     def answer(self) -> EndpointAnswer | None:
@@ -152,7 +152,14 @@ class _Core:
             return 0.0
         return time.monotonic() - self._confirmed_at
 
+    def _wait_first(self) -> None:
+        """Before the first answer: the thread twin waits for it, the asyncio twin cannot."""
+
     def _no_answer(self) -> _Answer:
+        if not self._first.is_set():
+            self._wait_first()
+            if self._current is not None:
+                return self._current
         if self._gone is not None:
             raise Unresolved(self._gone)
         raise Unresolved(
@@ -266,10 +273,8 @@ class Resolver(_Core):
         """Wait for the first answer; True once there is one (or a 404)."""
         return self._first.wait(self.timeout if timeout is None else timeout)
 
-    def pick(self, key: str | None = None) -> Endpoint | None:
-        if self._current is None and not self._first.is_set():
-            self.wait_ready()
-        return super().pick(key)
+    def _wait_first(self) -> None:
+        self.wait_ready()
 
     def refresh(self) -> None:
         """Revalidate now, in this thread (the background thread does it every ``ttl``)."""
@@ -323,12 +328,16 @@ class AsyncResolver(_Core):
         super().__init__(
             url, token, model, environment, ttl=ttl, timeout=timeout, prometheus=prometheus
         )
+        import asyncio  # here, so that the thread twin's users do not import it
+
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, *, wait: bool = True) -> AsyncResolver:
         """Start revalidating; with ``wait``, return after the first attempt."""
+        import asyncio
+
         if self._task is None:
             if wait:
                 await self.refresh()
@@ -350,6 +359,8 @@ class AsyncResolver(_Core):
             self._accept(response)
 
     async def _loop(self, *, first: bool) -> None:
+        import asyncio
+
         if not first:
             await asyncio.sleep(self.ttl)
         while True:
@@ -357,6 +368,8 @@ class AsyncResolver(_Core):
             await asyncio.sleep(self.ttl)
 
     async def aclose(self) -> None:
+        import asyncio
+
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
