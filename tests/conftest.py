@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
-from api.client import Client
+from modelreg_client import Client
 from registry import migrate
 from registry.services import Registry, build_registry
 from registry.settings import Settings

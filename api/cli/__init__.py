@@ -8,7 +8,9 @@ client and the settings.
 
 Commands import what they need inside their bodies: the command line starts fast, and
 ``modelreg scan`` runs without loading the registry (tests/validators/security/test_scan_cli.py)
-but for ``registry.vocabulary`` (stdlib only), whose members are the option defaults.
+and the client commands run without loading any of the server (tests/api/test_cli_imports.py):
+they need the client, ``modelreg_client`` (httpx and the standard library), whose
+vocabulary's members are the option defaults.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from api.cli.output import fail
 
 if TYPE_CHECKING:
-    from api.client import Client
+    from modelreg_client.client import Client
     from registry.settings import Settings
 
 
@@ -33,7 +33,7 @@ def open_client() -> Iterator[Client]:
     readable."""
     import httpx
 
-    from api.client import ChecksumMismatch, Client, ModelregError
+    from modelreg_client.client import ChecksumMismatch, Client, ModelregError
 
     client = Client.from_config(state.url, state.token)
     try:

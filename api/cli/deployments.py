@@ -26,10 +26,16 @@ from api.cli.rollout_view import (
     print_created,
     style_status,
 )
-from registry.vocabulary import SETTLED, DeploymentStatus, DeploymentTarget, Environment, Strategy
+from modelreg_client.vocabulary import (
+    SETTLED,
+    DeploymentStatus,
+    DeploymentTarget,
+    Environment,
+    Strategy,
+)
 
 if TYPE_CHECKING:
-    from api.schemas import DeploymentOut
+    from modelreg_client.schemas import DeploymentOut
 
 deployments_app = typer.Typer(
     help="Rollouts: list, inspect, follow and steer deployments.", no_args_is_help=True

@@ -13,7 +13,7 @@ from rich.table import Table
 from api.cli.choices import one_of
 from api.cli.context import open_client
 from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_table
-from registry.vocabulary import Environment
+from modelreg_client.vocabulary import Environment
 
 feedback_app = typer.Typer(
     help="User feedback on versions: submit, summarize, compare serving versions.",
@@ -73,7 +73,7 @@ def feedback_submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit one rating or comment, or a file of them (sent in batches of 1,000)."""
-    from api.client import ModelregError
+    from modelreg_client.client import ModelregError
 
     if file is not None:
         if rating is not None or comment is not None or generation_request_id is not None:

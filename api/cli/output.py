@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from modelreg_client.schemas import Wire
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -37,10 +37,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def emit_json(data: Any) -> None:
-    from pydantic import BaseModel
+    from modelreg_client.schemas import Wire
 
     def plain(item: Any) -> Any:
-        return item.model_dump(mode="json", by_alias=True) if isinstance(item, BaseModel) else item
+        return item.model_dump(mode="json", by_alias=True) if isinstance(item, Wire) else item
 
     payload = [plain(i) for i in data] if isinstance(data, list) else plain(data)
     out.print_json(json.dumps(payload))
@@ -74,7 +74,7 @@ def short_ids(ids: list[str]) -> list[str]:
     return [i[:length] for i in ids]
 
 
-def print_fields(obj: BaseModel, title: str) -> None:
+def print_fields(obj: Wire, title: str) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column(overflow="fold")

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from api.cli.output import format_time, out
-from registry.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
+from modelreg_client.vocabulary import ROLLING_OUT, SETTLED, DeploymentStatus
 
 if TYPE_CHECKING:
-    from api.client import Client
-    from api.schemas import DeploymentEventOut, DeploymentOut
+    from modelreg_client.client import Client
+    from modelreg_client.schemas import DeploymentEventOut, DeploymentOut
 
 
 def describe_step(dep: DeploymentOut) -> str:
@@ -151,7 +151,7 @@ def follow_rollout(client: Client, deployment_id: str, *, interval: float) -> De
 
     from rich.live import Live
 
-    from api.client import ModelregError
+    from modelreg_client.client import ModelregError
 
     events: list[DeploymentEventOut] = []
 

@@ -22,7 +22,7 @@ from api.cli.output import (
     print_table,
     short_ids,
 )
-from registry.vocabulary import VALIDATION_PENDING, CheckStatus, ValidationRequestStatus
+from modelreg_client.vocabulary import VALIDATION_PENDING, CheckStatus, ValidationRequestStatus
 
 validations_app = typer.Typer(
     help="Read validation runs (queue one with `modelreg validate`).", no_args_is_help=True

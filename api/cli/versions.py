@@ -23,7 +23,7 @@ from api.cli.output import (
     print_table,
     show_progress,
 )
-from registry.vocabulary import ArtifactFormat
+from modelreg_client.vocabulary import ArtifactFormat
 
 versions_app = typer.Typer(help="Model versions and their artifacts.", no_args_is_help=True)
 
@@ -84,7 +84,7 @@ def versions_upload(
     ] = True,
 ) -> None:
     """Upload PATH as VERSION of MODEL, creating the version if it does not exist yet."""
-    from api.client import ModelregError, sha256_file
+    from modelreg_client.client import ModelregError, sha256_file
 
     size = path.stat().st_size
     with open_client() as client:

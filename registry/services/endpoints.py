@@ -13,12 +13,9 @@ This is the hot path of every generation request, so answers come from an in-pro
 
 The answer's JSON is serialized once per resolved set; a request only splices in its pick.
 
-Sticky picks (``key=``) use consistent hashing against weight boundaries. The key's SHA-256
-gives a point in [0, total weight); the endpoints with weight > 0 are walked in a fixed order
-that does not depend on the weights, and the first whose cumulative weight passes the point is
-chosen. The order is: role ``canary``, then ``active``, then ``stable`` (then by version
-number, then deployment id). The candidate of a rollout therefore owns the low band
-[0, its weight), so a key that lands on it at 10% stays on it at 50% and at 100%.
+Sticky picks (``key=``) are ``modelreg_client.picking``'s: the client's ``Resolver`` picks
+locally with the same code, so it picks what this service would. See that module for the
+order and the hash.
 """
 
 from __future__ import annotations
@@ -26,48 +23,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
 import time
-from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import accumulate
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelreg_client import picking
+from modelreg_client.picking import ROLE_ORDER, PickTable, key_point
 from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage
 from registry.errors import NotFound, Unavailable
 from registry.models import AIModel
 from registry.services.routing import RouteEntry, current_routes, read_generation
-from registry.vocabulary import RouteRole
 
 log = logging.getLogger("modelreg.endpoints")
 
-#: The walk order of sticky picks: the candidate of a rollout first (see the module docstring).
-ROLE_ORDER: dict[str, int] = {
-    RouteRole.CANARY: 0,
-    RouteRole.ACTIVE: 1,
-    RouteRole.STABLE: 2,
-    RouteRole.PREVIEW: 3,
-}
-
-_HASH_SPAN = float(1 << 64)
+__all__ = ["ROLE_ORDER", "EndpointService", "EndpointSet", "key_point", "pick_order"]
 
 
 def pick_order(entry: RouteEntry) -> tuple[int, str, str]:
     """The stable order endpoints are walked in; it never depends on the weights."""
-    return (
-        ROLE_ORDER.get(entry.role, len(ROLE_ORDER)),
-        entry.version_number,
-        str(entry.deployment_id),
-    )
-
-
-def key_point(key: str) -> float:
-    """Where ``key`` falls in [0, 1): the first 8 bytes of its SHA-256."""
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / _HASH_SPAN
+    return picking.pick_order(entry.role, entry.version_number, str(entry.deployment_id))
 
 
 def _dumps(value: object) -> bytes:
@@ -88,8 +65,8 @@ class EndpointSet:
     endpoints: tuple[RouteEntry, ...]
     etag: str
     head: bytes
+    _table: PickTable[int]  # indexes into _serving and _selected_json
     _serving: tuple[RouteEntry, ...]
-    _bounds: tuple[int, ...]
     _selected_json: tuple[bytes, ...]
 
     @classmethod
@@ -118,8 +95,8 @@ class EndpointSet:
             endpoints=endpoints,
             etag=f'"g{generation}-{digest}"',
             head=head,
+            _table=PickTable((i, r.weight) for i, r in enumerate(serving)),
             _serving=serving,
-            _bounds=tuple(accumulate(r.weight for r in serving)),
             _selected_json=tuple(
                 _dumps(
                     {
@@ -134,16 +111,11 @@ class EndpointSet:
 
     @property
     def total_weight(self) -> int:
-        return self._bounds[-1] if self._bounds else 0
+        return self._table.total
 
     def pick_index(self, key: str | None = None) -> int | None:
         """Index into the serving endpoints: weighted random, or sticky for ``key``."""
-        total = self.total_weight
-        if total <= 0:
-            return None
-        fraction = key_point(key) if key is not None else random.random()  # noqa: S311
-        point = fraction * total  # (random only spreads load; it guards no secret)
-        return min(bisect_right(self._bounds, point), len(self._bounds) - 1)
+        return self._table.index(key)
 
     def pick(self, key: str | None = None) -> RouteEntry | None:
         index = self.pick_index(key)

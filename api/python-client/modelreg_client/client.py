@@ -1,10 +1,13 @@
 """A small typed Python client for the modelreg HTTP API. The CLI is built on it.
 
-from api.client import Client
+from modelreg_client import Client
 client = Client.from_config()            # ~/.config/modelreg/credentials, or MODELREG_URL/_TOKEN
 client.create_model("text2img", task_type="ImageGeneration", provider="Internal")
 client.create_version("text2img", "1.0")
 client.upload_artifact("text2img", "1.0", "model.onnx")
+
+It needs httpx and the standard library, nothing of the server: the answers are the light
+objects of ``modelreg_client.schemas``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from api.schemas import (
+from modelreg_client.schemas import (
     DeploymentEventOut,
     DeploymentOut,
     DeploymentPage,
@@ -34,7 +37,7 @@ from api.schemas import (
     ValidationRunOut,
     VersionOut,
 )
-from registry.vocabulary import ArtifactFormat, DeploymentTarget, Environment
+from modelreg_client.vocabulary import ArtifactFormat, DeploymentTarget, Environment
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -170,7 +173,7 @@ class Client:
             "description": description,
             "isActive": is_active,
         }
-        return ModelOut.model_validate(self._request("POST", "/api/v1/models", json=body).json())
+        return ModelOut.from_wire(self._request("POST", "/api/v1/models", json=body).json())
 
     def list_models(
         self,
@@ -180,22 +183,28 @@ class Client:
         is_active: bool | None = None,
         q: str | None = None,
         page_size: int = 100,
+        filter: str | None = None,
+        order_by: str | None = None,
     ) -> Iterator[ModelOut]:
+        """``filter`` is the API's search expression (``tag.stage = 'candidate'``);
+        ``order_by`` its sort order."""
         params = {
             "taskType": task_type,
             "provider": provider,
             "q": q,
             "limit": page_size,
             "isActive": None if is_active is None else str(is_active).lower(),
+            "filter": filter,
+            "orderBy": order_by,
         }
         for item in self._pages("/api/v1/models", params):
-            yield ModelOut.model_validate(item)
+            yield ModelOut.from_wire(item)
 
     def get_model(self, name: str) -> ModelOut:
-        return ModelOut.model_validate(self._request("GET", f"/api/v1/models/{_seg(name)}").json())
+        return ModelOut.from_wire(self._request("GET", f"/api/v1/models/{_seg(name)}").json())
 
     def update_model(self, name: str, **changes: Any) -> ModelOut:
-        return ModelOut.model_validate(
+        return ModelOut.from_wire(
             self._request("PATCH", f"/api/v1/models/{_seg(name)}", json=changes).json()
         )
 
@@ -223,21 +232,26 @@ class Client:
             "releaseNotes": release_notes,
             "parameters": parameters,
         }
-        return VersionOut.model_validate(
-            self._request("POST", self._vpath(model), json=body).json()
-        )
+        return VersionOut.from_wire(self._request("POST", self._vpath(model), json=body).json())
 
     def list_versions(
-        self, model: str, *, status: str | None = None, page_size: int = 100
+        self,
+        model: str,
+        *,
+        status: str | None = None,
+        page_size: int = 100,
+        filter: str | None = None,
+        order_by: str | None = None,
     ) -> Iterator[VersionOut]:
-        for item in self._pages(self._vpath(model), {"status": status, "limit": page_size}):
-            yield VersionOut.model_validate(item)
+        params = {"status": status, "limit": page_size, "filter": filter, "orderBy": order_by}
+        for item in self._pages(self._vpath(model), params):
+            yield VersionOut.from_wire(item)
 
     def get_version(self, model: str, version: str) -> VersionOut:
-        return VersionOut.model_validate(self._request("GET", self._vpath(model, version)).json())
+        return VersionOut.from_wire(self._request("GET", self._vpath(model, version)).json())
 
     def update_version(self, model: str, version: str, **changes: Any) -> VersionOut:
-        return VersionOut.model_validate(
+        return VersionOut.from_wire(
             self._request("PATCH", self._vpath(model, version), json=changes).json()
         )
 
@@ -250,7 +264,7 @@ class Client:
         *,
         force: bool = False,
     ) -> VersionOut:
-        return VersionOut.model_validate(
+        return VersionOut.from_wire(
             self._request(
                 "POST",
                 f"{self._vpath(model, version)}/transitions",
@@ -258,19 +272,39 @@ class Client:
             ).json()
         )
 
+    # -- tags --------------------------------------------------------------------------------
+
+    def _tag_path(self, model: str, key: str, version: str | None) -> str:
+        base = (
+            self._vpath(model, version) if version is not None else f"/api/v1/models/{_seg(model)}"
+        )
+        return f"{base}/tags/{_seg(key)}"
+
+    def set_tag(
+        self, model: str, key: str, value: str, *, version: str | None = None
+    ) -> dict[str, Any]:
+        """Set a tag on the model, or on one of its versions with ``version``."""
+        result: dict[str, Any] = self._request(
+            "PUT", self._tag_path(model, key, version), json={"value": value}
+        ).json()
+        return result
+
+    def delete_tag(self, model: str, key: str, *, version: str | None = None) -> None:
+        self._request("DELETE", self._tag_path(model, key, version))
+
     # -- validations -------------------------------------------------------------------------
 
     def request_validation(self, model: str, version: str) -> ValidationRunOut:
-        return ValidationRunOut.model_validate(
+        return ValidationRunOut.from_wire(
             self._request("POST", f"{self._vpath(model, version)}/validations").json()
         )
 
     def list_validations(self, model: str, version: str) -> list[ValidationRunOut]:
         runs = self._request("GET", f"{self._vpath(model, version)}/validations").json()
-        return [ValidationRunOut.model_validate(r) for r in runs]
+        return [ValidationRunOut.from_wire(r) for r in runs]
 
     def get_validation(self, validation_id: str) -> ValidationRunOut:
-        return ValidationRunOut.model_validate(
+        return ValidationRunOut.from_wire(
             self._request("GET", f"/api/v1/validations/{_seg(validation_id)}").json()
         )
 
@@ -316,7 +350,7 @@ class Client:
                 },
             ) from exc
         self._raise_for(response)
-        return VersionOut.model_validate(response.json())
+        return VersionOut.from_wire(response.json())
 
     def download_artifact(
         self,
@@ -384,7 +418,7 @@ class Client:
             "strategyParams": params,
             "target": target,
         }
-        return DeploymentOut.model_validate(
+        return DeploymentOut.from_wire(
             self._request("POST", "/api/v1/deployments", json=body).json()
         )
 
@@ -405,12 +439,12 @@ class Client:
             "cursor": cursor,
         }
         params = {k: v for k, v in params.items() if v is not None}
-        return DeploymentPage.model_validate(
+        return DeploymentPage.from_wire(
             self._request("GET", "/api/v1/deployments", params=params).json()
         )
 
     def deployment(self, deployment_id: str) -> DeploymentOut:
-        return DeploymentOut.model_validate(
+        return DeploymentOut.from_wire(
             self._request("GET", f"/api/v1/deployments/{_seg(deployment_id)}").json()
         )
 
@@ -418,14 +452,14 @@ class Client:
         events = self._request(
             "GET", f"/api/v1/deployments/{_seg(deployment_id)}/events", params={"after": after}
         ).json()
-        return [DeploymentEventOut.model_validate(e) for e in events]
+        return [DeploymentEventOut.from_wire(e) for e in events]
 
     def deployment_action(
         self, deployment_id: str, action: str, reason: str | None = None
     ) -> DeploymentOut:
         """``promote``, ``pause``, ``resume``, ``abort`` or ``undeploy`` (carried out by the
         controller's next pass)."""
-        return DeploymentOut.model_validate(
+        return DeploymentOut.from_wire(
             self._request(
                 "POST",
                 f"/api/v1/deployments/{_seg(deployment_id)}/{_seg(action)}",
@@ -435,7 +469,7 @@ class Client:
 
     def rollback(self, model: str, environment: str, reason: str | None = None) -> DeploymentOut:
         """Serve the previous Active version again; returns the deployment that will serve."""
-        return DeploymentOut.model_validate(
+        return DeploymentOut.from_wire(
             self._request(
                 "POST",
                 f"/api/v1/models/{_seg(model)}/rollback",
@@ -447,7 +481,7 @@ class Client:
         """The model's deployment ledger in the environment; with ``at`` (ISO 8601) also what
         served at that time."""
         params = {"environment": environment, "at": at}
-        return HistoryOut.model_validate(
+        return HistoryOut.from_wire(
             self._request(
                 "GET",
                 f"/api/v1/models/{_seg(model)}/history",
@@ -471,13 +505,13 @@ class Client:
 
     def create_key(self, name: str, scopes: list[str], *, user: str | None = None) -> KeyCreated:
         body = {"name": name, "scopes": scopes, "user": user}
-        return KeyCreated.model_validate(self._request("POST", "/api/v1/keys", json=body).json())
+        return KeyCreated.from_wire(self._request("POST", "/api/v1/keys", json=body).json())
 
     def list_keys(self) -> list[KeyOut]:
-        return [KeyOut.model_validate(k) for k in self._request("GET", "/api/v1/keys").json()]
+        return [KeyOut.from_wire(k) for k in self._request("GET", "/api/v1/keys").json()]
 
     def revoke_key(self, api_key: str) -> KeyOut:
-        return KeyOut.model_validate(
+        return KeyOut.from_wire(
             self._request("POST", f"/api/v1/keys/{_seg(api_key)}/revoke").json()
         )
 
@@ -487,7 +521,7 @@ class Client:
         """Submit feedback items (camelCase fields): which were kept, which rejected and why.
         Raises :class:`ModelregError` (422) when every item is rejected."""
         body: dict[str, Any] = items[0] if len(items) == 1 else {"items": items}
-        return FeedbackBatchOut.model_validate(
+        return FeedbackBatchOut.from_wire(
             self._request("POST", "/api/v1/feedback", json=body).json()
         )
 
@@ -503,7 +537,7 @@ class Client:
     ) -> FeedbackPage:
         """One page of a version's feedback, newest first (``next_cursor`` for the next)."""
         params = {"since": since, "until": until, "limit": limit, "cursor": cursor}
-        return FeedbackPage.model_validate(
+        return FeedbackPage.from_wire(
             self._request(
                 "GET",
                 f"{self._vpath(model, version)}/feedback",
@@ -515,7 +549,7 @@ class Client:
         self, model: str, version: str, *, since: str | None = None, until: str | None = None
     ) -> FeedbackSummaryOut:
         params = {"since": since, "until": until}
-        return FeedbackSummaryOut.model_validate(
+        return FeedbackSummaryOut.from_wire(
             self._request(
                 "GET",
                 f"{self._vpath(model, version)}/feedback/summary",
@@ -527,7 +561,7 @@ class Client:
         self, model: str, environment: str = Environment.PRODUCTION
     ) -> FeedbackCompareOut:
         """The versions serving now, each summarized over the current rollout window."""
-        return FeedbackCompareOut.model_validate(
+        return FeedbackCompareOut.from_wire(
             self._request(
                 "GET",
                 f"/api/v1/models/{_seg(model)}/feedback/compare",
