@@ -182,6 +182,7 @@ class DeploymentEventOut(Wire):
     reason: str | None
     version_number: str | None
     details: dict[str, Any]
+    actor_email: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
