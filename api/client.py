@@ -179,12 +179,18 @@ class Client:
         provider: str | None = None,
         is_active: bool | None = None,
         q: str | None = None,
+        filter: str | None = None,
+        order_by: str | None = None,
         page_size: int = 100,
     ) -> Iterator[ModelOut]:
+        """Every model, a page at a time; ``filter`` and ``order_by`` as in docs/api.md,
+        "Search"."""
         params = {
             "taskType": task_type,
             "provider": provider,
             "q": q,
+            "filter": filter,
+            "orderBy": order_by,
             "limit": page_size,
             "isActive": None if is_active is None else str(is_active).lower(),
         }
@@ -228,9 +234,17 @@ class Client:
         )
 
     def list_versions(
-        self, model: str, *, status: str | None = None, page_size: int = 100
+        self,
+        model: str,
+        *,
+        status: str | None = None,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_size: int = 100,
     ) -> Iterator[VersionOut]:
-        for item in self._pages(self._vpath(model), {"status": status, "limit": page_size}):
+        """Every version (newest first unless ``order_by`` says otherwise)."""
+        params = {"status": status, "filter": filter, "orderBy": order_by, "limit": page_size}
+        for item in self._pages(self._vpath(model), params):
             yield VersionOut.model_validate(item)
 
     def get_version(self, model: str, version: str) -> VersionOut:
@@ -257,6 +271,31 @@ class Client:
                 json={"status": status, "reason": reason, "force": force},
             ).json()
         )
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def _tag_path(self, model: str, key: str, version: str | None) -> str:
+        # The key is one segment ('/' quoted). Its dots are quoted too: a key may be "." or
+        # "..", which a URL would otherwise resolve away (".." on a model's tag is the model).
+        segment = _seg(key).replace(".", "%2E")
+        base = (
+            self._vpath(model, version) if version is not None else f"/api/v1/models/{_seg(model)}"
+        )
+        return f"{base}/tags/{segment}"
+
+    def set_tag(
+        self, model: str, key: str, value: str, *, version: str | None = None
+    ) -> dict[str, Any]:
+        """Set (or replace) a tag on the model, or on one of its versions with ``version``;
+        returns the model or version as the API answers it (camelCase JSON), tags included."""
+        result: dict[str, Any] = self._request(
+            "PUT", self._tag_path(model, key, version), json={"value": value}
+        ).json()
+        return result
+
+    def delete_tag(self, model: str, key: str, *, version: str | None = None) -> None:
+        """Remove a tag from the model (or the version); 404 when it has none by that key."""
+        self._request("DELETE", self._tag_path(model, key, version))
 
     # -- validations -------------------------------------------------------------------------
 
