@@ -1,10 +1,10 @@
 """The ``modelreg`` command line: the server, the database, and a client for the API.
 
 The root ``app`` below lists every top-level command in the order ``modelreg --help`` shows
-them; each noun's commands live in their own module (``models``, ``versions``, ``validations``,
-``deployments``, ``keys``, ``feedback``, ``db``), the long-running processes in ``processes``
-and the commands that need no API in ``tools``. ``output`` prints, ``context`` finds the
-client and the settings.
+them; each noun's commands live in their own module (``models``, ``versions``, ``tags``,
+``validations``, ``deployments``, ``keys``, ``feedback``, ``db``), the long-running processes
+in ``processes`` and the commands that need no API in ``tools``. ``output`` prints,
+``context`` finds the client and the settings.
 
 Commands import what they need inside their bodies: the command line starts fast, and
 ``modelreg scan`` runs without loading the registry (tests/validators/security/test_scan_cli.py)
@@ -27,6 +27,7 @@ from api.cli import (
     keys,
     models,
     processes,
+    tags,
     tools,
     validations,
     versions,
@@ -96,6 +97,7 @@ app.command("fetch-artifact")(processes.fetch_artifact)
 app.add_typer(db.db_app, name="db")
 app.add_typer(models.models_app, name="models")
 app.add_typer(versions.versions_app, name="versions")
+app.add_typer(tags.tags_app, name="tags")
 app.add_typer(validations.validations_app, name="validations")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(deployments.deployments_app, name="deployments")

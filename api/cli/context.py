@@ -125,6 +125,22 @@ def _snake(field: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in field)
 
 
+@contextmanager
+def problems_in_one_line() -> Iterator[None]:
+    """Inside :func:`open_client`, for commands whose 422s (a filter, an ``orderBy``, a tag key
+    or value) say all in their detail, the filter's position included: such a problem prints
+    as its status, title and detail on one line, without the extra members that repeat it.
+    Any other error is left to :func:`open_client`."""
+    from modelreg_client.client import ModelregError
+
+    try:
+        yield
+    except ModelregError as exc:
+        if exc.status != 422 or "errors" in exc.problem:
+            raise
+        fail(f"{exc.status} {exc.title}: {exc.detail}")
+
+
 def load_settings() -> Settings:
     from pydantic import ValidationError
 

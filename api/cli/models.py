@@ -5,11 +5,27 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from api.cli.context import open_client
-from api.cli.output import JsonOpt, emit_json, fail, format_time, out, print_fields, print_table
+from api.cli.context import open_client, problems_in_one_line
+from api.cli.output import (
+    JsonOpt,
+    emit_json,
+    fail,
+    format_time,
+    out,
+    print_fields,
+    print_tagged_table,
+)
 
 models_app = typer.Typer(help="Registered models.", no_args_is_help=True)
+
+#: ``--filter`` and ``--order-by`` of ``models list`` and ``versions list``: the API's own
+#: ``filter`` and ``orderBy``, passed as typed (docs/api.md, "Search").
+FILTER_HELP = (
+    "e.g. \"tag.stage = 'candidate' AND createdAt > '2026-01-01'\": fields, = != < <= > >= "
+    "IN (...), AND, OR, NOT, parentheses (docs/api.md, Search)"
+)
 
 
 @models_app.command("create")
@@ -46,30 +62,51 @@ def models_list(
     query: Annotated[
         str | None, typer.Option("-q", "--query", help="Substring of name or description")
     ] = None,
+    filter_: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help=FILTER_HELP + "; fields: name, task, provider, createdAt, updatedAt, tag.<key>",
+        ),
+    ] = None,
+    order_by: Annotated[
+        str | None,
+        typer.Option(
+            "--order-by", help="name, createdAt or updatedAt, then asc or desc [default: name]"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List models."""
-    with open_client() as client:
+    """List models, with their tags."""
+    with open_client() as client, problems_in_one_line():
         items = list(
-            client.list_models(task_type=task, provider=provider, is_active=active, q=query)
+            client.list_models(
+                task_type=task,
+                provider=provider,
+                is_active=active,
+                q=query,
+                filter=filter_,
+                order_by=order_by,
+            )
         )
     if as_json:
         emit_json(items)
         return
-    print_table(
+    print_tagged_table(
         f"{len(items)} model(s)",
         ("name", "task", "provider", "active", "updated", "description"),
         [
             (
                 m.name,
                 m.task_type,
-                m.provider,
+                escape(m.provider),
                 "yes" if m.is_active else "no",
                 format_time(m.updated_at),
-                (m.description or "")[:60],
+                escape((m.description or "")[:60]),
             )
             for m in items
         ],
+        [m.tags for m in items],
     )
 
 

@@ -4,13 +4,14 @@ progress bars."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -75,13 +76,17 @@ def short_ids(ids: list[str]) -> list[str]:
 
 
 def print_fields(obj: Wire, title: str) -> None:
+    """One row per field; ``tags`` one ``key=value`` a line. Values are plain text, never
+    markup: a description or tag may hold ``[/]``."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column(overflow="fold")
     for key, value in obj.model_dump(by_alias=True).items():
-        if isinstance(value, dict):
+        if key == "tags" and isinstance(value, dict):
+            value = "\n".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, dict):
             value = json.dumps(value, default=str)
-        table.add_row(key, "" if value is None else str(value))
+        table.add_row(key, Text("" if value is None else str(value)))
     out.print(table)
 
 
@@ -158,6 +163,60 @@ def _table(
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     return table
+
+
+#: In a list, a tag's value is cut to this many characters, and a row shows this many tags.
+TAG_VALUE_SHOWN = 24
+TAGS_SHOWN = 3
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    """``stage=candidate, team=vision`` for a list (``models show`` has them whole): long
+    values cut with ``…``, and ``+2 more`` past :data:`TAGS_SHOWN`. Plain text."""
+    shown = [
+        f"{k}={v if len(v) <= TAG_VALUE_SHOWN else v[: TAG_VALUE_SHOWN - 1] + '…'}"
+        for k, v in list(tags.items())[:TAGS_SHOWN]
+    ]
+    if len(tags) > TAGS_SHOWN:
+        shown.append(f"+{len(tags) - TAGS_SHOWN} more")
+    return ", ".join(shown)
+
+
+def print_tagged_table(
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    tags: Sequence[Mapping[str, str]],
+) -> None:
+    """:func:`print_table` with the rows' tags: as a last ``tags`` column when the table
+    fits the terminal with it, cells whole; else, so that no other column gets narrower, as
+    one line per tagged row below the table, after the row's first cell (its name or
+    version). Nothing is added when no row has tags."""
+    cells = [format_tags(t) for t in tags]
+    if not any(cells):
+        print_table(title, columns, rows)
+        return
+    with_tags = [(*row, escape(cell)) for row, cell in zip(rows, cells, strict=True)]
+    if _natural_width((*columns, "tags"), with_tags) <= out.width:
+        print_table(title, (*columns, "tags"), with_tags)
+        return
+    print_table(title, columns, rows)
+    labels = [Text.from_markup(row[0]).plain for row in rows]
+    pad = max(len(label) for label, cell in zip(labels, cells, strict=True) if cell)
+    out.print("tags", style="bold", highlight=False)
+    for label, cell in zip(labels, cells, strict=True):
+        if cell:
+            out.print(Text(f"  {label.ljust(pad)}  {cell}"))
+
+
+def _natural_width(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> int:
+    """The width of the table with no cell wrapped, in the default frame (a bar and a space
+    either side of every cell)."""
+    widths = [
+        max(len(Text.from_markup(cell).plain) for cell in (column, *(r[i] for r in rows)))
+        for i, column in enumerate(columns)
+    ]
+    return sum(widths) + 3 * len(widths) + 1
 
 
 @contextmanager

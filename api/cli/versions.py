@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from api.cli.choices import listed, one_of
-from api.cli.context import open_client
+from api.cli.context import open_client, problems_in_one_line
+from api.cli.models import FILTER_HELP
 from api.cli.output import (
     JsonOpt,
     emit_json,
@@ -20,7 +21,7 @@ from api.cli.output import (
     format_time,
     out,
     print_fields,
-    print_table,
+    print_tagged_table,
     show_progress,
 )
 from modelreg_client.vocabulary import ArtifactFormat
@@ -125,15 +126,30 @@ def versions_list(
     status: Annotated[
         str | None, typer.Option(help="Staged, Production, Deprecated, Archived or Failed")
     ] = None,
+    filter_: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help=FILTER_HELP + "; fields: version, status, format, validation (Passed, Failed, "
+            "Pending, None), createdAt, updatedAt, tag.<key>",
+        ),
+    ] = None,
+    order_by: Annotated[
+        str | None,
+        typer.Option(
+            "--order-by",
+            help="createdAt, updatedAt or version, then asc or desc [default: createdAt desc]",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a model's versions, newest first."""
-    with open_client() as client:
-        items = list(client.list_versions(model, status=status))
+    """List a model's versions, newest first, with their tags."""
+    with open_client() as client, problems_in_one_line():
+        items = list(client.list_versions(model, status=status, filter=filter_, order_by=order_by))
     if as_json:
         emit_json(items)
         return
-    print_table(
+    print_tagged_table(
         f"{model}: {len(items)} version(s)",
         ("version", "status", "format", "size", "sha256", "created", "scan/func"),
         [
@@ -148,6 +164,7 @@ def versions_list(
             )
             for v in items
         ],
+        [v.tags for v in items],
     )
 
 

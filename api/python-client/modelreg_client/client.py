@@ -278,18 +278,22 @@ class Client:
         base = (
             self._vpath(model, version) if version is not None else f"/api/v1/models/{_seg(model)}"
         )
-        return f"{base}/tags/{_seg(key)}"
+        # The key is one segment ('/' quoted). Its dots are quoted too: a key may be "." or
+        # "..", which a URL would otherwise resolve away (".." on a model's tag is the model).
+        return f"{base}/tags/{_seg(key).replace('.', '%2E')}"
 
     def set_tag(
         self, model: str, key: str, value: str, *, version: str | None = None
     ) -> dict[str, Any]:
-        """Set a tag on the model, or on one of its versions with ``version``."""
+        """Set (or replace) a tag on the model, or on one of its versions with ``version``;
+        returns the model or version as the API answers it (camelCase JSON), tags included."""
         result: dict[str, Any] = self._request(
             "PUT", self._tag_path(model, key, version), json={"value": value}
         ).json()
         return result
 
     def delete_tag(self, model: str, key: str, *, version: str | None = None) -> None:
+        """Remove a tag from the model (or the version); 404 when it has none by that key."""
         self._request("DELETE", self._tag_path(model, key, version))
 
     # -- validations -------------------------------------------------------------------------
