@@ -264,7 +264,6 @@ def _scan_file(
 ) -> list[Finding]:
     from registry.formats import Format, read_head, sniff
     from validators.security.archives import scan_archive, scan_stream
-    from validators.security.onnx_scan import scan_onnx
     from validators.security.pickle import looks_like_pickle, scan_pickle
 
     if size > policy.max_file_bytes:
@@ -282,6 +281,9 @@ def _scan_file(
         if fmt in (Format.ZIP, Format.TAR, Format.GZIP):
             return scan_archive(path, location=location, policy=policy)
         if fmt is Format.ONNX:
+            # imported only for an ONNX file: ``onnx`` costs ~0.8 s to import (ml_dtypes)
+            from validators.security.onnx_scan import scan_onnx
+
             findings = scan_onnx(
                 path, policy=policy, location=location, root=root, external_data=external_data
             )

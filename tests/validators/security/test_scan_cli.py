@@ -181,10 +181,10 @@ def test_help_documents_the_exit_codes(cli: CliRunner) -> None:
         assert text in " ".join(output.split())
 
 
-def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
-    """The command works in a fresh interpreter with no MODELREG_* settings and does not
-    import the registry (but for its stdlib-only bundle checks) or the API app."""
-    _malicious(tmp_path / "m")
+def _scan_in_a_fresh_interpreter(target: Path, heavy: tuple[str, ...]) -> tuple[int, str, str]:
+    """``modelreg scan TARGET --format json`` in a new interpreter with no MODELREG_* settings;
+    stderr ends with ``LOADED [...]``: the modules under ``heavy`` it imported, but for the
+    stdlib-only registry modules the scanner shares."""
     code = (
         "import sys\n"
         "from api.cli import main\n"
@@ -192,7 +192,7 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
         "try:\n"
         "    main()\n"
         "except SystemExit as exc:\n"
-        "    heavy = ('registry', 'api.app', 'sqlalchemy')\n"
+        f"    heavy = {heavy!r}\n"
         # registry.bundles (stdlib only) holds the archive checks the model server shares, and
         # registry.vocabulary (stdlib only) the statuses and formats every package names, and
         # registry.formats (stdlib only) the sniffers the upload's format check shares
@@ -203,7 +203,7 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "m")],
+        [sys.executable, "-c", code, str(target)],
         capture_output=True,
         text=True,
         env=env,
@@ -211,9 +211,37 @@ def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1, done.stderr
-    assert json.loads(done.stdout)["verdict"] == "malicious"
-    assert "LOADED []" in done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
+    """The command works in a fresh interpreter with no MODELREG_* settings and does not
+    import the registry (but for its stdlib-only bundle checks) or the API app."""
+    _malicious(tmp_path / "m")
+    code, stdout, stderr = _scan_in_a_fresh_interpreter(
+        tmp_path / "m", ("registry", "api.app", "sqlalchemy")
+    )
+    assert code == 1, stderr
+    assert json.loads(stdout)["verdict"] == "malicious"
+    assert "LOADED []" in stderr
+
+
+def test_a_pickle_scan_never_imports_onnx(tmp_path: Path) -> None:
+    """Each format's scanner is imported when a file of that format is seen: ``onnx`` costs
+    about 0.8 s to import, which a pickle's scan never needs (issue 15, item 3)."""
+    _malicious(tmp_path / "m")
+    code, _, stderr = _scan_in_a_fresh_interpreter(tmp_path / "m", ("onnx",))
+    assert code == 1, stderr
+    assert "LOADED []" in stderr
+    onnx_file = tmp_path / "o" / "model.onnx"
+    onnx_file.parent.mkdir()
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g", [x], [y])
+    onnx_file.write_bytes(helper.make_model(graph).SerializeToString())
+    code, _, stderr = _scan_in_a_fresh_interpreter(onnx_file, ("onnx",))
+    assert code == 0, stderr
+    assert "'onnx'" in stderr.rsplit("LOADED", 1)[1]  # the ONNX scanner is loaded when needed
 
 
 def test_limits_fail_whatever_the_threshold(cli: CliRunner, tmp_path: Path) -> None:
