@@ -1,112 +1,39 @@
 """The ``modelreg`` command line: the server, the database, and a client for the API.
 
-The root ``app`` below lists every top-level command in the order ``modelreg --help`` shows
-them; each noun's commands live in their own module (``models``, ``versions``, ``tags``,
-``validations``, ``deployments``, ``keys``, ``feedback``, ``db``), the long-running processes
-in ``processes`` and the commands that need no API in ``tools``. ``output`` prints,
-``context`` finds the client and the settings.
+The commands are a typer app, ``api.cli.commands``. Commands import what they need inside
+their bodies, so that the command line starts fast: ``modelreg scan`` runs without loading the
+registry (tests/validators/security/test_scan_cli.py), and the client commands run without
+loading any of the server (tests/api/test_cli_imports.py): they need the client,
+``modelreg_client`` (httpx and the standard library), whose vocabulary's members are the option
+defaults.
 
-Commands import what they need inside their bodies: the command line starts fast, and
-``modelreg scan`` runs without loading the registry (tests/validators/security/test_scan_cli.py)
-and the client commands run without loading any of the server (tests/api/test_cli_imports.py):
-they need the client, ``modelreg_client`` (httpx and the standard library), whose
-vocabulary's members are the option defaults.
+``modelreg scan FILE`` does not load typer at all. It is the command a pipeline runs once per
+file, so its start-up is its cost: typer coerces every parameter through pydantic, which alone
+takes longer to import than the scan of a small file. ``main`` hands ``scan`` straight to its
+parser (``api.cli.scan``, standard library only); the typer command of the same name, for
+``modelreg --help`` and ``modelreg --url … scan``, hands its arguments to the same parser.
+This module imports nothing but ``sys``; ``from api.cli import app`` still gives the typer app.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
-
-import typer
-
-from api.cli import (
-    db,
-    deployments,
-    feedback,
-    keys,
-    models,
-    processes,
-    tags,
-    tools,
-    validations,
-    versions,
-)
-from api.cli.context import state
-from api.cli.output import err
-
-app = typer.Typer(
-    help="modelreg: a model registry and deployment controller.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-UrlOpt = Annotated[
-    str | None,
-    typer.Option("--url", envvar="MODELREG_URL", help="API base URL [default: from credentials]"),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="MODELREG_TOKEN",
-        help="API token [default: from credentials]",
-        show_default=False,
-    ),
-]
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"modelreg {version('modelreg')}")
-        raise typer.Exit()
-
-
-VersionOpt = Annotated[
-    bool,
-    typer.Option(
-        "--version",
-        callback=_print_version,
-        is_eager=True,
-        help="Print modelreg's version and exit.",
-    ),
-]
-
-
-@app.callback()
-def _main(url: UrlOpt = None, token: TokenOpt = None, _version: VersionOpt = False) -> None:
-    state.url = url
-    state.token = token
-
-
-app.command()(processes.serve)
-app.command()(validations.validate)
-app.command()(processes.worker)
-app.command()(processes.controller)
-app.command()(tools.gc)
-app.command("prometheus-targets")(tools.prometheus_targets)
-app.command()(deployments.deploy)
-app.command()(deployments.rollback)
-app.command()(deployments.history)
-app.command()(deployments.endpoint)
-app.command()(tools.scan)
-app.command("serve-model")(processes.serve_model)
-app.command("fetch-artifact")(processes.fetch_artifact)
-app.add_typer(db.db_app, name="db")
-app.add_typer(models.models_app, name="models")
-app.add_typer(versions.versions_app, name="versions")
-app.add_typer(tags.tags_app, name="tags")
-app.add_typer(validations.validations_app, name="validations")
-app.add_typer(keys.keys_app, name="keys")
-app.add_typer(deployments.deployments_app, name="deployments")
-app.add_typer(feedback.feedback_app, name="feedback")
+from typing import Any
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    if sys.argv[1:2] == ["scan"]:
+        from api.cli.scan import run
+
+        sys.exit(run(sys.argv[2:]))
+    from api.cli.commands import run as run_commands
+
+    run_commands()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from api.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,53 +13,21 @@ import typer
 from api.cli.context import configure_logging, load_settings, state
 from api.cli.output import JsonOpt, emit_json, err, fail, format_size, out, print_table
 
+#: ``scan`` takes its arguments as they are and hands them to its own parser (``api.cli``
+#: says why); ``--help`` is that parser's.
+SCAN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-def scan(
-    path: Annotated[Path, typer.Argument(help="A model file or folder (scanned recursively)")],
-    fmt: Annotated[
-        str, typer.Option("--format", help="Output: table, json or sarif (SARIF 2.1.0)")
-    ] = "table",
-    threshold: Annotated[
-        str, typer.Option(help="Lowest severity that fails: LOW, MEDIUM, HIGH or CRITICAL")
-    ] = "HIGH",
-    allow_com_microsoft: Annotated[
-        bool,
-        typer.Option("--allow-com-microsoft", help="Allow ONNX operators of com.microsoft"),
-    ] = False,
-) -> None:
+
+def scan(ctx: typer.Context) -> None:
     """Scan a model artifact for malicious content, locally (no server needed).
 
     Pickles are read as data and never loaded. Exit codes: 0 clean; 1 malicious (a finding at
     or above the threshold); 2 too large (a resource limit stopped the scan); 3 scan error.
-    A malicious finding outranks a scan error or a limit: the exit code is then 1.
+    Options: modelreg scan --help.
     """
-    import dataclasses
+    from api.cli.scan import run
 
-    from validators.report import Severity
-    from validators.security import scan_artifact
-    from validators.security.policy import DEFAULT_POLICY
-    from validators.security.render import EXIT_CODES, findings_table, summary_line
-    from validators.security.sarif import to_sarif
-
-    if fmt not in ("table", "json", "sarif"):
-        fail(f"--format must be table, json or sarif, not {fmt!r}", code=3)
-    if threshold.upper() not in Severity.__members__:
-        fail(f"--threshold must be LOW, MEDIUM, HIGH or CRITICAL, not {threshold!r}", code=3)
-    policy = dataclasses.replace(
-        DEFAULT_POLICY,
-        threshold=Severity[threshold.upper()],
-        allow_com_microsoft=allow_com_microsoft or DEFAULT_POLICY.allow_com_microsoft,
-    )
-    report = scan_artifact(path, policy)
-    if fmt == "json":
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    elif fmt == "sarif":
-        typer.echo(json.dumps(to_sarif(report), indent=2))
-    else:
-        if report.findings:
-            out.print(findings_table(report))
-        out.print(summary_line(report))
-    raise typer.Exit(EXIT_CODES[report.verdict])
+    raise typer.Exit(run(ctx.args))
 
 
 # -- model server ---------------------------------------------------------------------------

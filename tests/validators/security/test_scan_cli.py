@@ -216,10 +216,11 @@ def _scan_in_a_fresh_interpreter(target: Path, heavy: tuple[str, ...]) -> tuple[
 
 def test_scan_runs_without_a_server_or_registry(tmp_path: Path) -> None:
     """The command works in a fresh interpreter with no MODELREG_* settings and does not
-    import the registry (but for its stdlib-only bundle checks) or the API app."""
+    import the registry (but for its stdlib-only bundle checks) or the API app, nor typer and
+    pydantic: the command line's own start-up costs more than a small file's scan."""
     _malicious(tmp_path / "m")
     code, stdout, stderr = _scan_in_a_fresh_interpreter(
-        tmp_path / "m", ("registry", "api.app", "sqlalchemy")
+        tmp_path / "m", ("registry", "api.app", "sqlalchemy", "typer", "pydantic")
     )
     assert code == 1, stderr
     assert json.loads(stdout)["verdict"] == "malicious"
@@ -242,6 +243,45 @@ def test_a_pickle_scan_never_imports_onnx(tmp_path: Path) -> None:
     code, _, stderr = _scan_in_a_fresh_interpreter(onnx_file, ("onnx",))
     assert code == 0, stderr
     assert "'onnx'" in stderr.rsplit("LOADED", 1)[1]  # the ONNX scanner is loaded when needed
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--format", "xml"], ["--format", "table", "json", "sarif"]),
+        (["--threshold", "severe"], ["--threshold", "LOW", "CRITICAL"]),
+        (["--no-such-option"], ["--no-such-option"]),
+    ],
+)
+def test_a_refused_command_line_exits_3_and_says_why(
+    cli: CliRunner, tmp_path: Path, args: list[str], named: list[str]
+) -> None:
+    """Exit 3, not argparse's 2, which means "too large" here; by ``main``'s fast path and
+    through the typer app (behind a root option) alike."""
+    target = _benign(tmp_path / "m")
+    fast = subprocess.run(
+        [sys.executable, "-m", "api.cli", "scan", str(target), *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[3],
+        timeout=60,
+        check=False,
+    )
+    assert fast.returncode == 3, fast.stderr
+    routed = cli.invoke(app, ["--url", "http://127.0.0.1:9", "scan", str(target), *args])
+    assert routed.exit_code == 3, routed.output
+    for text in (fast.stderr, routed.output):
+        assert all(word in text for word in named), text
+    assert "Passed" not in fast.stdout + routed.output
+
+
+def test_format_and_threshold_take_any_case(cli: CliRunner, tmp_path: Path) -> None:
+    report = json.loads(
+        _scan(
+            cli, _malicious(tmp_path / "m"), "--format", "JSON", "--threshold", "critical", code=1
+        )
+    )
+    assert report["verdict"] == "malicious"
 
 
 def test_limits_fail_whatever_the_threshold(cli: CliRunner, tmp_path: Path) -> None:
