@@ -13,6 +13,12 @@ of that process) is its own; the time is the scan call alone, without interprete
 imports. Scanners: modelreg's ``scan_artifact`` and picklescan's ``scan_file_path`` (or
 ``scan_directory_path`` for the ONNX folder). modelreg's target: at least picklescan's MB/s on
 each file, with a peak RSS under 150 MB whatever the file size.
+
+Then each file's whole command, as a user runs it (``--wall-rounds``, default 5): the wall
+time of ``modelreg scan FILE`` against ``picklescan --path FILE``, each a fresh interpreter
+with its imports, interleaved round by round (which goes first alternates), with
+``python -c pass`` as the floor. The goal (issue 15, item 3): ``modelreg scan`` at least as fast
+as picklescan's command on the 500 MB pickle. ``--wall-only`` skips the in-process part.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +124,56 @@ def run_scanner(scanner: str, target: Path) -> dict[str, Any]:
     return result
 
 
+def command(scanner: str, target: Path) -> list[str]:
+    """The command a user types, with this interpreter (so this checkout's modelreg)."""
+    if scanner == "modelreg":
+        return [sys.executable, "-m", "api.cli", "scan", str(target)]
+    if scanner == "picklescan":
+        return [sys.executable, "-m", "picklescan", "--path", str(target)]
+    return [sys.executable, "-c", "pass"]
+
+
+def wall_rounds(target: Path, rounds: int) -> dict[str, list[float]]:
+    """Wall seconds per command over ``rounds`` interleaved rounds. A scan's exit status is
+    its verdict (picklescan: 0 clean; modelreg: 0 passed), so anything else is an error."""
+    order = ["floor", "modelreg", "picklescan"]
+    walls: dict[str, list[float]] = {name: [] for name in order}
+    for i in range(rounds):
+        for name in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            done = subprocess.run(command(name, target), capture_output=True, text=True)
+            walls[name].append(time.perf_counter() - t0)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} on {target} exited {done.returncode}: {done.stdout}")
+    return walls
+
+
+def report_walls(files: dict[str, Path], rounds: int) -> list[dict[str, Any]]:
+    print(f"\nwall time of the whole command, median of {rounds} interleaved rounds")
+    header = ("file", "python -c pass", "modelreg scan", "picklescan", "ratio")
+    print("{:9} {:>15} {:>14} {:>11} {:>7}".format(*header))
+    rows = []
+    for name, target in files.items():
+        walls = wall_rounds(target, rounds)
+        med = {k: statistics.median(v) for k, v in walls.items()}
+        ratio = med["modelreg"] / med["picklescan"]
+        print(
+            f"{name:9} {med['floor']:14.3f}s {med['modelreg']:13.3f}s {med['picklescan']:10.3f}s "
+            f"{ratio:6.2f}x",
+            flush=True,
+        )
+        rows.append({"file": name, "wallSeconds": walls, "medianWall": med, "ratio": ratio})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="numpy500,floats45,onnx1g")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the files (tests)")
+    parser.add_argument("--wall-rounds", type=int, default=5)
+    parser.add_argument("--wall-only", action="store_true")
     args = parser.parse_args()
     wanted = args.only.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="modelreg-scan-bench-"))
@@ -138,7 +189,8 @@ def main() -> int:
         if "onnx1g" in wanted:
             files["onnx1g"] = tmp / "onnx-model"
             make_onnx(files["onnx1g"], int(1000 * MB * args.scale))
-        for name, target in files.items():
+        walls = report_walls(files, args.wall_rounds) if args.wall_rounds else []
+        for name, target in files.items() if not args.wall_only else ():
             size = total_size(target)
             for scanner in ("modelreg", "picklescan"):
                 runs = [run_scanner(scanner, target) for _ in range(args.repeat)]
@@ -171,7 +223,7 @@ def main() -> int:
         f"{'file':9} {'size MB':>8} {'modelreg MB/s':>14} {'picklescan MB/s':>16} "
         f"{'speed ratio':>12} {'modelreg RSS MB':>16} {'picklescan RSS MB':>18}"
     )
-    for name in files:
+    for name in files if not args.wall_only else ():
         ours = next(r for r in rows if r["file"] == name and r["scanner"] == "modelreg")
         theirs = next(r for r in rows if r["file"] == name and r["scanner"] == "picklescan")
         print(
@@ -180,7 +232,7 @@ def main() -> int:
             f"{ours['peakRssBytes'] / MB:16.0f} {theirs['peakRssBytes'] / MB:18.0f}"
         )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"inProcess": rows, "wall": walls}, indent=2))
     return 0
 
 
