@@ -181,6 +181,11 @@ class SeaweedS3:
             return False
         return True
 
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The access key and secret key the server accepts."""
+        return ACCESS_KEY, SECRET_KEY
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
