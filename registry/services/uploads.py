@@ -189,6 +189,7 @@ class ArtifactUploads:
         try:
             stored = self.store.put(claim.key, reader)
         except BaseException:
+            reader.close()  # stops its hashing thread
             self._release(claim)
             raise
         if stored.size == 0:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from registry.errors import BadRequest, Invalid, PayloadTooLarge, Unavailable
 
 CHUNK = 1024 * 1024
+#: The hashing thread is fed batches of about this many bytes, at most ``HASH_DEPTH`` waiting.
+HASH_BATCH = 1024 * 1024
+HASH_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,77 @@ def check_key(key: str) -> str:
     return key
 
 
+def _hash_batches(
+    digest: Any, batches: queue.Queue[list[bytes] | None], cancelled: threading.Event
+) -> None:
+    """The hashing thread: ``digest.update`` each batch until ``None`` (or a cancel) comes."""
+    while (batch := batches.get()) is not None and not cancelled.is_set():
+        for chunk in batch:
+            digest.update(chunk)  # hashlib releases the GIL for buffers above 2 KiB
+
+
+def _cancel(batches: queue.Queue[list[bytes] | None], cancelled: threading.Event) -> None:
+    cancelled.set()
+    with contextlib.suppress(queue.Full):  # full: the thread sees the cancel after its batch
+        batches.put_nowait(None)
+
+
+class _Sha256:
+    """SHA-256 computed on a thread of its own, so that hashing overlaps with the writing.
+
+    ``update`` hands chunks to the thread in batches of about ``HASH_BATCH`` bytes through a
+    queue of at most ``HASH_DEPTH`` batches: a writer faster than the hash waits for it, so
+    memory stays bounded. A body smaller than one batch never starts the thread.
+    ``hexdigest`` waits for the thread to hash everything. ``close`` (also run when the object
+    is collected) stops a thread whose body will never end.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._batches: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=HASH_DEPTH)
+        self._cancelled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._stop = weakref.finalize(self, _cancel, self._batches, self._cancelled)
+
+    def update(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= HASH_BATCH:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=_hash_batches,
+                    args=(self._digest, self._batches, self._cancelled),
+                    name="upload-sha256",
+                    daemon=True,
+                )
+                self._thread.start()
+            self._batches.put(self._batch)
+            self._batch = []
+            self._batched = 0
+
+    def hexdigest(self) -> str:
+        if self._cancelled.is_set():
+            raise RuntimeError("the hash was closed before the end of the body")
+        if self._thread is not None:
+            self._stop.detach()
+            self._batches.put(None)
+            self._thread.join()
+            self._thread = None
+        for chunk in self._batch:
+            self._digest.update(chunk)
+        self._batch = []
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Stop the thread, if any, and wait until it has stopped (a batch at most)."""
+        self._stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 class HashingReader:
     """A file-like ``read()``, and a zero-copy ``chunks()``, over an iterator of byte chunks.
 
@@ -110,6 +187,10 @@ class HashingReader:
     and checks ``expected_sha256`` *before* ``read`` hands out the last bytes. A store therefore
     never completes an object whose digest or size is wrong: the error surfaces inside the
     store's own read loop, which aborts the write.
+
+    The hash runs on a thread of its own (:class:`_Sha256`) while the store writes what it was
+    handed; the end of the body waits for it, so the check still comes before the end. A reader
+    given up half-way should be closed (``with`` or ``close()``), which stops that thread.
     """
 
     def __init__(
@@ -122,7 +203,7 @@ class HashingReader:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._max = max_bytes
         self._expected = expected_sha256.lower() if expected_sha256 else None
-        self._hash = hashlib.sha256()
+        self._hash = _Sha256()
         self._size = 0
         self._leftover = memoryview(b"")
         self._eof = False
@@ -143,16 +224,22 @@ class HashingReader:
         digest was checked."""
         if self._eof:
             return b""
-        for chunk in self._chunks:
-            if not chunk:
-                continue
-            self._size += len(chunk)
-            if self._size > self._max:
-                raise PayloadTooLarge(
-                    f"artifact exceeds the limit of {self._max} bytes", limit=self._max
-                )
-            self._hash.update(chunk)
-            return chunk
+        try:
+            for chunk in self._chunks:
+                if not chunk:
+                    continue
+                if not isinstance(chunk, bytes):  # hashed later, on a thread: freeze it
+                    chunk = bytes(chunk)
+                self._size += len(chunk)
+                if self._size > self._max:
+                    raise PayloadTooLarge(
+                        f"artifact exceeds the limit of {self._max} bytes", limit=self._max
+                    )
+                self._hash.update(chunk)
+                return chunk
+        except BaseException:
+            self.close()
+            raise
         self._finish()
         return b""
 
@@ -165,6 +252,16 @@ class HashingReader:
                 expected=self._expected,
                 actual=self._digest,
             )
+
+    def close(self) -> None:
+        """Stop hashing (the body will not be read to the end); the digest is then unknown."""
+        self._hash.close()
+
+    def __enter__(self) -> HashingReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def chunks(self) -> Iterator[bytes]:
         """The source's chunks as they arrive, without copying them.

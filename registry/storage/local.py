@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,61 @@ TMP_DIR = ".tmp"
 TMP_PREFIX = "upload-"
 TMP_SUFFIX = ".part"
 PROBE_PREFIX = "probe-"
+#: Write-back of an upload's file starts every this many bytes, while the upload goes on.
+WRITE_BEHIND = 32 * 1024 * 1024
+
+
+class _WriteBehind:
+    """Writes a file's dirty pages back while more is being written, then drops them.
+
+    Every ``WRITE_BEHIND`` bytes a thread of its own runs ``fdatasync`` (one at a time; the
+    writer never waits for it) and then evicts what is now on disk from the page cache. So
+    the disk works while the body is still arriving and hashing, instead of all at once in the
+    final ``fsync``; and an upload of any size holds a few dozen MiB of page cache, which it
+    recycles, rather than growing the cache by its whole size (on some VMs a page the guest
+    has not used lately costs far more to fill than to copy: see bench/README.md).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.started = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: Future[None] | None = None
+
+    def wrote(self, offset: int) -> None:
+        if offset - self.started < WRITE_BEHIND:
+            return
+        if self._running is not None:
+            if not self._running.done():
+                return  # the disk is behind: the next chunk asks again
+            self._running.result()  # an I/O error surfaces here
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="write-behind")
+        self._running = self._pool.submit(self._sync, offset)
+        self.started = offset
+
+    def _sync(self, upto: int) -> None:
+        os.fdatasync(self.fd)
+        os.posix_fadvise(self.fd, 0, upto, os.POSIX_FADV_DONTNEED)
+
+    def close(self) -> None:
+        """Wait for the write-back in flight; raise its error."""
+        if self._pool is None:
+            return
+        try:
+            if self._running is not None:
+                self._running.result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+    return done
 
 
 class LocalStore:
@@ -48,10 +104,15 @@ class LocalStore:
             tmp_dir = self.root / TMP_DIR
             tmp_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
-            with os.fdopen(fd, "wb") as out:
-                for chunk in reader.chunks():  # checked at the end, before the rename below
-                    out.write(chunk)
-                out.flush()
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                behind = _WriteBehind(fd)
+                try:
+                    written = 0
+                    for chunk in reader.chunks():  # checked at the end, before the rename
+                        written += _write_all(fd, chunk)
+                        behind.wrote(written)
+                finally:
+                    behind.close()
                 os.fsync(out.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)

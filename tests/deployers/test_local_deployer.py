@@ -40,7 +40,7 @@ from tests.support.deployer_contract import (
 )
 from tests.support.onnx_models import add_model
 from tests.support.processes import kill_if_recorded, process_start
-from tests.support.s3server import MotoS3
+from tests.support.s3server import SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
 
@@ -514,11 +514,11 @@ def test_with_s3_the_server_gets_a_verified_copy_and_no_s3_keys(
     state_dir: Path,
     local_settings: Settings,
     target: Target,
-    moto_s3: MotoS3,
+    seaweed: SeaweedS3,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MODELREG_S3_SECRET_KEY", SECRETS["MODELREG_S3_SECRET_KEY"])
-    store = moto_s3.store(moto_s3.new_bucket())
+    store = seaweed.store(seaweed.new_bucket())
     data = add_model(constant=3.0)
     good = VersionRef(uuid.uuid4(), "1.0", "ONNX", hashlib.sha256(data).hexdigest(), "m/1.onnx")
     store.put("m/1.onnx", HashingReader([data], max_bytes=1 << 20))

@@ -1,9 +1,10 @@
 """Crashes, with real processes: the S3 service, the API and the validation worker are killed
 (SIGKILL) in the middle of their work, and we look at what each crash left behind.
 
-* S3 dies mid-upload: the client gets a 503 problem+json, no version points at an object that
-  is not there, downloads and validations fail cleanly while it is down, and once it is back
-  the same upload works.
+* S3 (SeaweedFS) dies mid-upload: the client gets a 503 problem+json, no version points at an
+  object that is not there, downloads and validations fail cleanly while it is down, and once
+  it is back (with what it held on disk) ``modelreg gc`` aborts the multipart upload left
+  behind and the same upload works.
 * The API dies mid-upload: after a restart the version has no artifact and no queued
   validation, the upload's lease expires by itself, ``modelreg gc`` removes the partial file,
   and the upload can be made again.
@@ -46,15 +47,7 @@ from registry.storage.s3 import S3Store
 from tests.support.helpers import PROBLEM, RawUpload
 from tests.support.live import Modelreg, wait_for
 from tests.support.onnx_models import add_model
-from tests.support.s3server import (
-    ACCESS_KEY,
-    PART_SIZE,
-    REGION,
-    SECRET_KEY,
-    MiB,
-    MotoProcess,
-    MotoS3,
-)
+from tests.support.s3server import PART_SIZE, MiB, SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
 
@@ -152,26 +145,17 @@ def send_in_background(sender: RawUpload, data: bytes) -> threading.Thread:
 # -- 1. the S3 service dies in the middle of an upload --------------------------------------
 
 
-def s3_env(moto: MotoProcess, bucket: str) -> dict[str, str]:
-    return {
-        "MODELREG_STORAGE": "s3",
-        "MODELREG_S3_ENDPOINT": moto.endpoint,
-        "MODELREG_S3_BUCKET": bucket,
-        "MODELREG_S3_ACCESS_KEY": ACCESS_KEY,
-        "MODELREG_S3_SECRET_KEY": SECRET_KEY,
-        "MODELREG_S3_SECURE": "false",
-        "MODELREG_S3_REGION": REGION,
-        "MODELREG_S3_PART_SIZE": str(PART_SIZE),
-    }
+def s3_env(s3: SeaweedS3, bucket: str) -> dict[str, str]:
+    return {**s3.env(bucket), "MODELREG_S3_PART_SIZE": str(PART_SIZE)}
 
 
 @pytest.mark.slow
 def test_s3_killed_mid_upload_gives_503_and_leaves_no_version_on_a_missing_object(
-    tmp_path: Path, moto_process: MotoProcess
+    tmp_path: Path, seaweed_process: SeaweedS3
 ) -> None:
-    moto = moto_process
-    bucket = moto.new_bucket()
-    live = Modelreg(tmp_path, env=s3_env(moto, bucket)).start()
+    s3 = seaweed_process
+    bucket = s3.new_bucket()
+    live = Modelreg(tmp_path, env=s3_env(s3, bucket)).start()
     try:
         # Version 1 is in the store before the outage, validated.
         live.new_version(MODEL, "1")
@@ -187,8 +171,8 @@ def test_s3_killed_mid_upload_gives_503_and_leaves_no_version_on_a_missing_objec
         sender = RawUpload(live.port, live.token, length=len(data), path=artifact_path("2"))
         try:
             sender.send(data[: 2 * PART_SIZE + MiB])
-            wait_for(lambda: moto.multipart_uploads(bucket), what="the multipart upload began")
-            moto.kill()
+            wait_for(lambda: s3.multipart_uploads(bucket), what="the multipart upload began")
+            s3.kill()
             rest = send_in_background(sender, data[2 * PART_SIZE + MiB :])
             sender.sock.settimeout(120)  # the S3 client's retries come first
             status, headers, answer = sender.response()
@@ -221,20 +205,29 @@ def test_s3_killed_mid_upload_gives_503_and_leaves_no_version_on_a_missing_objec
         assert finding["ruleId"] == "artifact.unavailable", finding
         assert outage["artifactSha256"] == one["sha256"]
 
-        # S3 is back, with what it held (moto keeps it in memory: the test puts it back).
-        moto.start()
-        with moto.boto() as s3:
-            s3.create_bucket(Bucket=bucket)
-            s3.put_object(Bucket=bucket, Key=one["sourcePath"], Body=kept)
+        # S3 is back, with what it held: version 1's object, and the multipart upload of
+        # version 2 that the store could not abort while S3 was down.
+        s3.start()
+        assert s3.objects(bucket) == [one["sourcePath"]]
+        assert live.api.get(artifact_path("1")).content == kept
+        (stale,) = s3.multipart_uploads(bucket)
+        # `modelreg gc` aborts it; the versions' objects stay.
+        gc = live.cli("gc", "--older-than", "0s", "--json")
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        report = json.loads(gc.stdout)
+        assert report["partialRemoved"] == 1, report
+        assert s3.multipart_uploads(bucket) == []
+        assert s3.objects(bucket) == [one["sourcePath"]]
         again = live.api.put(artifact_path("2"), content=data)
         assert again.status_code == 201, again.text
         two = again.json()
+        assert two["sourcePath"] == stale
         assert live.api.get(artifact_path("2")).content == data
-        assert moto.multipart_uploads(bucket) == []
-        assert moto.objects(bucket) == sorted([one["sourcePath"], two["sourcePath"]])
+        assert s3.multipart_uploads(bucket) == []
+        assert s3.objects(bucket) == sorted([one["sourcePath"], two["sourcePath"]])
         # No version points at an object the store does not hold.
         for row in live.api.get(f"/api/v1/models/{MODEL}/versions").json()["items"]:
-            assert row["sourcePath"] in moto.objects(bucket), row
+            assert row["sourcePath"] in s3.objects(bucket), row
         # The worker survived the outage: validation works again.
         passed = finished_run(live, "1", request_validation(live, "1"))["result"]
         assert (passed["securityScanStatus"], passed["functionalStatus"]) == ("Passed", "Passed")
@@ -405,19 +398,19 @@ def test_worker_killed_mid_validation_is_taken_over_and_completes_exactly_once(
 
 @pytest.fixture
 def store(request: pytest.FixtureRequest) -> ArtifactStore | None:
-    """The ``registry`` fixture of this module keeps its artifacts in moto (the shared one)."""
-    moto: MotoS3 = request.getfixturevalue("moto_s3")
-    return moto.store(moto.new_bucket())
+    """The ``registry`` fixture of this module keeps its artifacts in SeaweedFS (the shared one)."""
+    s3: SeaweedS3 = request.getfixturevalue("seaweed")
+    return s3.store(s3.new_bucket())
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_gc_aborts_the_multipart_upload_of_a_writer_that_died(
-    registry: Registry, moto_s3: MotoS3
+    registry: Registry, seaweed: SeaweedS3
 ) -> None:
     store = registry.store
     assert isinstance(store, S3Store)
     dead = "models/a/versions/b/model.onnx"
-    with moto_s3.boto() as s3:  # an upload begun, one part sent, then nothing: a crash
+    with seaweed.boto() as s3:  # an upload begun, one part sent, then nothing: a crash
         begun = s3.create_multipart_upload(Bucket=store.bucket, Key=dead)
         s3.upload_part(
             Bucket=store.bucket,
@@ -426,11 +419,13 @@ def test_gc_aborts_the_multipart_upload_of_a_writer_that_died(
             PartNumber=1,
             Body=body(PART_SIZE),
         )
-    assert moto_s3.multipart_uploads(store.bucket) == [dead]
-    # (moto dates every multipart upload 2010-11-10: "too young to judge" cannot be tested here)
+    assert seaweed.multipart_uploads(store.bucket) == [dead]
+    young = registry.gc.collect(older_than=timedelta(hours=1), dry_run=False)
+    assert young.partial_removed == 0  # it may still be being written
+    assert seaweed.multipart_uploads(store.bucket) == [dead]
     dry = registry.gc.collect(older_than=timedelta(0), dry_run=True)
     assert dry.partial_removed == 1
-    assert moto_s3.multipart_uploads(store.bucket) == [dead]
+    assert seaweed.multipart_uploads(store.bucket) == [dead]
     done = registry.gc.collect(older_than=timedelta(0), dry_run=False)
     assert (done.partial_removed, done.failed) == (1, 0)
-    assert moto_s3.multipart_uploads(store.bucket) == []
+    assert seaweed.multipart_uploads(store.bucket) == []

@@ -1,6 +1,6 @@
 """``modelreg gc``: orphaned artifact objects go, anything the database references stays.
 
-Every test runs on both stores (a local directory, and S3 on moto's server) and both databases.
+Every test runs on both stores (a local directory, and S3 on SeaweedFS) and both databases.
 "Old" is simulated by passing ``now`` two days ahead, which the store's timestamps cannot fake.
 """
 
@@ -30,7 +30,7 @@ from registry.storage import ArtifactStore, HashingReader
 from registry.storage.local import LocalStore
 from registry.types import utcnow
 from tests.support.helpers import make_model, make_version, pass_validation, upload
-from tests.support.s3server import MotoS3
+from tests.support.s3server import SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
 
@@ -42,8 +42,8 @@ ORPHAN = "models/m-gone/versions/v-gone/model.onnx"
 def store(request: pytest.FixtureRequest, settings: Settings) -> ArtifactStore:
     if request.param == "local":
         return LocalStore(settings.artifact_root)
-    moto: MotoS3 = request.getfixturevalue("moto_s3")
-    return moto.store(moto.new_bucket())
+    s3: SeaweedS3 = request.getfixturevalue("seaweed")
+    return s3.store(s3.new_bucket())
 
 
 def put(store: ArtifactStore, key: str, data: bytes = b"orphan bytes") -> None:

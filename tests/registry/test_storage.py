@@ -1,4 +1,4 @@
-"""The artifact store contract, on a local directory and on S3 (moto's server, real HTTP).
+"""The artifact store contract, on a local directory and on S3 (SeaweedFS, real HTTP).
 
 Every store must: give back exactly the bytes it was given, in full and by range; make an
 object visible only once it is complete; refuse keys that could leave its root; and, when an
@@ -22,7 +22,7 @@ from registry.storage import ArtifactStore, DigestMismatch, HashingReader, Uploa
 from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
 from tests.support.ports import free_port
-from tests.support.s3server import PART_SIZE, CuttingProxy, MiB, MotoS3
+from tests.support.s3server import PART_SIZE, CuttingProxy, MiB, SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
 
@@ -61,8 +61,8 @@ def read_all(store: ArtifactStore, key: str, **kwargs: int | None) -> bytes:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "local":
         return LocalStore(tmp_path / "artifacts")
-    moto: MotoS3 = request.getfixturevalue("moto_s3")
-    return moto.store(moto.new_bucket())
+    s3: SeaweedS3 = request.getfixturevalue("seaweed")
+    return s3.store(s3.new_bucket())
 
 
 @pytest.fixture
@@ -76,9 +76,9 @@ def leftovers(request: pytest.FixtureRequest) -> Callable[[ArtifactStore], list[
             if tmp.is_dir():
                 found += [f"temp file {p.name}" for p in tmp.iterdir()]
         if isinstance(store, S3Store):
-            moto: MotoS3 = request.getfixturevalue("moto_s3")
-            found += [f"object {k} (seen by boto3)" for k in moto.objects(store.bucket)]
-            found += [f"multipart upload {k}" for k in moto.multipart_uploads(store.bucket)]
+            s3: SeaweedS3 = request.getfixturevalue("seaweed")
+            found += [f"object {k} (seen by boto3)" for k in s3.objects(store.bucket)]
+            found += [f"multipart upload {k}" for k in s3.multipart_uploads(store.bucket)]
         return found
 
     return find
@@ -398,40 +398,40 @@ def test_local_delete_removes_empty_folders_but_not_the_root(tmp_path: Path) -> 
         pytest.param(LARGE, 3, id="12MiB"),
     ],
 )
-def test_s3_uses_multipart_above_the_part_size(moto_s3: MotoS3, size: int, parts: int) -> None:
-    bucket = moto_s3.new_bucket()
-    store = moto_s3.store(bucket)
+def test_s3_uses_multipart_above_the_part_size(seaweed: SeaweedS3, size: int, parts: int) -> None:
+    bucket = seaweed.new_bucket()
+    store = seaweed.store(bucket)
     data = body(size)
     stored = store.put(KEY, reader(data))
     assert (stored.sha256, stored.size) == (sha(data), size)
-    etag = moto_s3.etag(bucket, KEY)
+    etag = seaweed.etag(bucket, KEY)
     if parts:
         assert etag.endswith(f"-{parts}"), etag  # S3's mark of a completed multipart upload
     else:
         assert "-" not in etag, etag
     assert read_all(store, KEY) == data
-    assert moto_s3.multipart_uploads(bucket) == []
+    assert seaweed.multipart_uploads(bucket) == []
 
 
 def test_s3_connection_cut_mid_part_aborts_the_upload(
-    moto_s3: MotoS3, s3_proxy: CuttingProxy
+    seaweed: SeaweedS3, s3_proxy: CuttingProxy
 ) -> None:
-    bucket = moto_s3.new_bucket()
-    store = moto_s3.store(bucket, endpoint=s3_proxy.endpoint)
+    bucket = seaweed.new_bucket()
+    store = seaweed.store(bucket, endpoint=s3_proxy.endpoint)
     store.check()
     s3_proxy.cut_after(7 * MiB)  # inside the second part
     with pytest.raises(Unavailable, match="S3"):
         store.put(KEY, reader(body(LARGE)))
     assert s3_proxy.cuts == 1
-    assert moto_s3.objects(bucket) == []
-    assert moto_s3.multipart_uploads(bucket) == []
+    assert seaweed.objects(bucket) == []
+    assert seaweed.multipart_uploads(bucket) == []
     data = body(SMALL)
     store.put(KEY, reader(data))  # the store works again once S3 does
     assert read_all(store, KEY) == data
 
 
-def test_s3_dead_endpoint_is_unavailable_not_missing(moto_s3: MotoS3) -> None:
-    store = moto_s3.store("modelreg", endpoint=f"127.0.0.1:{free_port()}")
+def test_s3_dead_endpoint_is_unavailable_not_missing(seaweed: SeaweedS3) -> None:
+    store = seaweed.store("modelreg", endpoint=f"127.0.0.1:{free_port()}")
     with pytest.raises(Unavailable, match="unreachable"):
         store.check()
     with pytest.raises(Unavailable, match="unreachable"):
@@ -444,11 +444,11 @@ def test_s3_dead_endpoint_is_unavailable_not_missing(moto_s3: MotoS3) -> None:
         list(store.list_keys())
 
 
-def test_s3_missing_bucket(moto_s3: MotoS3) -> None:
+def test_s3_missing_bucket(seaweed: SeaweedS3) -> None:
     name = f"absent-{free_port()}"
     with pytest.raises(Unavailable, match="does not exist"):
-        moto_s3.store(name).check()
-    created = moto_s3.store(name, create_bucket=True)
+        seaweed.store(name).check()
+    created = seaweed.store(name, create_bucket=True)
     created.check()
     created.put(KEY, reader(b"data"))
-    assert moto_s3.objects(name) == [KEY]
+    assert seaweed.objects(name) == [KEY]

