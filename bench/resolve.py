@@ -409,7 +409,6 @@ def main(argv: list[str] | None = None) -> int:
             drop_database(args.pg, dbname)
         shutil.rmtree(work, ignore_errors=True)
 
-    ok = print_report(results, connections)
     report = {
         "machine": machine_info(Path(tempfile.gettempdir())),
         "source": source_info(),
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    return 0 if ok else 1
+    return 0 if print_report(results, connections) else 1
 
 
 def _median(values: list[float]) -> float:
@@ -443,7 +442,8 @@ def print_report(
     ok = True
     for c in connections:
         mine = results["modelreg-1w"][c]
-        for name, points in results.items():
+        for name, by_connections in results.items():
+            points = by_connections[c]
             rps = [p["rps"] for p in points]
             ratios = [m["rps"] / p["rps"] for m, p in zip(mine, points, strict=True) if p["rps"]]
             errors = sum(p["non_2xx"] for p in points)
