@@ -7,6 +7,9 @@ few seconds, would hold its slot for ever. :class:`GuardedHttpProtocol` closes s
 to a request line plus headers above ``max_header_bytes`` (httptools, unlike h11, has no bound
 of its own). The timer is one ``call_later`` per request, cancelled when the headers are in.
 
+Every accepted socket gets ``TCP_NODELAY`` (:func:`set_nodelay`). :func:`main` is one API
+process of ``modelreg serve``: it serves the listening socket the parent bound and passed on.
+
 ``X-Forwarded-For`` is not read here: uvicorn's proxy-header handling is off, and the app does it
 itself from ``MODELREG_TRUSTED_PROXIES`` (see :func:`api.app.create_app`), so that whatever
 serves the app, the client address the failed-auth throttle counts is the same.
@@ -14,7 +17,11 @@ serves the app, the client address the failed-auth throttle counts is the same.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import logging
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +39,17 @@ _TOO_LARGE = (
     b"\r\n"
     b"request line and headers too large\n"
 )
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """``TCP_NODELAY`` on an accepted TCP socket. asyncio sets it only when the listening
+    socket was made with ``proto=IPPROTO_TCP``; one made with ``proto=0`` (uvicorn's own
+    ``--workers`` socket) leaves Nagle on, and a kept-alive client then waits for its delayed
+    ACK (uvicorn issue #3149, "Known pitfalls" in ARCHITECTURE.md)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # the peer may already be gone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _HeadersTooLarge(Exception):
@@ -52,6 +70,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._raw_bytes = 0  # what arrived since the request began, for one unfinished header
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        set_nodelay(transport)
         super().connection_made(transport)
         self._expect_headers()
 
@@ -170,3 +189,28 @@ class BoundServer(uvicorn.Server):
             for sock in server.sockets:
                 return int(sock.getsockname()[1])
         return self.config.port
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m api.server --fd N``: one API process of ``modelreg serve``, serving the
+    listening socket ``N`` that ``serve`` bound (and recorded) before it started this one. It
+    reads its settings from the ``MODELREG_*`` environment, as ``serve`` did."""
+    from api.app import create_app
+
+    parser = argparse.ArgumentParser(prog="python -m api.server")
+    parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    fd = parser.parse_args(argv).fd
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=fd)
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    # uvicorn stops on SIGTERM, then raises it again: into this handler, so the exit code is 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

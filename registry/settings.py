@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     controller_lease_seconds: float = 15.0
     """Leader election: a controller that stops renewing its lease loses it after this."""
     controller_metrics_port: int = 9464
-    """``modelreg controller`` (alone) serves its Prometheus metrics on this port; 0: none.
-    Inside ``modelreg serve`` they are on the API's ``/metrics``."""
+    """The controller (``modelreg controller``, and the controller process of ``modelreg
+    serve``) serves its Prometheus metrics on this port; 0: none. A port already taken is
+    logged, and the controller runs without."""
     prometheus_url: str = ""
     """Prometheus's HTTP API (``http://prometheus:9090``) for the analysis gates of type
     ``prometheus``. Empty: such gates report an error, which holds the step."""

@@ -1,13 +1,15 @@
 """The long-running processes ``modelreg`` starts: the API server, the validation worker,
 the rollout controller, and a model server with its initContainer, ``fetch-artifact``.
 
-This is the composition root: ``serve`` and ``controller`` start the controller, the one
-place the API package may wire it in.
+This is the composition root: ``controller`` starts the controller, the one place the API
+package may wire it in; ``serve`` runs it (and the worker, and the API) as child processes
+(``api.supervisor``).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -25,18 +27,22 @@ from api.cli.serving_record import (
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: MODELREG_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: MODELREG_PORT]")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="API processes serving the one port")
+    ] = 1,
 ) -> None:
-    """Run the API (http://127.0.0.1:8000, docs at /docs) on the configured database and store.
+    """Run the API (http://127.0.0.1:8000, docs at /docs) on the configured database and store,
+    with the validation worker and the controller, each in a process of its own.
 
     On the embedded SQLite default, migrations are applied at start. Once the port is bound,
     the CLI's credentials file gets this server's URL, and on the first start an admin API key,
-    printed once. Model servers it started keep running after it stops.
+    printed once. Ctrl-C or SIGTERM stops every process it started; model servers the
+    controller started keep running after it stops. If one of its processes dies, it stops the
+    others and exits 1.
     """
-    import signal
-
-    from api.app import create_app
-    from api.server import BoundServer, uvicorn_config
+    from api.supervisor import KUBE_NAMES, Supervisor, child_environment, stop_on_signals
     from registry import migrate
+    from registry.services import build_registry
 
     settings = load_settings()
     if host:
@@ -48,53 +54,82 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.should_auto_migrate:
         migrate.upgrade(settings.database_url)
-    application = create_app(settings)
-    registry = application.state.registry
-    head = migrate.head_revision(settings.database_url)
-    current = migrate.current_revision(registry.engine)
-    if current != head:
-        fail(
-            f"the database is at revision {current or '(empty)'}, the code needs {head}: "
-            "run `modelreg db upgrade` first"
+    registry = build_registry(settings)
+    try:
+        head = migrate.head_revision(settings.database_url)
+        current = migrate.current_revision(registry.engine)
+        if current != head:
+            fail(
+                f"the database is at revision {current or '(empty)'}, the code needs {head}: "
+                "run `modelreg db upgrade` first"
+            )
+        log.info(
+            "database %s, artifacts %s",
+            registry.engine.url.render_as_string(),
+            registry.store.describe(),
         )
-    log.info(
-        "database %s, artifacts %s",
-        registry.engine.url.render_as_string(),
-        registry.store.describe(),
-    )
-    if settings.worker_enabled:
-        from validators.worker import start_worker_thread
-
-        worker_thread, stop_worker = start_worker_thread(registry)
-    if settings.controller_enabled:
-        from controller.runner import start_controller
-
-        controller_runner = start_controller(registry)
-
-    def bound(bound_port: int) -> None:
-        settings.port = bound_port
-        log.info("API on http://%s:%d (docs at /docs)", settings.host, bound_port)
+        try:
+            listener = _listen(settings.host, settings.port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+            raise SystemExit(3) from None  # as uvicorn.run
+        settings.port = int(listener.getsockname()[1])
+        log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
         record_serving(settings)
         if settings.bootstrap_admin:
             announce_credentials(settings, registry.keys.bootstrap_admin())
-
-    # uvicorn handles SIGTERM while it runs, then raises it again once it has stopped: with
-    # the default action that kills the process before the worker and the controller stop
-    # (and before the controller says which model servers keep running). A handler of our own
-    # is what uvicorn restores and re-raises into, so the clean-up below runs.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    try:
-        server = BoundServer(uvicorn_config(application, settings), on_bound=bound)
-        server.run()
-        if not server.started:  # the port is taken, say: as uvicorn.run, exit 3
-            raise SystemExit(3)
-        forget_serving(settings)
     finally:
-        if settings.controller_enabled:
-            controller_runner.stop()
+        registry.close()
+
+    stop = stop_on_signals()
+    supervisor = Supervisor()
+    died = None
+    try:
+        env = child_environment(
+            {"MODELREG_HOST": settings.host, "MODELREG_PORT": str(settings.port)}
+        )
+        fd = listener.fileno()
+        for n in range(1, workers + 1):
+            name = "API process" if workers == 1 else f"API process {n}/{workers}"
+            supervisor.start(name, "api.server", ["--fd", str(fd)], env=env)
+        listener.close()  # the API processes hold it
         if settings.worker_enabled:
-            stop_worker.set()
-            worker_thread.join(timeout=10)
+            supervisor.start("validation worker", "api.cli", ["worker"], env=env)
+        if settings.controller_enabled:
+            supervisor.start(
+                "controller",
+                "api.cli",
+                ["controller"],
+                env=child_environment(env, extra_names=KUBE_NAMES),
+            )
+        died = supervisor.watch(stop)
+        if died is not None:
+            log.error(
+                "the %s (pid %d) exited with code %s: stopping everything",
+                died.name,
+                died.process.pid,
+                died.process.exit.code if died.process.exit else "?",
+            )
+    finally:
+        supervisor.stop_all()
+    if died is not None:
+        raise SystemExit(1)
+    forget_serving(settings)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so that every API process shares it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def worker() -> None:
@@ -139,10 +174,13 @@ def controller() -> None:
         if settings.controller_metrics_port:
             from api.metrics import serve_metrics
 
-            serve_metrics(registry, host=settings.host, port=settings.controller_metrics_port)
-            logging.getLogger("modelreg.controller").info(
-                "metrics on http://%s:%d/metrics", settings.host, settings.controller_metrics_port
-            )
+            log = logging.getLogger("modelreg.controller")
+            where = f"http://{settings.host}:{settings.controller_metrics_port}/metrics"
+            try:
+                serve_metrics(registry, host=settings.host, port=settings.controller_metrics_port)
+                log.info("metrics on %s", where)
+            except OSError as exc:  # another controller has the port: still control
+                log.warning("cannot serve metrics on %s (%s): running without", where, exc.strerror)
         runner = start_controller(registry)
         try:
             stop.wait()
