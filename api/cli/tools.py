@@ -111,10 +111,14 @@ def prometheus_targets(
         typer.Option("--output", "-o", help="Write the file here (atomically) instead of stdout"),
     ] = None,
     api_target: Annotated[
-        bool, typer.Option("--api/--no-api", help="Also list this API's own /metrics")
+        bool,
+        typer.Option(
+            "--api/--no-api", help="Also list this API's and its controller's own /metrics"
+        ),
     ] = False,
 ) -> None:
-    """Prometheus ``file_sd`` targets for the local model servers (and, with --api, the API).
+    """Prometheus ``file_sd`` targets for the local model servers (and, with --api, the API
+    and the controller ``modelreg serve`` runs, which serves its metrics on a port of its own).
 
     The controller keeps ``<server state dir>/prometheus-targets.json`` up to date as it
     starts and stops servers; point a ``file_sd_configs`` entry at that file, or use this
@@ -134,6 +138,9 @@ def prometheus_targets(
             err.print(f"no `modelreg serve` runs on {settings.data_dir}: listing {url}")
         host = url.split("://", 1)[-1].split("/", 1)[0]
         groups.append({"targets": [host], "labels": {"job": "modelreg-api"}})
+        if settings.controller_enabled and settings.controller_metrics_port:
+            controller = f"{host.rsplit(':', 1)[0]}:{settings.controller_metrics_port}"
+            groups.append({"targets": [controller], "labels": {"job": "modelreg-controller"}})
     text = json.dumps(groups, indent=1)
     if output is None:
         out.print_json(text)

@@ -75,6 +75,7 @@ def test_every_start_points_the_credentials_at_its_own_url(tmp_path: Path) -> No
         recorded = modelreg("prometheus-targets", "--api", env=env)
         assert recorded.returncode == 0, recorded.stderr
         assert f'"127.0.0.1:{second}"' in recorded.stdout, "the API's real address"
+        assert "modelreg-controller" not in recorded.stdout, "this serve runs no controller"
     finally:
         output = "".join(stop(proc))
     assert "mr_" not in output

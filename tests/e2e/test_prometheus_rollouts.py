@@ -368,10 +368,13 @@ def test_a_healthy_well_rated_candidate_is_promoted(stack: tuple[Modelreg, Prome
         check=True,
     )
     groups = json.loads(listed.stdout)
-    served = {t for g in groups for t in g["targets"] if g["labels"]["job"] != "modelreg-api"}
+    ours = ("modelreg-api", "modelreg-controller")
+    served = {t for g in groups for t in g["targets"] if g["labels"]["job"] not in ours}
     written = json.loads((mr.home / "data" / "servers" / "prometheus-targets.json").read_text())
     assert served == {t for g in written for t in g["targets"]}
     assert {"targets": [f"127.0.0.1:{mr.port}"], "labels": {"job": "modelreg-api"}} in groups
+    controller = [g["targets"] for g in groups if g["labels"]["job"] == "modelreg-controller"]
+    assert controller == [[f"127.0.0.1:{mr.env['MODELREG_CONTROLLER_METRICS_PORT']}"]], groups
     passed = [v for v in verdicts(mr, canary["id"]) if v["details"]["outcome"] == "pass"][-1]
     by_name = {g["name"]: g for g in passed["details"]["gates"]}
     assert by_name["error-rate"]["value"] == 0.0

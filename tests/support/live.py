@@ -39,6 +39,8 @@ class Modelreg:
             MODELREG_CONTROLLER_INTERVAL_SECONDS="0.5",
             MODELREG_WORKER_POLL_SECONDS="0.2",
             MODELREG_CONTROLLER_LEASE_SECONDS="3",
+            # serve's controller serves its metrics on a port of its own: one per test
+            MODELREG_CONTROLLER_METRICS_PORT=str(free_port()),
             MODELREG_LOG_LEVEL="INFO",
         )
         self.env.update(env or {})
