@@ -39,6 +39,8 @@ __all__ = [
     "CPU_GRACE_SECONDS",
     "Child",
     "Limits",
+    "available_cores",
+    "available_memory",
     "clean_env",
     "limited_argv",
     "limited_env",
@@ -140,6 +142,34 @@ def parse_memory(value: object) -> int:
     if amount <= 0:
         raise ValueError(f"a memory limit must be more than 0 bytes, not {value!r}")
     return amount
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset or
+    ``taskset`` narrows), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+
+
+def available_memory(*, cgroup_limit: Path = CGROUP_MEMORY_MAX) -> int | None:
+    """Bytes of memory this process's children may use together: the machine's physical
+    memory, or the cgroup (v2) limit when it is lower. None when neither can be read."""
+    try:
+        physical: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        physical = None
+    try:
+        text = cgroup_limit.read_text().strip()
+    except OSError:
+        text = "max"
+    limit = int(text) if text.isdigit() else None
+    known = [value for value in (physical, limit) if value]
+    return min(known) if known else None
 
 
 @dataclass(frozen=True)
