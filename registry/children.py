@@ -153,22 +153,30 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+#: The memory limit of this process's cgroup: v2, then v1 (which says "no limit" with a huge
+#: number, larger than any machine's memory).
+CGROUP_MEMORY_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
 
 
-def available_memory(*, cgroup_limit: Path = CGROUP_MEMORY_MAX) -> int | None:
+def available_memory(*, cgroup_limits: Sequence[Path] = CGROUP_MEMORY_LIMITS) -> int | None:
     """Bytes of memory this process's children may use together: the machine's physical
-    memory, or the cgroup (v2) limit when it is lower. None when neither can be read."""
+    memory, or its cgroup's limit when that is lower. None when neither can be read."""
     try:
         physical: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         physical = None
-    try:
-        text = cgroup_limit.read_text().strip()
-    except OSError:
-        text = "max"
-    limit = int(text) if text.isdigit() else None
-    known = [value for value in (physical, limit) if value]
+    known = [physical] if physical else []
+    for path in cgroup_limits:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:  # "max": none
+            known.append(int(text))
+        break
     return min(known) if known else None
 
 

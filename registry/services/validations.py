@@ -3,7 +3,9 @@
 The queue is the ``validation_request`` table. On PostgreSQL a worker claims a row with
 ``SELECT … FOR UPDATE SKIP LOCKED``, so several workers never take the same run; on SQLite,
 where writers are serialised anyway, the claim is a compare-and-set UPDATE. A worker renews its
-lease while it works; a run whose lease expired is claimed again, up to ``max_attempts``.
+lease while it works; a run whose lease expired is claimed again, up to ``max_attempts`` (then
+it is recorded as Failed and the claim goes on to the next run). A worker that stops puts the
+runs it holds back in the queue (:meth:`ValidationService.release`).
 """
 
 from __future__ import annotations

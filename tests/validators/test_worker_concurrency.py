@@ -155,11 +155,16 @@ def test_the_default_concurrency_is_the_cores_within_the_memory(
 def test_the_memory_children_may_use_is_the_lower_of_ram_and_the_cgroup_limit(
     tmp_path: Path,
 ) -> None:
-    limit = tmp_path / "memory.max"
-    unlimited = available_memory(cgroup_limit=tmp_path / "absent")
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    unlimited = available_memory(cgroup_limits=[v2, v1])  # neither file: the RAM
     assert unlimited is not None
     assert unlimited > 0
-    limit.write_text("max\n")
-    assert available_memory(cgroup_limit=limit) == unlimited
-    limit.write_text(f"{GiB}\n")
-    assert available_memory(cgroup_limit=limit) == min(GiB, unlimited)
+    v2.write_text("max\n")
+    v1.write_text(f"{GiB}\n")
+    assert available_memory(cgroup_limits=[v2, v1]) == unlimited  # v2 says none, and wins
+    v2.write_text(f"{2 * GiB}\n")
+    assert available_memory(cgroup_limits=[v2, v1]) == min(2 * GiB, unlimited)
+    v2.unlink()
+    assert available_memory(cgroup_limits=[v2, v1]) == min(GiB, unlimited)  # cgroup v1
+    v1.write_text("9223372036854771712\n")  # v1's "no limit"
+    assert available_memory(cgroup_limits=[v2, v1]) == unlimited
