@@ -39,6 +39,8 @@ __all__ = [
     "CPU_GRACE_SECONDS",
     "Child",
     "Limits",
+    "available_cores",
+    "available_memory",
     "clean_env",
     "limited_argv",
     "limited_env",
@@ -140,6 +142,42 @@ def parse_memory(value: object) -> int:
     if amount <= 0:
         raise ValueError(f"a memory limit must be more than 0 bytes, not {value!r}")
     return amount
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset or
+    ``taskset`` narrows), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+#: The memory limit of this process's cgroup: v2, then v1 (which says "no limit" with a huge
+#: number, larger than any machine's memory).
+CGROUP_MEMORY_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def available_memory(*, cgroup_limits: Sequence[Path] = CGROUP_MEMORY_LIMITS) -> int | None:
+    """Bytes of memory this process's children may use together: the machine's physical
+    memory, or its cgroup's limit when that is lower. None when neither can be read."""
+    try:
+        physical: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        physical = None
+    known = [physical] if physical else []
+    for path in cgroup_limits:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:  # "max": none
+            known.append(int(text))
+        break
+    return min(known) if known else None
 
 
 @dataclass(frozen=True)

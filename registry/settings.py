@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from registry.children import parse_memory
+from registry.children import available_cores, available_memory, parse_memory
 
 GiB = 1024**3
 MiB = 1024**2
@@ -18,6 +18,19 @@ MiB = 1024**2
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "modelreg"
+
+
+def default_validation_concurrency(memory_cap: int) -> int:
+    """One validator child per core this process may run on, but no more children than fit,
+    each at its memory cap (``memory_cap`` bytes, 0: none), in the memory this process may
+    use; at least one."""
+    cores = available_cores()
+    if memory_cap <= 0:
+        return cores
+    memory = available_memory()
+    if memory is None:
+        return cores
+    return max(1, min(cores, memory // memory_cap))
 
 
 class Settings(BaseSettings):
@@ -71,6 +84,10 @@ class Settings(BaseSettings):
     validator_cpu_seconds: int = Field(default=1800, ge=0)
     """The validator child's CPU-time limit (``RLIMIT_CPU``, all threads together); 0: none.
     A run that uses more fails with ``resource.cpu-limit``."""
+    validation_concurrency: int | None = None
+    """Validator children one worker runs at once, each under ``validator_memory``. Empty: the
+    cores this process may run on, fewer if that many children at their memory limit would
+    not fit in the machine's (or the cgroup's) memory (``default_validation_concurrency``)."""
 
     auth_cache_seconds: float = 5.0
     """How long a verified API token is trusted without a database lookup. A revocation takes
@@ -162,6 +179,16 @@ class Settings(BaseSettings):
             return 0
         return parse_memory(value) if isinstance(value, str) else value
 
+    @field_validator("validation_concurrency", mode="after")
+    @classmethod
+    def _check_concurrency(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(
+                f"MODELREG_VALIDATION_CONCURRENCY must be at least 1 (validator children at "
+                f"once per worker), not {value}; leave it unset for one per core"
+            )
+        return value
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
@@ -170,6 +197,8 @@ class Settings(BaseSettings):
             self.artifact_dir = self.data_dir / "artifacts"
         if self.server_state_dir is None:
             self.server_state_dir = self.data_dir / "servers"
+        if self.validation_concurrency is None:
+            self.validation_concurrency = default_validation_concurrency(self.validator_memory)
         if self.s3_part_size < 5 * MiB:
             raise ValueError("MODELREG_S3_PART_SIZE must be at least 5 MiB (the S3 minimum)")
         return self

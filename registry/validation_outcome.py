@@ -22,6 +22,7 @@ _FINISHED_KEYS = (
     "timings",
     "attempt",
     "worker",
+    "process",
     "durationSeconds",
 )
 #: The keys of ``results`` a run that failed around the validators stores, in order (no
@@ -36,6 +37,7 @@ _FAILED_KEYS = (
     "durationSeconds",
     "timings",
     "worker",
+    "process",
 )
 
 
@@ -57,6 +59,8 @@ class ValidationOutcome:
     """The findings of such a failure (``severity``, ``ruleId``, ``message``, ``location``)."""
     attempt: int | None = None
     worker: str | None = None
+    process: dict[str, Any] | None = None
+    """The validator child that ran: its ``pid``, ``startedAt`` and ``endedAt`` (UTC)."""
     duration_seconds: float | None = None
 
     @classmethod
@@ -104,6 +108,7 @@ class ValidationOutcome:
             "findings": None if self.findings is None else list(self.findings),
             "attempt": self.attempt,
             "worker": self.worker,
+            "process": self.process,
             "durationSeconds": self.duration_seconds,
         }
         keys = _FINISHED_KEYS if self.error is None else _FAILED_KEYS

@@ -8,10 +8,24 @@ the worker also stops it after ``MODELREG_VALIDATION_TIMEOUT_SECONDS``. A breach
 functional check with ``resource.memory-limit``, ``resource.cpu-limit`` or
 ``resource.timeout``, and keeps the security report when the scan had finished.
 
-A worker killed outright (SIGKILL, the OOM killer) takes its child with it: the child dies
-as soon as its parent does, so no orphan keeps validating. The run's lease then expires and
-another worker takes the run over; the next worker on the same host also removes the scratch
-directory (a copy of the artifact) that the dead one left.
+A worker runs up to ``MODELREG_VALIDATION_CONCURRENCY`` runs at once, each in its own child
+under its own limits, so the children may reserve together up to that many times
+``MODELREG_VALIDATOR_MEMORY``; the default concurrency (``registry.settings``) is lowered so
+that this fits in the machine's memory, and a worker told more says so when it starts. One
+thread claims (one claim poll per worker, however many slots are free), and one thread per
+run waits for its child. Several workers, on one host or many, share the queue: the database
+settles each claim (``ValidationService.claim``).
+
+A worker killed outright (SIGKILL, the OOM killer) takes its children with it: a child dies
+as soon as its parent does, so no orphan keeps validating. The runs' leases then expire and
+another worker takes them over; the next worker on the same host also removes the scratch
+directories (copies of the artifacts) that the dead one left.
+
+A worker told to stop (SIGTERM, Ctrl-C: the ``stop`` event of :meth:`run_forever`) does not
+wait for its runs: it stops their children and puts the runs back in the queue at once, the
+attempt not counted, for another worker or its own next start. A run can take up to
+``MODELREG_VALIDATION_TIMEOUT_SECONDS``, far longer than a supervisor waits before SIGKILL;
+that would lose the work anyway and leave the run until its lease expired.
 """
 
 from __future__ import annotations
@@ -33,11 +47,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from registry.children import Child, Exit, Limits, clean_env, limited_argv, limited_env, spawn
+from registry.children import (
+    Child,
+    Exit,
+    Limits,
+    available_memory,
+    clean_env,
+    limited_argv,
+    limited_env,
+    spawn,
+)
 from registry.db import DB_UNAVAILABLE_ERRORS, DatabaseOutage, db_unavailable
 from registry.errors import NotFound, Unavailable
 from registry.services import Registry
 from registry.services.validations import ValidationJob
+from registry.types import utcnow
 from registry.validation_outcome import ValidationOutcome
 from registry.vocabulary import CheckStatus
 from validators.child import (
@@ -68,6 +92,10 @@ class LeaseLost(Exception):
     pass
 
 
+class Stopped(Exception):
+    """The worker is stopping: the run goes back to the queue."""
+
+
 class ValidationWorker:
     def __init__(
         self,
@@ -75,9 +103,12 @@ class ValidationWorker:
         *,
         worker_id: str | None = None,
         child_entry: Callable[..., None] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """``child_entry`` is what the child process runs (default ``run_in_child``): a
-        module-level function, which the child imports by its module and name."""
+        module-level function, which the child imports by its module and name.
+        ``concurrency``: runs at once in :meth:`run_forever` (default
+        ``MODELREG_VALIDATION_CONCURRENCY``)."""
         self.registry = registry
         self.child_entry = child_entry or run_in_child
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -85,12 +116,21 @@ class ValidationWorker:
         self.timeout = settings.validation_timeout_seconds
         self.poll = settings.worker_poll_seconds
         self.renew_every = max(1.0, settings.validation_lease_seconds / 3)
+        self.concurrency = max(1, concurrency or settings.validation_concurrency or 1)
+        self.stopping = threading.Event()
+        """Set when :meth:`run_forever` is told to stop: running runs are put back."""
 
     def run_once(self) -> bool:
         """Validate one queued run, if there is one. True when a run was handled."""
         job = self.registry.validations.claim(self.worker_id)
         if job is None:
             return False
+        self.validate(job)
+        return True
+
+    def validate(self, job: ValidationJob) -> None:
+        """Run the validators on a run this worker claimed, and store its result; or put the
+        run back in the queue when the worker is stopping."""
         log.info(
             "validating %s %s (sha256 %s, attempt %d)",
             job.model_name,
@@ -105,7 +145,11 @@ class ValidationWorker:
                 outcome = self._validate(job, Path(tmp))
             except LeaseLost:
                 log.warning("validation %s: lost the lease; another worker has it", job.request_id)
-                return True
+                return
+            except Stopped:
+                if self.registry.validations.release(job, self.worker_id):
+                    log.info("validation %s: back in the queue (the worker stops)", job.request_id)
+                return
             except DB_UNAVAILABLE_ERRORS:
                 raise  # not the artifact's fault: the run is retried when its lease expires
             except Exception as exc:  # the worker itself must survive
@@ -121,10 +165,17 @@ class ValidationWorker:
                 stored.security_scan_status,
                 stored.functional_status,
             )
-        return True
 
     def run_forever(self, stop: threading.Event) -> None:
-        log.info("validation worker %s started", self.worker_id)
+        """Claim and validate runs, up to ``concurrency`` at once, until ``stop`` is set; then
+        stop the running children and put their runs back in the queue."""
+        log.info(
+            "validation worker %s started: up to %d validator process(es) at once "
+            "(MODELREG_VALIDATION_CONCURRENCY)%s",
+            self.worker_id,
+            self.concurrency,
+            self._memory_note(),
+        )
         remove_dead_scratch()
         outage = DatabaseOutage(
             log,
@@ -132,20 +183,76 @@ class ValidationWorker:
             down="database unavailable (%s): the validation worker waits for it",
             up="database reachable again after %d failed attempt(s); the validation worker resumes",
         )
-        while not stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception as exc:
-                worked = False
-                if db_unavailable(exc):
-                    stop.wait(outage.failed(exc))
+        slots = threading.BoundedSemaphore(self.concurrency)
+        running: list[threading.Thread] = []
+        try:
+            while not stop.is_set():
+                if not slots.acquire(timeout=self.poll):
+                    continue  # every slot busy: look at ``stop`` again
+                try:
+                    job = self.registry.validations.claim(self.worker_id)
+                except Exception as exc:
+                    slots.release()
+                    if db_unavailable(exc):
+                        stop.wait(outage.failed(exc))
+                        continue
+                    log.exception("validation worker pass failed; retrying")
+                    stop.wait(self.poll)
                     continue
-                log.exception("validation worker pass failed; retrying")
-            else:
                 outage.succeeded()
-            if not worked:
-                stop.wait(self.poll)
+                if job is None:
+                    slots.release()
+                    stop.wait(self.poll)
+                    continue
+                thread = threading.Thread(
+                    target=self._run_slot,
+                    args=(job, slots),
+                    name=f"validation-{job.request_id.hex[:8]}",
+                    daemon=True,
+                )
+                thread.start()
+                running = [t for t in running if t.is_alive()] + [thread]
+        finally:
+            self.stopping.set()
+            for thread in running:
+                thread.join()
         log.info("validation worker %s stopped", self.worker_id)
+
+    def _run_slot(self, job: ValidationJob, slots: threading.BoundedSemaphore) -> None:
+        """One run, on its own thread; the slot is free again when it ends."""
+        try:
+            self.validate(job)
+        except Exception as exc:
+            if db_unavailable(exc):
+                log.warning(
+                    "validation %s: database unavailable (%s); the run is taken again once "
+                    "its lease expires",
+                    job.request_id,
+                    exc,
+                )
+            else:
+                log.exception("validation %s: the worker could not finish it", job.request_id)
+        finally:
+            slots.release()
+
+    def _memory_note(self) -> str:
+        """What the log says about the children's memory caps, together."""
+        cap = self.registry.settings.validator_memory
+        if not cap:
+            return ", with no memory limit (MODELREG_VALIDATOR_MEMORY=0)"
+        total = cap * self.concurrency
+        note = f", each under {cap / 2**30:.1f} GiB, {total / 2**30:.1f} GiB together"
+        memory = available_memory()
+        if memory is not None and total > memory:
+            log.warning(
+                "%d validator processes at %.1f GiB each may reserve more than the %.1f GiB "
+                "of memory here: lower MODELREG_VALIDATION_CONCURRENCY or "
+                "MODELREG_VALIDATOR_MEMORY, or the OOM killer may pick the worker",
+                self.concurrency,
+                cap / 2**30,
+                memory / 2**30,
+            )
+        return note
 
     # -- one run -------------------------------------------------------------------------
 
@@ -177,7 +284,14 @@ class ValidationWorker:
         output = tmp / "result.json"
         workdir = tmp / "work"
         workdir.mkdir(mode=0o700)
-        ended = self._run_child(job, artifact=artifact, workdir=workdir, output=output)
+        process: dict[str, Any] = {}
+        ended = self._run_child(
+            job, artifact=artifact, workdir=workdir, output=output, process=process
+        )
+        return replace(self._judge(job, ended, output=output), process=process)
+
+    def _judge(self, job: ValidationJob, ended: Exit | None, *, output: Path) -> ValidationOutcome:
+        """The outcome of a child that ended (None: it was stopped at the timeout)."""
         breach = self._breach(job, ended, output=output)
         if breach is not None:
             return _over_limit(job, breach, security_file=output.with_name(SECURITY_FILE))
@@ -237,17 +351,27 @@ class ValidationWorker:
         digest = hashlib.sha256()
         with dest.open("wb") as fh:
             for chunk in self.registry.store.open_range(job.source_path):
+                if self.stopping.is_set():
+                    raise Stopped
                 digest.update(chunk)
                 fh.write(chunk)
         return digest.hexdigest()
 
     def _run_child(
-        self, job: ValidationJob, *, artifact: Path, workdir: Path, output: Path
+        self,
+        job: ValidationJob,
+        *,
+        artifact: Path,
+        workdir: Path,
+        output: Path,
+        process: dict[str, Any],
     ) -> Exit | None:
         """Run the validators in a fresh process; renew the lease while they work.
 
         The process runs under the memory and CPU limits, with a clean environment (see
-        ``registry.children``), and dies with this one. How it ended, or None on timeout.
+        ``registry.children``), and dies with this one. How it ended, or None on timeout;
+        ``process`` gets its pid and when it started and ended. Raises :class:`Stopped`,
+        the process stopped, when the worker stops.
         """
         settings = self.registry.settings
         memory = settings.validator_memory or None
@@ -278,7 +402,11 @@ class ValidationWorker:
         )
         argv = limited_argv("validators.child", [str(job_file)], limits)
         env = limited_env(clean_env(), limits)
+        if self.stopping.is_set():
+            raise Stopped
+        process["startedAt"] = utcnow().isoformat()
         child = Child(spawn(argv, env=env, output=output.with_name(CHILD_LOG)))
+        process["pid"] = child.pid
         phases = _PhaseReporter(self, job, output.with_name(PHASE_FILE))
         deadline = time.monotonic() + self.timeout
         renew_at = time.monotonic() + self.renew_every
@@ -289,6 +417,8 @@ class ValidationWorker:
                 ended = child.wait(timeout=min(PHASE_POLL_SECONDS, left))
                 if ended is not None:
                     return ended
+                if self.stopping.is_set():
+                    raise Stopped
                 phases.check()
                 now = time.monotonic()
                 if now >= deadline:
@@ -302,6 +432,7 @@ class ValidationWorker:
                 child.kill()
                 child.wait()
             child.close()
+            process["endedAt"] = utcnow().isoformat()
 
 
 class _PhaseReporter:

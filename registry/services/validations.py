@@ -3,7 +3,9 @@
 The queue is the ``validation_request`` table. On PostgreSQL a worker claims a row with
 ``SELECT … FOR UPDATE SKIP LOCKED``, so several workers never take the same run; on SQLite,
 where writers are serialised anyway, the claim is a compare-and-set UPDATE. A worker renews its
-lease while it works; a run whose lease expired is claimed again, up to ``max_attempts``.
+lease while it works; a run whose lease expired is claimed again, up to ``max_attempts`` (then
+it is recorded as Failed and the claim goes on to the next run). A worker that stops puts the
+runs it holds back in the queue (:meth:`ValidationService.release`).
 """
 
 from __future__ import annotations
@@ -372,11 +374,9 @@ class ValidationService:
             )
             if s.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
-            req = s.scalar(stmt)
+            while (req := s.scalar(stmt)) is not None and req.attempts >= self.max_attempts:
+                self._give_up(s, req, now=now)  # Done now: the next select skips it
             if req is None:
-                return None
-            if req.attempts >= self.max_attempts:
-                self._give_up(s, req, now=now)
                 return None
             claimed = s.execute(
                 update(ValidationRequest)
@@ -446,6 +446,30 @@ class ValidationService:
         p95 = (row[0].get("latencyMs") or {}).get("p95")
         noisy = bool(row[0].get("noisy"))
         return (float(p95) if isinstance(p95, (int, float)) else None), noisy
+
+    def release(self, job: ValidationJob, worker_id: str) -> bool:
+        """Put a run this worker holds back in the queue, as if it had never been claimed
+        (the attempt is not counted): the worker is stopping and its child was stopped.
+        False if this worker no longer held it."""
+        with self.sessions.begin() as s:
+            updated = s.execute(
+                update(ValidationRequest)
+                .where(
+                    ValidationRequest.id == job.request_id,
+                    ValidationRequest.lease_owner == worker_id,
+                    ValidationRequest.status == ValidationRequestStatus.RUNNING,
+                    ValidationRequest.attempts == job.attempts,
+                )
+                .values(
+                    status=ValidationRequestStatus.QUEUED,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    started_at=None,
+                    phase=None,
+                    attempts=job.attempts - 1,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        return bool(updated == 1)
 
     def renew(self, job: ValidationJob, worker_id: str) -> bool:
         """Extend the lease; False if this worker no longer holds it."""
