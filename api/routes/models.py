@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic.alias_generators import to_camel
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import (
     ModelCreate,
@@ -26,9 +26,9 @@ from registry.services import Registry
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 #: ``filter`` and ``orderBy``, shared with the versions listing (docs/api.md, "Search").
 FilterQuery = Annotated[

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.problems import problem, problem_responses
 from api.routes import BAD_BODY
 from api.routes.models import TAG_KEY_DOC, FilterQuery, OrderQuery
@@ -40,9 +40,9 @@ from registry.storage import UploadAborted
 
 router = APIRouter(prefix="/models/{name}/versions", tags=["versions"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 _UPLOAD_ERRORS = problem_responses(400, 408, 413, 429)
 _DOWNLOAD_ERRORS = problem_responses(416)

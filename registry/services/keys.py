@@ -118,7 +118,7 @@ class KeyService:
                 [], addresses, Unauthorized("malformed API token: expected <apiKey>.<secret>")
             )
         subjects = [f"key:{parts[0]}"]
-        fingerprint = hashlib.sha256(token.encode()).hexdigest()
+        fingerprint = _fingerprint(token)
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
@@ -142,6 +142,14 @@ class KeyService:
                 principal,
             )
         return principal
+
+    def recently_verified(self, token: str) -> Principal | None:
+        """The principal :meth:`authenticate` would return for ``token`` from its cache, without
+        I/O; None when it would have to ask the database (or refuse the token)."""
+        cached = self._verified.get(_fingerprint(token))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[2]
+        return None
 
     def _refuse(self, keys: list[str], addresses: list[str], failure: Unauthorized) -> NoReturn:
         """Count one failed authentication; raise 429 if the key or the address had already
@@ -338,3 +346,7 @@ class KeyService:
             **audited,
         )
         return issued
+
+
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
