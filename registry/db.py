@@ -10,6 +10,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+_log = logging.getLogger(__name__)
+
 #: libpq connection parameters for PostgreSQL, unless the URL's query string sets them. A
 #: server that does not answer (stopped without closing its port, a black-holed route, a hung
 #: host) costs ``connect_timeout`` seconds per attempt, not a hang. A peer that vanishes under
@@ -34,9 +36,10 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     SQLite gets foreign keys (off by default there), WAL, and a busy timeout so that the API
     threads, the worker and the controller can share one file. PostgreSQL gets a connect
     timeout and TCP keepalives (``PG_CONNECT_ARGS``; a ``?connect_timeout=`` in the URL wins),
-    a bounded wait for a pooled connection, and a ping before a pooled connection is reused, so
-    that the first request after the server restarted does not fail on a dead connection.
-    Statement parameters are never shown in errors or logs.
+    a bounded wait for a pooled connection, connections recycled after ``POOL_RECYCLE_SECONDS``,
+    and one retry of a checkout's first statement on a dead connection
+    (:func:`retry_dead_connections`), so that the first request after the server restarted does
+    not fail. Statement parameters are never shown in errors or logs.
     """
     # SQL parameters include secret hashes (api_client.secret_hash): keep them out of error
     # messages and of SQL logging, should either ever be turned on.
@@ -59,14 +62,73 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     if parsed.get_backend_name() == "postgresql":
         connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
         kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        retry_dead_connections(engine)
+    return engine
+
+
+#: A pooled connection older than this is replaced at checkout instead of reused: what a
+#: firewall or a server-side idle timeout may have cut is not handed out again.
+POOL_RECYCLE_SECONDS = 1800
+_UNUSED = "modelreg_unused_since_checkout"
+
+
+def retry_dead_connections(engine: Engine) -> None:
+    """Retry once, on a new connection, the first statement of a checkout that failed because
+    its pooled connection was dead (the server restarted, or ended the session).
+
+    This replaces ``pool_pre_ping``, which costs a ``SELECT 1`` round trip on every checkout.
+    Retrying is safe only for a checkout's first statement: nothing of the transaction had
+    reached the server (the driver's implicit ``BEGIN`` went with the statement), so nothing is
+    lost or sent twice. A dead connection means the server went away, so, as SQLAlchemy does
+    for a disconnect it sees, every connection pooled before now is replaced at its next
+    checkout (``Pool._invalidate``), and the retry gets a fresh one. A failure later in a
+    checkout, or of the retry, is raised as usual (the API answers 503)."""
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+
+    @event.listens_for(engine, "checkout")
+    def _mark(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        record.info[_UNUSED] = True
+
+    def run(execute: Any, cursor: Any, context: Any, *args: Any) -> bool:
+        proxied = context._dbapi_connection
+        # The dialect's own first queries run on an ad hoc connection without a record's info.
+        record = getattr(proxied, "_connection_record", None)
+        first = record is not None and record.info.pop(_UNUSED, False)
+        try:
+            execute(cursor, *args, context)
+        except dbapi_error as exc:
+            if not first or not dialect.is_disconnect(exc, proxied.dbapi_connection, cursor):
+                raise
+            _log.info("a pooled database connection was dead; retrying on a new one")
+            engine.pool._invalidate(proxied, exc)
+            fresh = engine.raw_connection()
+            fresh.info.pop(_UNUSED, None)  # the retry is this checkout's first statement
+            context.root_connection._dbapi_connection = context._dbapi_connection = fresh
+            context.cursor = fresh.cursor()
+            execute(context.cursor, *args, context)
+        return True
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return run(dialect.do_execute, cursor, context, statement, parameters)
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        return run(dialect.do_execute_no_params, cursor, context, statement)
+
+    @event.listens_for(engine, "do_executemany")
+    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return run(dialect.do_executemany, cursor, context, statement, parameters)
 
 
 _Row = TypeVar("_Row")
