@@ -138,6 +138,14 @@ def get_model(s: Session, name: str) -> AIModel:
     return model
 
 
+def get_model_id(s: Session, name: str) -> uuid.UUID:
+    """:func:`get_model`'s id only, for a writer that needs no more of the model."""
+    model_id = s.scalar(select(AIModel.id).where(AIModel.name == name))
+    if model_id is None:
+        raise NotFound(f"no model named {name!r}")
+    return model_id
+
+
 def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:
     version = s.scalar(
         select(AIModelVersion).where(
