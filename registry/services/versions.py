@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,6 +117,23 @@ def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
     return validation_gate(s, version)
 
 
+_INSERT_VERSION = audit.audited_insert(
+    cast(Table, AIModelVersion.__table__),
+    (
+        "id",
+        "model_id",
+        "version_number",
+        "format",
+        "parameters",
+        "status",
+        "created_by_user_id",
+        "release_notes",
+        "created_at",
+        "updated_at",
+    ),
+)
+
+
 class VersionService:
     def __init__(
         self,
@@ -215,8 +232,9 @@ class VersionService:
                 # The version and its audit row in one round trip (where the database allows
                 # it), through Core: the ORM's unit of work costs more than both inserts.
                 audit.execute_audited(
-                    s,
-                    insert(cast(Table, AIModelVersion.__table__)).values(row),
+                    s.connection(),
+                    _INSERT_VERSION,
+                    row,
                     audit.entry(
                         actor,
                         "version_created",
