@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -155,6 +155,17 @@ def lock_row(s: Session, entity: type[_Row], ident: Any) -> _Row | None:
         stmt = select(entity).where(pk == ident).with_for_update()
     row: _Row | None = s.scalar(stmt.execution_options(populate_existing=True))
     return row
+
+
+def statement_connection(s: Session) -> Connection:
+    """The session's connection, for a write whose statements each stand alone: each one
+    atomic (a data-modifying CTE writes several rows in one), and none relying on what an
+    earlier one read to still hold (a foreign key or a constraint checks it again at the
+    write). On PostgreSQL it runs in autocommit mode, which spares the ``BEGIN`` and ``COMMIT``
+    round trips; elsewhere it is the session's transaction, as usual."""
+    if s.get_bind().dialect.name == "postgresql":
+        return s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return s.connection()
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
-from registry.db import lock_row
+from registry.db import lock_row, statement_connection
 from registry.errors import Conflict, Forbidden, GateClosed, Invalid, NotFound
 from registry.models import (
     AIModelDeployment,
@@ -228,11 +228,14 @@ class VersionService:
         }
         try:
             with self.sessions.begin() as s:
-                row["model_id"] = get_model_id(s, model_name)
+                # Two statements, each atomic: should the model go in between, the version's
+                # foreign key refuses it (IntegrityError, then NotFound below).
+                conn = statement_connection(s)
+                row["model_id"] = get_model_id(conn, model_name)
                 # The version and its audit row in one round trip (where the database allows
                 # it), through Core: the ORM's unit of work costs more than both inserts.
                 audit.execute_audited(
-                    s.connection(),
+                    conn,
                     _INSERT_VERSION,
                     row,
                     audit.entry(
