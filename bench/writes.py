@@ -126,8 +126,11 @@ def start_server(
         MODELREG_STORAGE="local",
         MODELREG_LOG_LEVEL="WARNING",
     )
-    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host"]
-    argv += ["127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    # --app-dir: ``python -m`` puts the working directory first on sys.path, ahead of
+    # PYTHONPATH; without it every side would import this checkout.
+    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--app-dir"]
+    argv += [str(tree), "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    argv += ["--log-level", "warning"]
     name = f"{side}-{database}"
     proc = children.start(name, argv, env)
     base = f"http://127.0.0.1:{port}"
