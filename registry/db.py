@@ -110,9 +110,16 @@ def retry_dead_connections(engine: Engine) -> None:
             if not first or not dialect.is_disconnect(exc, proxied.dbapi_connection, cursor):
                 raise
             _log.info("a pooled database connection was dead; retrying on a new one")
-            engine.pool._invalidate(proxied, exc)
-            fresh = engine.raw_connection()
+            # Every connection pooled before now is suspect; this one is closed only once a
+            # new one is in hand: if none can be had (the server is down), the original error
+            # goes on as any disconnect does (503), on the connection it happened on.
+            engine.pool._invalidate(proxied, exc, _checkin=False)
+            try:
+                fresh = engine.raw_connection()
+            except DB_UNAVAILABLE_ERRORS:
+                raise exc from None
             fresh.info.pop(_UNUSED, None)  # the retry is this checkout's first statement
+            proxied.invalidate(exc)
             context.root_connection._dbapi_connection = context._dbapi_connection = fresh
             context.cursor = fresh.cursor()
             execute(context.cursor, *args, context)

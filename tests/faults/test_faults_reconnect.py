@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from registry.db import create_db_engine
+from registry.db import create_db_engine, db_unavailable
 from tests.support.pgcluster import PgCluster, StopMode
 
 pytestmark = pytest.mark.slow
@@ -102,3 +102,19 @@ def test_a_connection_lost_after_the_first_statement_is_not_retried(
         conn.close()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+
+
+def test_a_checkout_while_the_server_is_down_says_unavailable(
+    cluster: PgCluster, engine: Engine
+) -> None:
+    """The retry cannot reconnect: the caller gets the disconnect, an error that means the
+    database is unavailable (503), not an error of the retry's own."""
+    _fill_pool(engine)
+    cluster.stop("fast")
+    for _ in range(2):
+        with pytest.raises(OperationalError) as raised, engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert db_unavailable(raised.value)
+    cluster.start()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
