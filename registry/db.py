@@ -100,14 +100,16 @@ def retry_dead_connections(engine: Engine) -> None:
         record.info[_UNUSED] = True
 
     def run(execute: Any, cursor: Any, context: Any, *args: Any) -> bool:
-        proxied = context._dbapi_connection
+        proxied = getattr(context, "_dbapi_connection", None)  # no context: a raw cursor call
         # The dialect's own first queries run on an ad hoc connection without a record's info.
         record = getattr(proxied, "_connection_record", None)
-        first = record is not None and record.info.pop(_UNUSED, False)
+        if proxied is None or record is None or not record.info.pop(_UNUSED, False):
+            execute(cursor, *args, context)
+            return True
         try:
             execute(cursor, *args, context)
         except dbapi_error as exc:
-            if not first or not dialect.is_disconnect(exc, proxied.dbapi_connection, cursor):
+            if not dialect.is_disconnect(exc, proxied.dbapi_connection, cursor):
                 raise
             _log.info("a pooled database connection was dead; retrying on a new one")
             # Every connection pooled before now is suspect; this one is closed only once a
