@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+
+_log = logging.getLogger(__name__)
 
 #: libpq connection parameters for PostgreSQL, unless the URL's query string sets them. A
 #: server that does not answer (stopped without closing its port, a black-holed route, a hung
@@ -34,9 +36,10 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     SQLite gets foreign keys (off by default there), WAL, and a busy timeout so that the API
     threads, the worker and the controller can share one file. PostgreSQL gets a connect
     timeout and TCP keepalives (``PG_CONNECT_ARGS``; a ``?connect_timeout=`` in the URL wins),
-    a bounded wait for a pooled connection, and a ping before a pooled connection is reused, so
-    that the first request after the server restarted does not fail on a dead connection.
-    Statement parameters are never shown in errors or logs.
+    a bounded wait for a pooled connection, connections recycled after ``POOL_RECYCLE_SECONDS``,
+    and one retry of a checkout's first statement on a dead connection
+    (:func:`retry_dead_connections`), so that the first request after the server restarted does
+    not fail. Statement parameters are never shown in errors or logs.
     """
     # SQL parameters include secret hashes (api_client.secret_hash): keep them out of error
     # messages and of SQL logging, should either ever be turned on.
@@ -59,14 +62,82 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)
     if parsed.get_backend_name() == "postgresql":
         connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
         kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        retry_dead_connections(engine)
+    return engine
+
+
+#: A pooled connection older than this is replaced at checkout instead of reused: what a
+#: firewall or a server-side idle timeout may have cut is not handed out again.
+POOL_RECYCLE_SECONDS = 1800
+_UNUSED = "modelreg_unused_since_checkout"
+
+
+def retry_dead_connections(engine: Engine) -> None:
+    """Retry once, on a new connection, the first statement of a checkout that failed because
+    its pooled connection was dead (the server restarted, or ended the session).
+
+    This replaces ``pool_pre_ping``, which costs a ``SELECT 1`` round trip on every checkout.
+    Retrying is safe only for a checkout's first statement: nothing of the transaction had
+    reached the server (the driver's implicit ``BEGIN`` went with the statement), so nothing is
+    lost or sent twice. A dead connection means the server went away, so, as SQLAlchemy does
+    for a disconnect it sees, every connection pooled before now is replaced at its next
+    checkout (``Pool._invalidate``), and the retry gets a fresh one. A failure later in a
+    checkout, or of the retry, is raised as usual (the API answers 503)."""
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+
+    @event.listens_for(engine, "checkout")
+    def _mark(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        record.info[_UNUSED] = True
+
+    def run(execute: Any, cursor: Any, context: Any, *args: Any) -> bool:
+        proxied = getattr(context, "_dbapi_connection", None)  # no context: a raw cursor call
+        # The dialect's own first queries run on an ad hoc connection without a record's info.
+        record = getattr(proxied, "_connection_record", None)
+        if proxied is None or record is None or not record.info.pop(_UNUSED, False):
+            execute(cursor, *args, context)
+            return True
+        try:
+            execute(cursor, *args, context)
+        except dbapi_error as exc:
+            if not dialect.is_disconnect(exc, proxied.dbapi_connection, cursor):
+                raise
+            _log.info("a pooled database connection was dead; retrying on a new one")
+            # Every connection pooled before now is suspect; this one is closed only once a
+            # new one is in hand: if none can be had (the server is down), the original error
+            # goes on as any disconnect does (503), on the connection it happened on.
+            engine.pool._invalidate(proxied, exc, _checkin=False)
+            try:
+                fresh = engine.raw_connection()
+            except DB_UNAVAILABLE_ERRORS:
+                raise exc from None
+            fresh.info.pop(_UNUSED, None)  # the retry is this checkout's first statement
+            proxied.invalidate(exc)
+            context.root_connection._dbapi_connection = context._dbapi_connection = fresh
+            context.cursor = fresh.cursor()
+            execute(context.cursor, *args, context)
+        return True
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return run(dialect.do_execute, cursor, context, statement, parameters)
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        return run(dialect.do_execute_no_params, cursor, context, statement)
+
+    @event.listens_for(engine, "do_executemany")
+    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return run(dialect.do_executemany, cursor, context, statement, parameters)
 
 
 _Row = TypeVar("_Row")
@@ -93,6 +164,17 @@ def lock_row(s: Session, entity: type[_Row], ident: Any) -> _Row | None:
         stmt = select(entity).where(pk == ident).with_for_update()
     row: _Row | None = s.scalar(stmt.execution_options(populate_existing=True))
     return row
+
+
+def statement_connection(s: Session) -> Connection:
+    """The session's connection, for a write whose statements each stand alone: each one
+    atomic (a data-modifying CTE writes several rows in one), and none relying on what an
+    earlier one read to still hold (a foreign key or a constraint checks it again at the
+    write). On PostgreSQL it runs in autocommit mode, which spares the ``BEGIN`` and ``COMMIT``
+    round trips; elsewhere it is the session's transaction, as usual."""
+    if s.get_bind().dialect.name == "postgresql":
+        return s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return s.connection()
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

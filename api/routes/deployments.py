@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import (
     ActionIn,
@@ -34,9 +34,9 @@ from registry.services import Registry
 
 router = APIRouter(tags=["deployments"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Operator = Annotated[Principal, Depends(require(Scope.DEPLOYMENTS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Operator = Annotated[Principal, Depends(authorize(Scope.DEPLOYMENTS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 Action = Literal["promote", "pause", "resume", "abort", "undeploy"]
 
 ACTION_HELP = {

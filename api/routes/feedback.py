@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import Discriminator, Tag
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.problems import problem_responses
 from api.schemas import (
     MAX_FEEDBACK_BATCH,
@@ -31,9 +31,9 @@ from registry.services import Registry
 
 router = APIRouter(tags=["feedback"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.FEEDBACK_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.FEEDBACK_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 Since = Annotated[
     datetime | None, Query(description="Only feedback at or after this time (ISO 8601, with zone)")
 ]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import IdOrPrefix, KeyCreate, KeyCreated, KeyOut
 from registry.auth import Principal, Scope
@@ -15,8 +15,8 @@ from registry.services.keys import KeyInfo
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Admin = Annotated[Principal, Depends(authorize(Scope.ADMIN))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 
 def _out(info: KeyInfo) -> KeyOut:

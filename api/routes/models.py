@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic.alias_generators import to_camel
 
-from api.deps import get_registry, require
+from api.answers import answer, model_out
+from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import (
     ModelCreate,
@@ -26,9 +27,9 @@ from registry.services import Registry
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 #: ``filter`` and ``orderBy``, shared with the versions listing (docs/api.md, "Search").
 FilterQuery = Annotated[
@@ -54,7 +55,7 @@ TAG_KEY_DOC = "1 to 63 of letters, digits, '.', '_', '-', '/'"
     responses=BAD_BODY,
     summary="Register a model",
 )
-def create_model(body: ModelCreate, actor: Writer, reg: Reg, response: Response) -> ModelOut:
+def create_model(body: ModelCreate, actor: Writer, reg: Reg) -> Response:
     model = reg.models.create(
         actor,
         name=body.name,
@@ -63,8 +64,11 @@ def create_model(body: ModelCreate, actor: Writer, reg: Reg, response: Response)
         description=body.description,
         is_active=body.is_active,
     )
-    response.headers["Location"] = f"/api/v1/models/{model.name}"
-    return ModelOut.model_validate(model)
+    return answer(
+        model_out(model),
+        status_code=status.HTTP_201_CREATED,
+        headers={"Location": f"/api/v1/models/{model.name}"},
+    )
 
 
 @router.get("", response_model=ModelPage, summary="List models, a page at a time")
@@ -108,12 +112,12 @@ def get_model(name: ModelName, _: Reader, reg: Reg) -> ModelOut:
     responses=BAD_BODY,
     summary="Change a model's description, provider, task type or active flag",
 )
-def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) -> ModelOut:
+def update_model(name: ModelName, body: ModelUpdate, actor: Writer, reg: Reg) -> Response:
     changes = body.model_dump(exclude_unset=True)
     for required in ("provider", "task_type", "is_active"):
         if required in changes and changes[required] is None:
             raise Invalid(f"{to_camel(required)} cannot be null")
-    return ModelOut.model_validate(reg.models.update(actor, name, changes))
+    return answer(model_out(reg.models.update(actor, name, changes)))
 
 
 @router.delete(
@@ -135,8 +139,8 @@ def delete_model(name: ModelName, actor: Writer, reg: Reg) -> Response:
     summary="Set a tag on a model (replaces its value; idempotent)",
     description=f"Key: {TAG_KEY_DOC}. Value: at most 5000 characters. Audited.",
 )
-def set_model_tag(name: ModelName, key: str, body: TagIn, actor: Writer, reg: Reg) -> ModelOut:
-    return ModelOut.model_validate(reg.models.set_tag(actor, name, key, body.value))
+def set_model_tag(name: ModelName, key: str, body: TagIn, actor: Writer, reg: Reg) -> Response:
+    return answer(model_out(reg.models.set_tag(actor, name, key, body.value)))
 
 
 @router.delete(

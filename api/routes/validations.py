@@ -6,16 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.deps import get_registry, require
+from api.deps import app_registry, authorize
 from api.schemas import IdOrPrefix, ModelName, ValidationRunOut, VersionNumber
 from registry.auth import Principal, Scope
 from registry.services import Registry
 
 router = APIRouter(tags=["validations"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 
 @router.post(

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from api.deps import get_registry, require
+from api.answers import answer, version_out
+from api.deps import app_registry, authorize
 from api.problems import problem, problem_responses
 from api.routes import BAD_BODY
 from api.routes.models import TAG_KEY_DOC, FilterQuery, OrderQuery
@@ -40,9 +41,9 @@ from registry.storage import UploadAborted
 
 router = APIRouter(prefix="/models/{name}/versions", tags=["versions"])
 
-Reader = Annotated[Principal, Depends(require(Scope.MODELS_READ))]
-Writer = Annotated[Principal, Depends(require(Scope.MODELS_WRITE))]
-Reg = Annotated[Registry, Depends(get_registry)]
+Reader = Annotated[Principal, Depends(authorize(Scope.MODELS_READ))]
+Writer = Annotated[Principal, Depends(authorize(Scope.MODELS_WRITE))]
+Reg = Annotated[Registry, Depends(app_registry)]
 
 _UPLOAD_ERRORS = problem_responses(400, 408, 413, 429)
 _DOWNLOAD_ERRORS = problem_responses(416)
@@ -55,9 +56,7 @@ _DOWNLOAD_ERRORS = problem_responses(416)
     responses=BAD_BODY,
     summary="Create a version (its artifact is uploaded separately)",
 )
-def create_version(
-    name: ModelName, body: VersionCreate, actor: Writer, reg: Reg, response: Response
-) -> VersionOut:
+def create_version(name: ModelName, body: VersionCreate, actor: Writer, reg: Reg) -> Response:
     version = reg.versions.create(
         actor,
         name,
@@ -66,8 +65,11 @@ def create_version(
         release_notes=body.release_notes,
         parameters=body.parameters,
     )
-    response.headers["Location"] = f"/api/v1/models/{name}/versions/{version.version_number}"
-    return VersionOut.model_validate(version)
+    return answer(
+        version_out(version),
+        status_code=status.HTTP_201_CREATED,
+        headers={"Location": f"/api/v1/models/{name}/versions/{version.version_number}"},
+    )
 
 
 @router.get("", response_model=VersionPage, summary="List a model's versions, newest first")
@@ -105,9 +107,9 @@ def get_version(name: ModelName, version: VersionNumber, _: Reader, reg: Reg) ->
 )
 def update_version(
     name: ModelName, version: VersionNumber, body: VersionUpdate, actor: Writer, reg: Reg
-) -> VersionOut:
+) -> Response:
     changes = body.model_dump(exclude_unset=True)
-    return VersionOut.model_validate(reg.versions.update(actor, name, version, changes))
+    return answer(version_out(reg.versions.update(actor, name, version, changes)))
 
 
 @router.post(
@@ -121,12 +123,11 @@ def update_version(
 )
 def transition_version(
     name: ModelName, version: VersionNumber, body: TransitionIn, actor: Writer, reg: Reg
-) -> VersionOut:
-    return VersionOut.model_validate(
-        reg.versions.transition(
-            actor, name, version, status=body.status, reason=body.reason, force=body.force
-        )
+) -> Response:
+    moved = reg.versions.transition(
+        actor, name, version, status=body.status, reason=body.reason, force=body.force
     )
+    return answer(version_out(moved))
 
 
 @router.put(
@@ -140,8 +141,8 @@ def transition_version(
 )
 def set_version_tag(
     name: ModelName, version: VersionNumber, key: str, body: TagIn, actor: Writer, reg: Reg
-) -> VersionOut:
-    return VersionOut.model_validate(reg.versions.set_tag(actor, name, version, key, body.value))
+) -> Response:
+    return answer(version_out(reg.versions.set_tag(actor, name, version, key, body.value)))
 
 
 @router.delete(

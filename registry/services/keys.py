@@ -110,8 +110,9 @@ class KeyService:
 
     def cached(self, token: str) -> Principal | None:
         """The principal of ``token`` when this process verified it within ``cache_seconds``
-        (what ``authenticate`` would return without I/O), else None. Counts nothing."""
-        cached = self._verified.get(hashlib.sha256(token.encode()).hexdigest())
+        (what ``authenticate`` would return without I/O), else None: then it would have to ask
+        the database, or refuse the token. Counts nothing."""
+        cached = self._verified.get(_fingerprint(token))
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
         return None
@@ -126,7 +127,7 @@ class KeyService:
                 [], addresses, Unauthorized("malformed API token: expected <apiKey>.<secret>")
             )
         subjects = [f"key:{parts[0]}"]
-        fingerprint = hashlib.sha256(token.encode()).hexdigest()
+        fingerprint = _fingerprint(token)
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[0] > time.monotonic():
             return cached[2]
@@ -346,3 +347,7 @@ class KeyService:
             **audited,
         )
         return issued
+
+
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

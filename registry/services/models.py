@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
@@ -136,6 +136,17 @@ def get_model(s: Session, name: str) -> AIModel:
     if model is None:
         raise NotFound(f"no model named {name!r}")
     return model
+
+
+_MODEL_ID = select(AIModel.id).where(AIModel.name == bindparam("name"))
+
+
+def get_model_id(conn: Connection, name: str) -> uuid.UUID:
+    """:func:`get_model`'s id only, for a writer that needs no more of the model."""
+    model_id = conn.scalar(_MODEL_ID, {"name": name})
+    if model_id is None:
+        raise NotFound(f"no model named {name!r}")
+    return model_id
 
 
 def get_version(s: Session, model: AIModel, version_number: str) -> AIModelVersion:

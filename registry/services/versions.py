@@ -7,16 +7,17 @@ The upload of an artifact (its lease, its budget, the stream into the store) is
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal, Scope
-from registry.db import lock_row
+from registry.db import lock_row, statement_connection
 from registry.errors import Conflict, Forbidden, GateClosed, Invalid, NotFound
 from registry.models import (
     AIModelDeployment,
@@ -27,11 +28,12 @@ from registry.models import (
 from registry.pagination import check_limit
 from registry.search import VERSION_FIELDS, VERSION_SORTING, where_filter
 from registry.services import audit
-from registry.services.models import Page, VersionView, get_model, get_version
+from registry.services.models import Page, VersionView, get_model, get_model_id, get_version
 from registry.services.uploads import ArtifactUploads
 from registry.services.validations import validation_gate
 from registry.storage import ArtifactStore
 from registry.tags import delete_tag, load_tags, upsert_tag
+from registry.types import utcnow
 from registry.vocabulary import ArtifactFormat, VersionStatus, values
 
 #: The format of a version without an artifact, which ``parameters.endpoint`` serves.
@@ -115,6 +117,23 @@ def promotion_gate(s: Session, version: AIModelVersion) -> list[str]:
     return validation_gate(s, version)
 
 
+_INSERT_VERSION = audit.audited_insert(
+    cast(Table, AIModelVersion.__table__),
+    (
+        "id",
+        "model_id",
+        "version_number",
+        "format",
+        "parameters",
+        "status",
+        "created_by_user_id",
+        "release_notes",
+        "created_at",
+        "updated_at",
+    ),
+)
+
+
 class VersionService:
     def __init__(
         self,
@@ -195,36 +214,55 @@ class VersionService:
         if fmt not in FORMATS:
             raise Invalid(f"unknown format {fmt!r}", allowedFormats=list(FORMATS))
         check_api_parameters(fmt, parameters)
+        now = utcnow()
+        row: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "version_number": version_number,
+            "format": fmt,
+            "parameters": parameters,
+            "status": VersionStatus.STAGED.value,
+            "created_by_user_id": actor.user_id,
+            "release_notes": release_notes,
+            "created_at": now,
+            "updated_at": now,
+        }
         try:
             with self.sessions.begin() as s:
-                model = get_model(s, model_name)
-                version = AIModelVersion(
-                    model_id=model.id,
-                    version_number=version_number,
-                    format=fmt,
-                    release_notes=release_notes,
-                    parameters=parameters,
-                    created_by_user_id=actor.user_id,
+                # Two statements, each atomic: should the model go in between, the version's
+                # foreign key refuses it (IntegrityError, then NotFound below).
+                conn = statement_connection(s)
+                row["model_id"] = get_model_id(conn, model_name)
+                # The version and its audit row in one round trip (where the database allows
+                # it), through Core: the ORM's unit of work costs more than both inserts.
+                audit.execute_audited(
+                    conn,
+                    _INSERT_VERSION,
+                    row,
+                    audit.entry(
+                        actor,
+                        "version_created",
+                        modelId=row["model_id"],
+                        modelVersionId=row["id"],
+                        versionNumber=version_number,
+                        format=fmt,
+                    ),
                 )
-                s.add(version)
-                s.flush()
-                audit.record(
-                    s,
-                    actor,
-                    "version_created",
-                    modelId=model.id,
-                    modelVersionId=version.id,
-                    versionNumber=version_number,
-                    format=fmt,
-                )
-                view = VersionView.of(version)
         except IntegrityError:
             with self.sessions() as s:
                 get_version(s, get_model(s, model_name), version_number)  # NotFound → re-raise
             raise Conflict(
                 f"model {model_name!r} already has a version {version_number!r}"
             ) from None
-        return view
+        # What a new version is: no artifact, no validation, no tags yet.
+        return VersionView(
+            **row,
+            source_path=None,
+            validation_result_id=None,
+            sha256=None,
+            size_bytes=None,
+            artifact_uploaded_at=None,
+            signature=None,
+        )
 
     def update(
         self, actor: Principal, model_name: str, version_number: str, changes: dict[str, Any]
