@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -132,14 +133,15 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
 
 
 def tool_versions() -> dict[str, str]:
-    from importlib import metadata
+    """The scanner's and modelreg's versions, and onnx's once this process has loaded the ONNX
+    scanner (so a report that scanned an ONNX model always has it, and a pickle's scan does not
+    import onnx for it). Read from the modules, not ``importlib.metadata``: importing that
+    costs more than a small file's scan."""
+    import registry
 
-    versions = {"modelreg-scanner": SCANNER_VERSION}
-    for dist in ("modelreg", "onnx"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "unknown"
+    versions = {"modelreg-scanner": SCANNER_VERSION, "modelreg": registry.__version__}
+    if "validators.security.onnx_scan" in sys.modules:
+        versions["onnx"] = str(sys.modules["onnx"].__version__)
     return versions
 
 

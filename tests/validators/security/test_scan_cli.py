@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,8 @@ def test_json_output_is_the_report(cli: CliRunner, tmp_path: Path) -> None:
     assert report["filesScanned"] == ["state.pkl", "weights.bin"]
     assert report["bytesScanned"] > 0
     assert report["toolVersions"]["modelreg-scanner"]
+    # the installed distribution's version, read without importlib.metadata (issue 15)
+    assert report["toolVersions"]["modelreg"] == metadata.version("modelreg")
     finding = next(f for f in report["findings"] if f["ruleId"] == "pickle.dangerous-global")
     assert finding["severity"] == "CRITICAL"
     assert finding["location"].startswith("weights.bin@")
@@ -231,17 +234,19 @@ def test_a_pickle_scan_never_imports_onnx(tmp_path: Path) -> None:
     """Each format's scanner is imported when a file of that format is seen: ``onnx`` costs
     about 0.8 s to import, which a pickle's scan never needs (issue 15, item 3)."""
     _malicious(tmp_path / "m")
-    code, _, stderr = _scan_in_a_fresh_interpreter(tmp_path / "m", ("onnx",))
+    code, stdout, stderr = _scan_in_a_fresh_interpreter(tmp_path / "m", ("onnx",))
     assert code == 1, stderr
     assert "LOADED []" in stderr
+    assert "onnx" not in json.loads(stdout)["toolVersions"]
     onnx_file = tmp_path / "o" / "model.onnx"
     onnx_file.parent.mkdir()
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])
     graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g", [x], [y])
     onnx_file.write_bytes(helper.make_model(graph).SerializeToString())
-    code, _, stderr = _scan_in_a_fresh_interpreter(onnx_file, ("onnx",))
+    code, stdout, stderr = _scan_in_a_fresh_interpreter(onnx_file, ("onnx",))
     assert code == 0, stderr
+    assert json.loads(stdout)["toolVersions"]["onnx"] == metadata.version("onnx")
     assert "'onnx'" in stderr.rsplit("LOADED", 1)[1]  # the ONNX scanner is loaded when needed
 
 
