@@ -132,6 +132,7 @@ class Controller:
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """One pass over every deployment, if this controller holds the lease."""
         started = time.perf_counter()
+        renewed = time.monotonic()  # before the acquire: the lease runs from then, not after
         leader = self.leases.acquire(self.holder, ttl=self.lease_ttl)
         if leader != self.is_leader:
             log.info(
@@ -149,17 +150,18 @@ class Controller:
         for view in self.ledger.worklist(now):
             groups[(view.target, view.model_id, view.environment)].append(view)
         renew_every = self.lease_ttl.total_seconds() / 3
-        renewed = batched = time.monotonic()
+        batched = time.monotonic()
         self._pending, self._after, self._result = [], [], result
         for views in groups.values():
             if time.monotonic() - renewed > renew_every:
                 # A long pass keeps its lease; one that lost it stops (its writes would be
                 # refused anyway) and leaves the rest to the new leader.
+                asked = time.monotonic()
                 if not self.leases.acquire(self.holder, ttl=self.lease_ttl):
                     log.warning("controller %s lost its lease during a pass", self.holder)
                     self.is_leader = False
                     break
-                renewed = time.monotonic()
+                renewed = asked
             result.deployments += len(views)
             self._reconcile_target(views, now=now, result=result)
             if len(self._pending) >= RECORD_BATCH or time.monotonic() - batched > BATCH_SECONDS:
