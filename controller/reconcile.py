@@ -410,7 +410,11 @@ class Controller:
         step = plan_step(view, plan, observed=observed, stable=stable, verdict=verdict, now=now)
         if step.grow and deployer is not None:
             deployer.apply(target_of(view), step.grow)
-        self._pending.append(_Pending(view, plan, step, deployer, now, rolling_back))
+        pending = _Pending(view, plan, step, deployer, now, rolling_back)
+        if step.record.changes_nothing(view):
+            self._recorded(pending)  # nothing to write (a steady pass): nothing to wait for
+        else:
+            self._pending.append(pending)
 
     def _flush(self) -> None:
         """Record the batch: one transaction (see ``RolloutLedger.record_many``), then what
