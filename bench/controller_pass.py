@@ -412,12 +412,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="print the report of saved --json files, and exit"
+    )
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--floors", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, n, passes = args.worker
         print(json.dumps(worker(kind, int(n), int(passes), args.floors)))
+        return
+    if args.report:
+        saved = [json.loads(p.read_text()) for p in args.report]
+        rows = [r for s in saved for r in s["results"]]
+        report(rows, against=any(r["tree"] == "against" for r in rows))
         return
     print(f"machine: {machine()}")
     trees = [("against", args.against.resolve())] if args.against else []
@@ -432,12 +440,14 @@ def main() -> None:
                     results.append(r)
                     print(
                         f"round {round_ + 1} {kind:<10} {n:>6} {tree:<7} "
-                        + " ".join(f"{f} {r[f]:.3f}s" for f in FIGURES),
+                        + " ".join(f"{f} {r[f]:.3f}s (CPU {r['cpu'][f]:.3f}s)" for f in FIGURES),
                         flush=True,
                     )
+                    if args.json:  # after each measurement: a long run cut short keeps them
+                        args.json.write_text(
+                            json.dumps({"machine": machine(), "results": results}, indent=2)
+                        )
     report(results, against=bool(args.against))
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":
