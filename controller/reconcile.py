@@ -6,7 +6,9 @@
   (``controller/strategies/steady.py``). Reconcile never names a strategy.
 - **Apply, record, apply**: ``controller/records.py`` turns the plan into workloads and the
   one record the ledger writes (``registry/services/ledger.py``); :meth:`Controller._step`
-  applies the growing workloads, records, then applies the shrinking ones.
+  applies the growing workloads and adds the record to the pass's batch; when the batch is
+  recorded (``RECORD_BATCH`` deployments per transaction, the lease checked once in it), the
+  shrinking workloads of the records written are applied.
 
 Deployments are grouped by target (one model in one environment on one kind of
 infrastructure): the deployer observes each target once per pass, and its rollout (at most one)
@@ -35,16 +37,16 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from controller import strategies
 from controller.analysis import Analysis, StepAnalysis
 from controller.cluster_routes import ClusterRouteSync
 from controller.orphans import sweep_orphans
-from controller.records import plan_step, slot_state, target_of
+from controller.records import Step, plan_step, slot_state, target_of
 from controller.strategies.base import Observed, Plan, Progress, Request, Verdict
 from controller.strategies.steady import plan_active, plan_failed, plan_observe, plan_retired
 from deployers.base import (
@@ -66,6 +68,10 @@ log = logging.getLogger("modelreg.controller")
 OUTCOME_EVENTS = ("promoted", "aborted", "rolled_back", "failed")
 SWEEP_EVERY = timedelta(seconds=30)
 """How often the lease holder looks for workloads that no deployment row owns."""
+RECORD_BATCH = 200
+"""A pass records this many deployments' outcomes per transaction (or what it planned in
+``BATCH_SECONDS``, if fewer)."""
+BATCH_SECONDS = 1.0
 
 
 @dataclass
@@ -76,6 +82,18 @@ class PassResult:
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
     orphans_stopped: int = 0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A step planned and grown, its record waiting for the batch's transaction."""
+
+    view: DeploymentView
+    plan: Plan
+    step: Step
+    deployer: Deployer | None
+    now: datetime
+    rolling_back: str | None
 
 
 def default_holder() -> str:
@@ -104,12 +122,17 @@ class Controller:
         self.sweep_every = sweep_every
         self._swept_at: datetime | None = None
         self.cluster_routes = ClusterRouteSync(deployments.routes)
+        self._pending: list[_Pending] = []
+        self._routers: dict[int, bool] = {}
+        self._after: list[Callable[[], None]] = []
+        self._result: PassResult | None = None
 
     # -- the pass ----------------------------------------------------------------------------
 
     def run_pass(self, now: datetime | None = None) -> PassResult:
         """One pass over every deployment, if this controller holds the lease."""
         started = time.perf_counter()
+        renewed = time.monotonic()  # before the acquire: the lease runs from then, not after
         leader = self.leases.acquire(self.holder, ttl=self.lease_ttl)
         if leader != self.is_leader:
             log.info(
@@ -127,18 +150,26 @@ class Controller:
         for view in self.ledger.worklist(now):
             groups[(view.target, view.model_id, view.environment)].append(view)
         renew_every = self.lease_ttl.total_seconds() / 3
-        renewed = time.monotonic()
+        batched = time.monotonic()
+        self._pending, self._after, self._result = [], [], result
         for views in groups.values():
             if time.monotonic() - renewed > renew_every:
                 # A long pass keeps its lease; one that lost it stops (its writes would be
                 # refused anyway) and leaves the rest to the new leader.
+                asked = time.monotonic()
                 if not self.leases.acquire(self.holder, ttl=self.lease_ttl):
                     log.warning("controller %s lost its lease during a pass", self.holder)
                     self.is_leader = False
                     break
-                renewed = time.monotonic()
+                renewed = asked
             result.deployments += len(views)
             self._reconcile_target(views, now=now, result=result)
+            if len(self._pending) >= RECORD_BATCH or time.monotonic() - batched > BATCH_SECONDS:
+                self._flush()
+                batched = time.monotonic()
+                if not self.is_leader:
+                    break
+        self._flush()  # what is left (refused, if the lease was lost)
         if self.is_leader and self._sweep_due(now):
             # Only the lease holder stops anything: make sure it still is one.
             if self.leases.acquire(self.holder, ttl=self.lease_ttl):
@@ -228,8 +259,20 @@ class Controller:
                 now=now,
                 result=result,
             )
-        if isinstance(deployer, ClusterRouter) and deployer.writes_routes:
-            self.cluster_routes.sync(first, deployer=deployer, observed=observed)
+        if self._is_router(deployer) and deployer.writes_routes:
+            # After the batch that holds this target's records: the routes it wrote.
+            router = deployer
+            self._after.append(
+                lambda: self.cluster_routes.sync(first, deployer=router, observed=observed)
+            )
+
+    def _is_router(self, deployer: Deployer) -> TypeGuard[ClusterRouter]:
+        """``isinstance(deployer, ClusterRouter)``, asked once per deployer (a runtime protocol
+        check costs tens of µs, once per target per pass)."""
+        known = self._routers.get(id(deployer))
+        if known is None:
+            known = self._routers[id(deployer)] = isinstance(deployer, ClusterRouter)
+        return known
 
     def _guarded(
         self,
@@ -253,10 +296,15 @@ class Controller:
         except (TemporaryError, Exception) as exc:  # one deployment never stops the pass
             if db_unavailable(exc):
                 raise  # ... but an unreachable database does: see the module docstring
-            if not isinstance(exc, TemporaryError):
-                metrics.CONTROLLER_ERRORS.labels("unexpected").inc()
-                log.exception("deployment %s: unexpected error", view.id)
-            self._retry(view, f"{type(exc).__name__}: {exc}", now=now, result=result)
+            self._failed(view, exc, now=now, result=result)
+
+    def _failed(
+        self, view: DeploymentView, exc: Exception, *, now: datetime, result: PassResult | None
+    ) -> None:
+        if not isinstance(exc, TemporaryError):
+            metrics.CONTROLLER_ERRORS.labels("unexpected").inc()
+            log.error("deployment %s: unexpected error", view.id, exc_info=exc)
+        self._retry(view, f"{type(exc).__name__}: {exc}", now=now, result=result)
 
     # -- a rollout ---------------------------------------------------------------------------
 
@@ -353,19 +401,61 @@ class Controller:
         now: datetime,
         deployer: Deployer | None = None,
         verdict: Verdict | None = None,
-    ) -> bool:
-        """Carry out ``plan``. Workloads that grow are applied before the record (the routes
-        it writes may name them), and those that shrink only after it (the routes no longer
-        do). Returns whether the record was written."""
+        rolling_back: str | None = None,
+    ) -> None:
+        """Carry out ``plan``. Workloads that grow are applied now, before the record (the
+        routes it writes may name them); the record joins the pass's batch, and the workloads
+        that shrink are applied once the batch is committed (the routes no longer name them).
+        ``rolling_back``: the permanent error this plan rolls back from."""
         step = plan_step(view, plan, observed=observed, stable=stable, verdict=verdict, now=now)
         if step.grow and deployer is not None:
             deployer.apply(target_of(view), step.grow)
-        recorded = self.ledger.record(view, step.record, holder=self.holder, now=now)
-        if not recorded:  # the row changed, or the lease was lost: the next pass plans again
-            return False
-        if step.shrink and deployer is not None:
+        pending = _Pending(view, plan, step, deployer, now, rolling_back)
+        if step.record.changes_nothing(view):
+            self._recorded(pending)  # nothing to write (a steady pass): nothing to wait for
+        else:
+            self._pending.append(pending)
+
+    def _flush(self) -> None:
+        """Record the batch: one transaction (see ``RolloutLedger.record_many``), then what
+        follows each record that was written."""
+        pending, self._pending = self._pending, []
+        after, self._after = self._after, []
+        start = 0
+        while start < len(pending):  # one batch per pass clock (a rollback reads the wall's)
+            now = pending[start].now
+            end = start
+            while end < len(pending) and pending[end].now == now:
+                end += 1
+            part = pending[start:end]
+            done = self.ledger.record_many(
+                [(p.view, p.step.record) for p in part], holder=self.holder, now=now
+            )
+            if done.lease_lost and self.is_leader:
+                log.warning("controller %s lost its lease during a pass", self.holder)
+                self.is_leader = False
+            for p, outcome in zip(part, done.results, strict=True):
+                if isinstance(outcome, Exception):
+                    self._record_failed(p, outcome)
+                elif outcome:  # False: the row changed, or the lease was lost: plan again
+                    self._recorded(p)
+            start = end
+        if self.is_leader:
+            for sync in after:
+                sync()
+
+    def _record_failed(self, p: _Pending, exc: Exception) -> None:
+        if p.rolling_back is None:
+            self._failed(p.view, exc, now=p.now, result=self._result)
+            return
+        log.error("deployment %s: could not roll back", p.view.id, exc_info=exc)
+        self._retry(p.view, f"rolling back after {p.rolling_back}: {exc}", now=p.now, result=None)
+
+    def _recorded(self, p: _Pending) -> None:
+        view, step = p.view, p.step
+        if step.shrink and p.deployer is not None:
             try:
-                deployer.apply(target_of(view), step.shrink)
+                p.deployer.apply(target_of(view), step.shrink)
             except Exception as exc:  # the routes no longer point there; the next pass retries
                 log.warning("deployment %s: scaling down failed, will retry: %s", view.id, exc)
         for kind, reason, _ in step.record.events:
@@ -382,7 +472,7 @@ class Controller:
                     kind,
                     reason,
                 )
-        if plan.finished:
+        if p.plan.finished:
             log.info(
                 "%s %s (%s, deployment %s): servers stopped",
                 view.model_name,
@@ -390,7 +480,6 @@ class Controller:
                 view.status,
                 view.id,
             )
-        return True
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -414,7 +503,15 @@ class Controller:
             reason=error,
         )
         try:
-            self._step(view, plan, stable=stable, observed=observed, deployer=deployer, now=now)
+            self._step(
+                view,
+                plan,
+                stable=stable,
+                observed=observed,
+                deployer=deployer,
+                now=now,
+                rolling_back=error,
+            )
         except Exception as exc:
             if db_unavailable(exc):
                 raise

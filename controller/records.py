@@ -27,7 +27,7 @@ from controller.strategies.base import (
 from deployers.base import Target, VersionRef, Workload, WorkloadStatus
 from registry.conditions import condition, merge_conditions
 from registry.services.deployment_views import DeploymentView
-from registry.services.ledger import Record
+from registry.services.outcomes import Record
 from registry.services.routing import RouteEntry
 from registry.vocabulary import ROLLING_OUT, DeploymentStatus, DeploymentTarget, RouteRole
 

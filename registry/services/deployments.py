@@ -44,7 +44,6 @@ from registry.services.deployment_views import (
 )
 from registry.services.ledger import (
     CONTROLLER,
-    Record,
     RolloutLedger,
     add_event,
     allows_signature_change,
@@ -52,6 +51,7 @@ from registry.services.ledger import (
     stable_version,
 )
 from registry.services.models import Page, get_model, get_version
+from registry.services.outcomes import Record
 from registry.services.routing import RouteEntry, current_routes
 from registry.types import utcnow
 from registry.vocabulary import (

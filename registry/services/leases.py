@@ -1,8 +1,9 @@
 """Leader election: one controller at a time acts, the holder of a row lease in the database.
 
 The holder renews it every pass; a controller that cannot (the database is gone, or another
-took over after the lease ran out) stands by. The ledger checks the lease in the same
-transaction as every write it makes for the controller, so a stale leader writes nothing.
+took over after the lease ran out) stands by. The ledger checks the lease, row locked, in the
+same transaction as every batch of writes it makes for the controller, so a stale leader
+writes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.db import lock_row
 from registry.models import ControllerLease
 from registry.types import utcnow
 
@@ -40,8 +42,10 @@ class LeaseService:
                 s.delete(lease)
 
     def holds(self, s: Session, holder: str, now: datetime) -> bool:
-        """Whether ``holder`` leads at ``now``, read in the caller's transaction."""
-        lease = s.get(ControllerLease, self.name)
+        """Whether ``holder`` leads at ``now``, read in the caller's transaction with the lease
+        row locked until it ends: a takeover (which locks the row too) waits for the writes
+        made under this check to commit, so two controllers never write at the same time."""
+        lease = lock_row(s, ControllerLease, self.name)
         return lease is not None and lease.holder == holder and lease.expires_at > now
 
     def _take(self, s: Session, holder: str, *, ttl: timedelta, now: datetime) -> bool:

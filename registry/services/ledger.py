@@ -1,12 +1,12 @@
 """The rollout ledger: every change of a deployment's status, and so of what serves, is written
 here, in one transaction with the routing table and the deployment events that explain it.
 
-The controller reads its worklist from the ledger and records each pass's outcome
-(:meth:`RolloutLedger.record`); the API leaves requests on a row (:meth:`RolloutLedger.ask`)
-and, for an instant rollback, switches traffic back (:meth:`RolloutLedger.switch_back`). A
-record refuses to write over a row that changed since it was read, and one that would make a
-candidate Active runs the deployability check first: only a version that passes it ever takes
-all the traffic.
+The controller reads its worklist from the ledger and records its passes' outcomes, a batch
+per transaction (:meth:`RolloutLedger.record_many`); the API leaves requests on a row
+(:meth:`RolloutLedger.ask`) and, for an instant rollback, switches traffic back
+(:meth:`RolloutLedger.switch_back`). A record refuses to write over a row that changed since
+it was read, and one that would make a candidate Active runs the deployability check first:
+only a version that passes it ever takes all the traffic.
 
 Where each transition happens:
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,15 +37,16 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.conditions import condition, merge_conditions
-from registry.db import lock_row
+from registry.db import db_unavailable, lock_row, lock_rows
 from registry.errors import NotFound
-from registry.models import AIModelDeployment, AIModelVersion, DeploymentEvent
+from registry.models import AIModelDeployment, AIModelVersion
 from registry.rollout_spec import RolloutSpec, SpecError, parse_spec
 from registry.services import audit
 from registry.services.deployability import assess_deployability
 from registry.services.deployment_views import DeploymentView, load_views
 from registry.services.leases import LeaseService
-from registry.services.routing import RouteEntry, set_routes
+from registry.services.outcomes import Record, Recorded
+from registry.services.routing import RouteEntry, RouteWrites, add_event_row, set_routes
 from registry.types import utcnow
 from registry.vocabulary import (
     RETIRED,
@@ -62,57 +62,6 @@ log = logging.getLogger("registry.services.deployments")
 
 CONTROLLER = "controller"
 MAX_BACKOFF = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class Record:
-    """What one controller pass decided for one deployment."""
-
-    status: str
-    step_index: int
-    step_started_at: datetime | None
-    traffic_weight: int
-    hold_since: datetime | None
-    reason: str | None
-    conditions: list[dict[str, Any]]
-    observed_state: dict[str, Any] | None
-    desired_state: dict[str, Any] | None
-    endpoint: str | None
-    routes: Sequence[RouteEntry] | None = None
-    """The whole routing set of the deployment's model and environment, or None to leave it."""
-    events: Sequence[tuple[str, str, dict[str, Any]]] = ()
-    consumed_request: bool = False
-    requeue_after: timedelta | None = None
-    scale_down_at: datetime | None = None
-    finished: bool = False
-    retire_stable: timedelta | None = None
-    """On promotion: the stable deployment becomes Inactive and keeps its servers this long."""
-    kubernetes_details: dict[str, Any] | None = None
-    """Namespace, resource names and pod counts (target kubernetes); None leaves them."""
-
-    def changes_nothing(self, view: DeploymentView) -> bool:
-        """Whether writing this record over ``view`` would leave the row as it is."""
-        return (
-            view.status == self.status
-            and view.step_index == self.step_index
-            and view.step_started_at == self.step_started_at
-            and view.traffic_weight == self.traffic_weight
-            and view.hold_since == self.hold_since
-            and view.conditions == self.conditions
-            and view.endpoint == self.endpoint
-            and view.observed_state == self.observed_state
-            and view.desired_state == self.desired_state
-            and view.retry_count == 0
-            and self.routes is None
-            and not self.events
-            and not self.finished
-            and self.scale_down_at is None
-            and not self.consumed_request
-            and (
-                self.kubernetes_details is None
-                or self.kubernetes_details == view.kubernetes_details
-            )
-        )
 
 
 class RolloutLedger:
@@ -165,69 +114,172 @@ class RolloutLedger:
         holder: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Write one pass's outcome. Returns False, writing nothing, when the row changed
-        since ``view`` was read (another controller, or a request from the API came in) or
-        this controller no longer holds the lease: the next pass plans again.
+        """Write one pass's outcome for one deployment (:meth:`record_many` of one); an error
+        writing it is raised."""
+        result = self.record_many([(view, outcome)], holder=holder, now=now).results[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def record_many(
+        self,
+        items: Sequence[tuple[DeploymentView, Record]],
+        *,
+        holder: str | None = None,
+        now: datetime | None = None,
+    ) -> Recorded:
+        """Write a pass's outcomes, in one transaction for them all. Each result is True
+        (written, or nothing to write), False (written nothing: the row changed since its view
+        was read, because another controller or a request from the API came in; the next pass
+        plans again) or the exception writing that one raised.
+
+        The lease is checked once, inside the transaction, with its row locked until the
+        commit: when ``holder`` no longer holds it, nothing at all is written
+        (``lease_lost``). One outcome that fails does not cost the others theirs: the
+        transaction is rolled back and retried without it (or, if the commit failed, in
+        halves), so every other outcome is written exactly as alone.
 
         ``now`` is the pass's clock: deadlines (scale-down, retries) are counted from it."""
         wall = utcnow()
-        now = now or wall
-        if outcome.changes_nothing(view):
-            return True  # a steady pass writes nothing: no transaction at all
+        done = Recorded([o.changes_nothing(v) for v, o in items])
+        todo = [i for i, r in enumerate(done.results) if not r]  # a steady pass: none
+        self._record_chunk(items, todo, done, holder=holder, now=now or wall, wall=wall)
+        return done
+
+    def _record_chunk(
+        self,
+        items: Sequence[tuple[DeploymentView, Record]],
+        chunk: list[int],
+        done: Recorded,
+        *,
+        holder: str | None,
+        now: datetime,
+        wall: datetime,
+    ) -> None:
+        if not chunk:
+            return
+        if done.lease_lost:
+            for i in chunk:
+                done.results[i] = False
+            return
+        written: dict[int, bool | Exception] = {}
+        at: int | None = None
+        try:
+            with self.sessions.begin() as s:
+                if holder is not None and not self.leases.holds(s, holder, wall):
+                    log.warning(
+                        "not recording %d deployment(s): the controller lease is lost", len(chunk)
+                    )
+                    done.lease_lost = True
+                    written = dict.fromkeys(chunk, False)
+                else:
+                    deps = lock_rows(s, AIModelDeployment, (items[i][0].id for i in chunk))
+                    # Held here: the session's identity map (where s.get looks) is weak.
+                    versions = {
+                        v.id: v
+                        for v in s.scalars(
+                            select(AIModelVersion).where(
+                                AIModelVersion.id.in_({d.model_version_id for d in deps.values()})
+                            )
+                        )
+                    }
+                    routed = [items[i] for i in chunk if items[i][1].routes is not None]
+                    routes = RouteWrites(
+                        s, [(v.model_id, v.environment) for v, _ in routed], batch_events=True
+                    )
+                    for at in chunk:
+                        view, outcome = items[at]
+                        dep = deps.get(view.id)
+                        written[at] = (
+                            self._record_one(
+                                s, dep, view, outcome, routes, versions, now=now, wall=wall
+                            )
+                            if dep is not None
+                            else NotFound(f"no deployment with id {view.id}")
+                        )
+                    at = None
+                    routes.flush()
+        except Exception as exc:
+            if db_unavailable(exc):
+                raise
+            if len(chunk) == 1:
+                done.results[chunk[0]] = exc
+                return
+            # Without the one that raised, or (the flush or the commit failed) in halves.
+            half = len(chunk) // 2
+            parts = (
+                [[at], [i for i in chunk if i != at]]
+                if at is not None
+                else [chunk[:half], chunk[half:]]
+            )
+            for part in parts:
+                self._record_chunk(items, part, done, holder=holder, now=now, wall=wall)
+            return
+        routed_models: set[str] = set()
+        for i, result in written.items():
+            done.results[i] = result
+            if result is True and items[i][1].routes is not None:
+                routed_models.add(items[i][0].model_name)
+        for name in sorted(routed_models):
+            self.routes_changed(name)
+
+    def _record_one(
+        self,
+        s: Session,
+        dep: AIModelDeployment,
+        view: DeploymentView,
+        outcome: Record,
+        routes: RouteWrites,
+        versions: dict[uuid.UUID, AIModelVersion],
+        *,
+        now: datetime,
+        wall: datetime,
+    ) -> bool:
+        """One outcome, inside the batch's transaction, with ``dep`` locked."""
+        if dep.status != view.status or dep.requested_action != view.requested_action:
+            return False
         promoting = outcome.status == DeploymentStatus.ACTIVE and view.in_rollout
-        with self.sessions.begin() as s:
-            if holder is not None and not self.leases.holds(s, holder, wall):
-                log.warning("not recording deployment %s: the controller lease is lost", view.id)
+        version = versions[dep.model_version_id]
+        if promoting:
+            refused = assess_deployability(
+                s,
+                version,
+                environment=dep.environment,
+                target=dep.target,
+                stable=stable_version(s, dep),
+                allow_signature_change=bool(view.spec and view.spec.allow_signature_change),
+            )
+            if not refused.ok:
+                self._abort_instead(s, dep, version, refused.summary(), now=wall)
                 return False
-            dep = lock_deployment(s, view.id)
-            if dep.status != view.status or dep.requested_action != view.requested_action:
-                return False
-            version = s.get(AIModelVersion, dep.model_version_id)
-            assert version is not None
-            if promoting:
-                refused = assess_deployability(
-                    s,
-                    version,
-                    environment=dep.environment,
-                    target=dep.target,
-                    stable=stable_version(s, dep),
-                    allow_signature_change=bool(view.spec and view.spec.allow_signature_change),
-                )
-                if not refused.ok:
-                    self._abort_instead(s, dep, version, refused.summary(), now=wall)
-                    return False
-            self._write(s, dep, outcome, now=now, wall=wall)
-            actor = CONTROLLER
-            if outcome.consumed_request and dep.requested_action:
-                actor = str(dep.requested_action.get("actor") or CONTROLLER)
-                dep.requested_action = None
-            if view.in_rollout and outcome.status in (DeploymentStatus.ACTIVE, *RETIRED):
-                dep.paused = False
-                if outcome.status != DeploymentStatus.ACTIVE:
-                    dep.finished_at = None
-            for kind, reason, details in outcome.events:
-                add_event(
-                    s, dep, version=version, kind=kind, actor=actor, reason=reason, details=details
-                )
-            if promoting:
-                self._promoted(
-                    s, dep, version, view, retire_after=outcome.retire_stable, actor=actor, now=now
-                )
-            if outcome.routes is not None:
-                set_routes(
-                    s,
-                    model_id=view.model_id,
-                    environment=view.environment,
-                    routes=outcome.routes,
-                    deployment_id=dep.id,
-                    actor=actor,
-                    reason=outcome.reason or outcome.status,
-                    model_version_id=version.id,
-                    version_number=version.version_number,
-                )
-            s.flush()
+        self._write(s, dep, outcome, now=now, wall=wall)
+        actor = CONTROLLER
+        if outcome.consumed_request and dep.requested_action:
+            actor = str(dep.requested_action.get("actor") or CONTROLLER)
+            dep.requested_action = None
+        if view.in_rollout and outcome.status in (DeploymentStatus.ACTIVE, *RETIRED):
+            dep.paused = False
+            if outcome.status != DeploymentStatus.ACTIVE:
+                dep.finished_at = None
+        for kind, reason, details in outcome.events:
+            add_event(
+                s, dep, version=version, kind=kind, actor=actor, reason=reason, details=details
+            )
+        if promoting:
+            self._promoted(
+                s, dep, version, view, retire_after=outcome.retire_stable, actor=actor, now=now
+            )
         if outcome.routes is not None:
-            self.routes_changed(view.model_name)
+            routes.set(
+                model_id=view.model_id,
+                environment=view.environment,
+                routes=outcome.routes,
+                deployment_id=dep.id,
+                actor=actor,
+                reason=outcome.reason or outcome.status,
+                model_version_id=version.id,
+                version_number=version.version_number,
+            )
         return True
 
     def record_error(
@@ -467,19 +519,20 @@ def add_event(
     details: dict[str, Any] | None = None,
 ) -> None:
     """One line of a deployment's ledger (``GET /deployments/{id}/events``)."""
-    s.add(
-        DeploymentEvent(
-            deployment_id=dep.id,
-            model_id=version.model_id,
-            environment=dep.environment,
-            model_version_id=version.id,
-            version_number=version.version_number,
-            at=utcnow(),
-            kind=kind,
-            actor=actor,
-            reason=reason,
-            details={k: audit._plain(v) for k, v in (details or {}).items()},
-        )
+    add_event_row(
+        s,
+        {
+            "deployment_id": dep.id,
+            "model_id": version.model_id,
+            "environment": dep.environment,
+            "model_version_id": version.id,
+            "version_number": version.version_number,
+            "at": utcnow(),
+            "kind": kind,
+            "actor": actor,
+            "reason": reason,
+            "details": {k: audit._plain(v) for k, v in (details or {}).items()},
+        },
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.models import AIModel, DeploymentEvent, DeploymentRoute, RoutingState
@@ -120,53 +120,156 @@ def set_routes(
     """Make ``routes`` the whole routing set of (model, environment). Returns False (and writes
     nothing) when it already is. The ``traffic`` event names the deployment (and version)
     whose change it was."""
-    wanted = sorted((r for r in routes), key=lambda r: str(r.deployment_id))
-    have = sorted(
-        current_routes(s, model_id=model_id, environment=environment),
-        key=lambda r: str(r.deployment_id),
+    writes = RouteWrites(s, [(model_id, environment)])
+    changed = writes.set(
+        model_id=model_id,
+        environment=environment,
+        routes=routes,
+        deployment_id=deployment_id,
+        actor=actor,
+        reason=reason,
+        model_version_id=model_version_id,
+        version_number=version_number,
     )
-    if wanted == have:
-        return False
-    total = sum(r.weight for r in routes)
-    if routes and total not in (0, 100):
-        raise ValueError(f"route weights add up to {total}, not 100")
-    s.execute(
-        delete(DeploymentRoute).where(
-            DeploymentRoute.model_id == model_id, DeploymentRoute.environment == environment
-        )
-    )
-    now = utcnow()
-    for r in routes:
-        s.add(
-            DeploymentRoute(
-                deployment_id=r.deployment_id,
-                model_id=model_id,
-                environment=environment,
-                model_version_id=r.model_version_id,
-                version_number=r.version_number,
-                url=r.url,
-                weight=r.weight,
-                role=r.role,
-                updated_at=now,
+    writes.flush()
+    return changed
+
+
+_EVENT_ROWS = "modelreg.event_rows"
+
+
+def add_event_row(s: Session, row: dict[str, Any]) -> None:
+    """Add a ``deployment_event`` row (its columns): at once, or, inside a batch's
+    :class:`RouteWrites` with ``batch_events``, queued for its flush."""
+    queued = s.info.get(_EVENT_ROWS)
+    if queued is None:
+        s.add(DeploymentEvent(**row))
+    else:
+        queued.append(row)
+
+
+class RouteWrites:
+    """The routing sets one transaction changes, written together when it ends.
+
+    The sets of ``keys`` (model id, environment) are read in one query. :meth:`set` compares
+    a new set with the one held (stored, or set earlier in this transaction) and, when it
+    differs, keeps it and adds the ``traffic`` event at once (so the ledger's order is the
+    order of the changes). :meth:`flush` replaces the changed sets' rows and bumps the
+    routing generation once, however many sets changed; nothing is written when none did.
+
+    With ``batch_events``, every ledger event of the transaction (:func:`add_event_row`) is
+    queued too, and :meth:`flush` inserts them in one statement, in the order they came.
+    """
+
+    def __init__(
+        self, s: Session, keys: Sequence[tuple[uuid.UUID, str]], *, batch_events: bool = False
+    ) -> None:
+        self.s = s
+        self.sets: dict[tuple[uuid.UUID, str], list[RouteEntry]] = {}
+        self.changed: dict[tuple[uuid.UUID, str], None] = {}
+        self.events: list[dict[str, Any]] | None = None
+        if batch_events:
+            self.events = s.info[_EVENT_ROWS] = []
+        self._load(keys)
+
+    def _load(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.sets]
+        if not wanted:
+            return
+        loaded: dict[tuple[uuid.UUID, str], list[RouteEntry]] = {k: [] for k in wanted}
+        rows = self.s.scalars(
+            select(DeploymentRoute).where(
+                DeploymentRoute.model_id.in_({model for model, _ in wanted})
             )
         )
-    bump_generation(s)
-    s.add(
-        DeploymentEvent(
-            deployment_id=deployment_id,
-            model_id=model_id,
-            environment=environment,
-            model_version_id=model_version_id,
-            version_number=version_number,
-            at=now,
-            kind="traffic",
-            actor=actor,
-            reason=reason,
-            details={"routes": [r.to_dict() for r in routes]},
+        for r in rows:
+            held = loaded.get((r.model_id, r.environment))
+            if held is not None:
+                held.append(_entry(r))
+        self.sets.update(loaded)
+
+    def set(
+        self,
+        *,
+        model_id: uuid.UUID,
+        environment: str,
+        routes: Sequence[RouteEntry],
+        deployment_id: uuid.UUID,
+        actor: str,
+        reason: str,
+        model_version_id: uuid.UUID | None = None,
+        version_number: str | None = None,
+    ) -> bool:
+        """Make ``routes`` the set of (model, environment) when this transaction ends; False
+        when it already is."""
+        key = (model_id, environment)
+        self._load([key])
+        wanted = sorted(routes, key=lambda r: str(r.deployment_id))
+        if wanted == sorted(self.sets[key], key=lambda r: str(r.deployment_id)):
+            return False
+        total = sum(r.weight for r in routes)
+        if routes and total not in (0, 100):
+            raise ValueError(f"route weights add up to {total}, not 100")
+        self.sets[key] = list(routes)
+        self.changed[key] = None
+        add_event_row(
+            self.s,
+            {
+                "deployment_id": deployment_id,
+                "model_id": model_id,
+                "environment": environment,
+                "model_version_id": model_version_id,
+                "version_number": version_number,
+                "at": utcnow(),
+                "kind": "traffic",
+                "actor": actor,
+                "reason": reason,
+                "details": {"routes": [r.to_dict() for r in routes]},
+            },
         )
-    )
-    s.flush()
-    return True
+        return True
+
+    def flush(self) -> None:
+        s = self.s
+        if self.events is not None:
+            s.info.pop(_EVENT_ROWS, None)
+            if self.events:
+                s.execute(insert(DeploymentEvent), self.events)
+            self.events = None
+        if not self.changed:
+            s.flush()
+            return
+        by_environment: dict[str, list[uuid.UUID]] = {}
+        for model_id, environment in self.changed:
+            by_environment.setdefault(environment, []).append(model_id)
+        for environment, models in by_environment.items():
+            s.execute(
+                delete(DeploymentRoute).where(
+                    DeploymentRoute.environment == environment,
+                    DeploymentRoute.model_id.in_(models),
+                )
+            )
+        now = utcnow()
+        rows = [
+            {
+                "deployment_id": r.deployment_id,
+                "model_id": model_id,
+                "environment": environment,
+                "model_version_id": r.model_version_id,
+                "version_number": r.version_number,
+                "url": r.url,
+                "weight": r.weight,
+                "role": r.role,
+                "updated_at": now,
+            }
+            for model_id, environment in self.changed
+            for r in self.sets[(model_id, environment)]
+        ]
+        if rows:
+            s.execute(insert(DeploymentRoute), rows)
+        bump_generation(s)
+        s.flush()
+        self.changed.clear()
 
 
 def bump_generation(s: Session) -> None:
