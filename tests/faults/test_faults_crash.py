@@ -47,6 +47,7 @@ from registry.storage.s3 import S3Store
 from tests.support.helpers import PROBLEM, RawUpload
 from tests.support.live import Modelreg, wait_for
 from tests.support.onnx_models import add_model
+from tests.support.processes import alive, children
 from tests.support.s3server import PART_SIZE, MiB, SeaweedS3
 
 pytest_plugins = ["tests.support.s3server"]
@@ -292,34 +293,10 @@ def test_api_killed_mid_upload_leaves_no_artifact_and_the_upload_can_be_made_aga
 # -- 3. the worker dies in the middle of a validation ----------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def validator_child(worker: subprocess.Popen[bytes]) -> int | None:
     """The worker's validation child (``python -m registry.children ... validators.child``)."""
-    for pid in children(worker.pid):
-        with contextlib.suppress(OSError):
-            if b"validators.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-    return None
+    found = children(worker.pid, marker=b"validators.child")
+    return found[0] if found else None
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

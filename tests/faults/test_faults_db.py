@@ -204,16 +204,6 @@ class Load:
 
 
 @pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    pg = PgCluster.require()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
-
-
-@pytest.fixture
 def modelreg(tmp_path: Path, cluster: PgCluster) -> Iterator[Modelreg]:
     migrate.upgrade(cluster.url)
     mr = Modelreg(

@@ -24,16 +24,6 @@ POOLED = 4
 
 
 @pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    pg = PgCluster.require()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
-
-
-@pytest.fixture
 def engine(cluster: PgCluster) -> Iterator[Engine]:
     engine = create_db_engine(cluster.url, pool_size=POOLED, max_overflow=0)
     try:

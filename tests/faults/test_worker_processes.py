@@ -24,8 +24,11 @@ from registry.models import AIModelValidationResult, UsageLog, ValidationRequest
 from tests.conftest import PgDatabases
 from tests.support.live import Modelreg, wait_for
 from tests.support.onnx_models import add_model
+from tests.support.processes import alive, children
 
 MODEL = "m"
+#: in a validation child's command line (``python -m registry.children ... validators.child``)
+CHILD = b"validators.child"
 
 
 @pytest.fixture
@@ -80,27 +83,6 @@ def done(sessions: sessionmaker[Session], count: int) -> bool:
     return [r.status for r in requests(sessions)] == ["Done"] * count
 
 
-def validator_children(pid: int) -> list[int]:
-    """The validation children (``python -m registry.children ... validators.child``) of
-    process ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-            if int(fields[1]) == pid and fields[0] != "Z" and b"validators.child" in cmdline:
-                found.append(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def assert_each_validated_once(sessions: sessionmaker[Session], count: int) -> None:
     with sessions() as s:
         reqs = list(s.scalars(select(ValidationRequest)))
@@ -153,14 +135,14 @@ def test_a_worker_killed_with_two_children_running_loses_neither_run(
     env = {"MODELREG_VALIDATION_CONCURRENCY": "2"}
     workers.append(live.spawn("worker", log="worker1.log", env=env))
     first = workers[0]
-    children = wait_for(
-        lambda: (found := validator_children(first.pid)) and len(found) == 2 and found,
+    running = wait_for(
+        lambda: len(found := children(first.pid, marker=CHILD)) == 2 and found,
         what="two validation children",
         timeout=120,
     )
     first.send_signal(signal.SIGKILL)  # the worker alone, as the OOM killer would
     first.wait(timeout=30)
-    wait_for(lambda: not any(alive(pid) for pid in children), what="the orphans to die")
+    wait_for(lambda: not any(alive(pid) for pid in running), what="the orphans to die")
     assert [(r.status, r.attempts, r.result_id) for r in requests(sessions)] == [
         ("Running", 1, None)
     ] * 2
