@@ -12,11 +12,27 @@ FastAPI writes (``TypeAdapter.dump_json`` with ``by_alias``, as ``application/js
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import Response
 from pydantic import BaseModel
 
-from api.schemas import ModelOut, SignatureOut, ValidationSummaryOut, VersionOut
+from api.schemas import (
+    DeploymentOut,
+    DeploymentProgress,
+    FeedbackBatchOut,
+    FeedbackKept,
+    FeedbackRejected,
+    KeyCreated,
+    KeyOut,
+    ModelOut,
+    SignatureOut,
+    ValidationSummaryOut,
+    VersionOut,
+)
+from registry.services.deployment_views import DeploymentView
+from registry.services.feedback_ingest import BatchResult
+from registry.services.keys import IssuedKey, KeyInfo
 from registry.services.models import ModelView, VersionView
 
 JSON = "application/json"
@@ -78,3 +94,69 @@ def version_out(view: VersionView) -> VersionOut:
         ),
         tags=view.tags,
     )
+
+
+def deployment_out(view: DeploymentView) -> DeploymentOut:
+    return DeploymentOut.model_construct(
+        id=view.id,
+        model=view.model_name,
+        model_id=view.model_id,
+        model_version_id=view.version.id,
+        version_number=view.version.number,
+        environment=view.environment,
+        status=view.status,
+        deployment_strategy=view.strategy,
+        strategy_params=view.params,
+        target=view.target,
+        endpoint=view.endpoint,
+        kubernetes_details=view.kubernetes_details,
+        progress=DeploymentProgress.model_construct(
+            step_index=view.step_index,
+            step_count=DeploymentOut.steps_of(view),
+            step_started_at=view.step_started_at,
+            traffic_weight=view.traffic_weight,
+            paused=view.paused,
+            hold_since=view.hold_since,
+        ),
+        conditions=view.conditions,
+        requested_action=view.requested_action,
+        stable_deployment_id=view.stable_deployment_id,
+        spec_hash=view.spec_hash,
+        desired_state=view.desired_state,
+        observed_state=view.observed_state,
+        scale_down_at=view.scale_down_at,
+        finished_at=view.finished_at,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+    )
+
+
+def feedback_batch_out(result: BatchResult) -> FeedbackBatchOut:
+    return FeedbackBatchOut.model_construct(
+        kept=[FeedbackKept.model_construct(index=k.index, id=k.id) for k in result.kept],
+        rejected=[
+            FeedbackRejected.model_construct(index=r.index, reason=r.reason)
+            for r in result.rejected
+        ],
+    )
+
+
+def _key_fields(info: KeyInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "api_key": info.api_key,
+        "name": info.name,
+        "scopes": list(info.scopes),
+        "is_active": info.is_active,
+        "user_id": info.user_id,
+        "user_email": info.user_email,
+        "created_at": info.created_at,
+    }
+
+
+def key_out(info: KeyInfo) -> KeyOut:
+    return KeyOut.model_construct(**_key_fields(info))
+
+
+def key_created(issued: IssuedKey) -> KeyCreated:
+    return KeyCreated.model_construct(**_key_fields(issued.info), token=issued.token)

@@ -386,15 +386,19 @@ class DeploymentOut(OutBody):
     created_at: datetime
     updated_at: datetime | None
 
+    @staticmethod
+    def steps_of(view: Any) -> int | None:
+        """``progress.stepCount`` of a deployment view: its strategy's number of steps."""
+        if view.strategy == vocabulary.Strategy.CANARY:
+            return len(view.params.get("steps") or ()) or 3
+        if view.strategy == vocabulary.Strategy.ROLLING_UPDATE:
+            return int(view.params.get("replicas", 1))
+        if view.strategy == vocabulary.Strategy.BLUE_GREEN:
+            return 1
+        return None
+
     @classmethod
     def of(cls, view: Any) -> DeploymentOut:
-        steps = None
-        if view.strategy == vocabulary.Strategy.CANARY:
-            steps = len(view.params.get("steps") or ()) or 3
-        elif view.strategy == vocabulary.Strategy.ROLLING_UPDATE:
-            steps = int(view.params.get("replicas", 1))
-        elif view.strategy == vocabulary.Strategy.BLUE_GREEN:
-            steps = 1
         return cls(
             id=view.id,
             model=view.model_name,
@@ -410,7 +414,7 @@ class DeploymentOut(OutBody):
             kubernetes_details=view.kubernetes_details,
             progress=DeploymentProgress(
                 step_index=view.step_index,
-                step_count=steps,
+                step_count=cls.steps_of(view),
                 step_started_at=view.step_started_at,
                 traffic_weight=view.traffic_weight,
                 paused=view.paused,
@@ -502,13 +506,6 @@ class FeedbackRejected(OutBody):
 class FeedbackBatchOut(OutBody):
     kept: list[FeedbackKept]
     rejected: list[FeedbackRejected]
-
-    @classmethod
-    def of(cls, result: Any) -> FeedbackBatchOut:
-        return cls(
-            kept=[FeedbackKept(index=k.index, id=k.id) for k in result.kept],
-            rejected=[FeedbackRejected(index=r.index, reason=r.reason) for r in result.rejected],
-        )
 
 
 class FeedbackOut(OutBody):

@@ -150,12 +150,15 @@ class Children:
         self._procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self._adopted: list[SeaweedS3] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], *, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.logdir / f"{name}.log").open("wb")
         try:
             proc = subprocess.Popen(
                 argv,
                 env=env,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

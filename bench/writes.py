@@ -1,16 +1,19 @@
 """Creating versions: ``POST /api/v1/models/{name}/versions`` per second, against a floor.
 
     python -m bench.writes [--against /path/to/other/checkout] [--duration 8] [--rounds 3]
-                           [--databases postgresql,sqlite] [--pg URL] [--json out.json]
+                           [--databases postgresql,sqlite] [--workers 1,2] [--pg URL]
+                           [--json out.json]
 
-Each side is a real server process: ``python -m uvicorn api.app:create_app --factory``, one
-process (as bench.resolve starts it), run from this checkout and, with ``--against``, from
-another one (e.g. ``git worktree add /tmp/main-base main``), each with its own code's
-migrations, on its own fresh database: a temporary PostgreSQL database on ``--pg``, and a
-SQLite file. ``wrk`` (Debian's package) drives it over keep-alive connections from one
-thread, with a Lua script that gives every request a new version number: 1 connection
-(sequential) and 8 (concurrent). Every create is a real one: auth on (an admin key), the
-version row and its audit row committed.
+Each side is a real server: ``python -m uvicorn api.app:create_app --factory``, one process
+(as bench.resolve starts it), and for each ``--workers`` N above 1, ``modelreg serve
+--workers N`` (N API processes on one port; its validation worker and controller off, as
+nothing here needs them), run from this checkout and, with ``--against``, from another one
+(e.g. ``git worktree add /tmp/main-base main``), each with its own code's migrations, on its
+own fresh database: a temporary PostgreSQL database on ``--pg``, and a SQLite file. ``wrk``
+(Debian's package) drives it over keep-alive connections from one thread, with a Lua script
+that gives every request a new version number: 1 connection (sequential) and 8 (concurrent).
+Every create is a real one: auth on (an admin key), the version row and its audit row
+committed.
 
 The floor is the same database without the API: a loop of bare ``INSERT`` + ``COMMIT`` of a
 similar row into ``ai_model_version`` (psycopg, one connection per client; sqlite3 with the
@@ -19,14 +22,16 @@ registry's PRAGMAs), sequentially and from 8 threads.
 Rounds are interleaved (each round measures every side and the floor, the sides' order
 alternating), after a warm-up; the figures are the medians over rounds. Reported per
 database and concurrency: creates/s, wrk's p50 and p99, the server's CPU ms per create (from
-/proc, so less sensitive to what else loads the machine), and the ratios to the other
-checkout and to the floor. Goals (issue 15): >= 300/s sequential and >= 1,000/s with 8
-clients on PostgreSQL. The load average is printed at the start and the end.
+/proc, summed over the server's processes, so less sensitive to what else loads the machine),
+and the ratios to the other checkout (with as many workers) and to the floor. Goals (issue
+15): >= 300/s sequential and >= 1,000/s with 8 clients on PostgreSQL. The load average is
+printed at the start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -96,6 +101,12 @@ class Server:
     url: str
     token: str
     pid: int
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        """``this`` or ``other``, with ``-Nw`` for ``modelreg serve --workers N``."""
+        return self.side if self.workers == 1 else f"{self.side}-{self.workers}w"
 
 
 def _env(tree: Path, **extra: str) -> dict[str, str]:
@@ -105,9 +116,16 @@ def _env(tree: Path, **extra: str) -> dict[str, str]:
 
 
 def start_server(
-    children: Children, *, side: str, tree: Path, database: str, db_url: str, work: Path
+    children: Children,
+    *,
+    side: str,
+    tree: Path,
+    database: str,
+    db_url: str,
+    work: Path,
+    workers: int = 1,
 ) -> Server:
-    data = work / f"{side}-{database}"
+    data = work / f"{side}-{database}-{workers}w"
     data.mkdir(parents=True)
     setup = subprocess.run(
         [sys.executable, "-c", SETUP, db_url, str(data)],
@@ -126,31 +144,62 @@ def start_server(
         MODELREG_STORAGE="local",
         MODELREG_LOG_LEVEL="WARNING",
     )
-    # --app-dir: ``python -m`` puts the working directory first on sys.path, ahead of
-    # PYTHONPATH; without it every side would import this checkout.
-    argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--app-dir"]
-    argv += [str(tree), "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    argv += ["--log-level", "warning"]
-    name = f"{side}-{database}"
-    proc = children.start(name, argv, env)
+    name = f"{side}-{database}-{workers}w"
+    if workers == 1:
+        # --app-dir: ``python -m`` puts the working directory first on sys.path, ahead of
+        # PYTHONPATH; without it every side would import this checkout.
+        argv = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--app-dir"]
+        argv += [str(tree), "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        argv += ["--log-level", "warning"]
+        proc = children.start(name, argv, env)
+    else:
+        # serve's children are ``python -m`` too, in its working directory: the side's tree.
+        env.update(
+            MODELREG_WORKER_ENABLED="false",
+            MODELREG_CONTROLLER_ENABLED="false",
+            MODELREG_CREDENTIALS_FILE=str(data / "credentials"),
+            MODELREG_SERVER_STATE_DIR=str(data / "servers"),
+        )
+        argv = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--workers", str(workers)]
+        proc = children.start(name, argv, env, cwd=tree)
     base = f"http://127.0.0.1:{port}"
     wait_until_up(f"{base}/healthz", proc, children, name, ok=lambda r: r.is_success)
     model = {"name": MODEL, "taskType": "ImageGeneration", "provider": "Internal"}
     headers = {"Authorization": f"Bearer {token}"}
     httpx.post(f"{base}/api/v1/models", json=model, headers=headers).raise_for_status()
-    return Server(side, database, f"{base}/api/v1/models/{MODEL}/versions", token, proc.pid)
+    url = f"{base}/api/v1/models/{MODEL}/versions"
+    return Server(side, database, url, token, proc.pid, workers)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """:func:`cpu_seconds` of ``pid`` and every process below it (serve's API processes)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(current)
+        todo += parents.get(current, [])
+    return total
 
 
 def run_wrk(wrk: str, server: Server, *, connections: int, duration: int, prefix: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA % {"token": server.token, "prefix": prefix})
     try:
-        cpu = cpu_seconds(server.pid)
+        cpu = tree_cpu_seconds(server.pid)
         argv = [wrk, "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency"]
         out = subprocess.run(
             [*argv, "-s", script.name, server.url], capture_output=True, text=True, check=True
         ).stdout
-        cpu = cpu_seconds(server.pid) - cpu
+        cpu = tree_cpu_seconds(server.pid) - cpu
     finally:
         os.unlink(script.name)
     numbers = {
@@ -274,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument("--databases", default="postgresql,sqlite", help="postgresql,sqlite")
     parser.add_argument(
+        "--workers",
+        default="1",
+        help="API processes per server, e.g. 1,2 (1: uvicorn; N > 1: modelreg serve --workers N)",
+    )
+    parser.add_argument(
         "--pg",
         default=os.environ.get("MODELREG_TEST_DATABASE_URL", DEFAULT_PG),
         help="admin URL of a PostgreSQL server where temp databases may be created",
@@ -286,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         sides["other"] = args.against.resolve()
     databases = args.databases.split(",")
+    worker_counts = [int(w) for w in args.workers.split(",")]
     results: dict[str, list[dict[str, Any]]] = {}
     pg_names: list[str] = []
     load_start = loadavg()
@@ -296,14 +351,21 @@ def main(argv: list[str] | None = None) -> int:
             servers: list[Server] = []
             floors: dict[str, Floor] = {}
             for database in databases:
-                for side, tree in sides.items():
-                    db_url = _database(database, args.pg, work, side, pg_names)
-                    server = start_server(
-                        children, side=side, tree=tree, database=database, db_url=db_url, work=work
-                    )
-                    servers.append(server)
-                    if side == "this":
-                        floors[database] = floor_for(database, db_url)
+                for workers in worker_counts:
+                    for side, tree in sides.items():
+                        db_url = _database(database, args.pg, work, f"{side}-{workers}", pg_names)
+                        server = start_server(
+                            children,
+                            side=side,
+                            tree=tree,
+                            database=database,
+                            db_url=db_url,
+                            work=work,
+                            workers=workers,
+                        )
+                        servers.append(server)
+                        if side == "this" and database not in floors:
+                            floors[database] = floor_for(database, db_url)
             for server in servers:  # warm-up: imports, connections, the key cache
                 run_wrk(wrk, server, connections=8, duration=2, prefix="warm")
             for r in range(args.rounds):
@@ -313,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         point = run_wrk(
                             wrk, server, connections=c, duration=args.duration, prefix=f"r{r}c{c}"
                         )
-                        results.setdefault(f"{server.side}/{server.database}/{c}", []).append(point)
+                        key = f"{server.label}/{server.database}/{c}"
+                        results.setdefault(key, []).append(point)
                     for database, floor in floors.items():
                         point = floor_loop(
                             floor, clients=c, duration=args.duration, prefix=f"floor-r{r}c{c}"
@@ -330,11 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         "against_commit": _commit(args.against) if args.against else None,
         "duration_s": args.duration,
         "rounds": args.rounds,
+        "workers": worker_counts,
         "loadavg": {"start": load_start, "end": loadavg()},
         "machine": machine_info(Path(tempfile.gettempdir())),
         "results": results,
     }
-    print_report(report, databases, list(sides))
+    print_report(report, databases, list(sides), worker_counts)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 1 if any(p["errors"] for points in results.values() for p in points) else 0
@@ -362,7 +426,9 @@ def _commit(tree: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def print_report(report: dict[str, Any], databases: list[str], sides: list[str]) -> None:
+def print_report(
+    report: dict[str, Any], databases: list[str], sides: list[str], workers: list[int]
+) -> None:
     results = report["results"]
     print(f"\n{report['when']}  this: {report['source']['commit']}", end="")
     print(f"  other: {report['against_commit']}" if report["against"] else "")
@@ -371,18 +437,22 @@ def print_report(report: dict[str, Any], databases: list[str], sides: list[str])
         f" {report['loadavg']['end']} at the end"
     )
     print(f"medians of {report['rounds']} interleaved rounds of {report['duration_s']} s\n")
-    head = (
-        f"{'database':10} {'clients':>7} {'side':6} {'creates/s':>10} {'p50 ms':>7} {'p99 ms':>7}"
-    )
+    head = f"{'database':10} {'clients':>7} {'side':9} {'creates/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
     print(f"{head} {'cpu ms/op':>9} {'/ other':>8} {'/ floor':>8}  rounds (creates/s)")
+    print("(cpu ms/op: of all the server's processes; -Nw: modelreg serve --workers N)")
     for database in databases:
         for c in CONCURRENCY:
             floor = _median(results, f"floor/{database}/{c}", "rps")
-            other = _median(results, f"other/{database}/{c}", "rps") if "other" in sides else None
-            for side in [*sides, "floor"]:
+            for side in [*_labels(sides, workers), "floor"]:
                 key = f"{side}/{database}/{c}"
                 rps = _median(results, key, "rps")
-                cells = [f"{database:10} {c:7} {side:6} {rps:10.0f}"]
+                mate = side.replace("this", "other", 1)
+                other = (
+                    _median(results, f"{mate}/{database}/{c}", "rps")
+                    if side.startswith("this") and f"{mate}/{database}/{c}" in results
+                    else None
+                )
+                cells = [f"{database:10} {c:7} {side:9} {rps:9.0f}"]
                 if side == "floor":
                     cells.append(f"{'':7} {'':7} {'':9}")
                 else:
@@ -390,11 +460,15 @@ def print_report(report: dict[str, Any], databases: list[str], sides: list[str])
                         _median(results, key, f) for f in ("p50_ms", "p99_ms", "server_cpu_ms")
                     )
                     cells.append(f"{p50:7.2f} {p99:7.2f} {cpu:9.2f}")
-                cells.append(f"{rps / other:8.2f}" if other and side == "this" else f"{'':8}")
+                cells.append(f"{rps / other:8.2f}" if other else f"{'':8}")
                 cells.append(f"{rps / floor:8.2f}" if side != "floor" else f"{'':8}")
                 cells.append(" ".join(f"{p['rps']:.0f}" for p in results[key]))
                 print(" ".join(cells))
         print()
+
+
+def _labels(sides: list[str], workers: list[int]) -> list[str]:
+    return [side if w == 1 else f"{side}-{w}w" for w in workers for side in sides]
 
 
 def _median(results: dict[str, list[dict[str, Any]]], key: str, field: str) -> float:

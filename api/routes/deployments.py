@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 
+from api.answers import answer, deployment_out
 from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import (
@@ -64,9 +65,7 @@ MAX_EVENT_ID = 2**63 - 1
     "differs from the stable version's (`signatureDiff`; `strategyParams.allowSignatureChange` "
     "overrides). One rollout per model and environment at a time.",
 )
-def create_deployment(
-    body: DeploymentCreate, actor: Operator, reg: Reg, response: Response
-) -> DeploymentOut:
+def create_deployment(body: DeploymentCreate, actor: Operator, reg: Reg) -> Response:
     dep = reg.deployments.create(
         actor,
         model_name=body.model,
@@ -77,8 +76,11 @@ def create_deployment(
         params=body.strategy_params,
         target=body.target,
     )
-    response.headers["Location"] = f"/api/v1/deployments/{dep.id}"
-    return DeploymentOut.of(dep)
+    return answer(
+        deployment_out(dep),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": f"/api/v1/deployments/{dep.id}"},
+    )
 
 
 @router.get("/deployments", response_model=DeploymentPage, summary="List deployments, newest first")
@@ -145,11 +147,11 @@ def deployment_action(
     actor: Operator,
     reg: Reg,
     body: Annotated[ActionIn | None, Body()] = None,
-) -> DeploymentOut:
+) -> Response:
     dep = reg.deployments.request(
         actor, deployment_id, action, reason=body.reason if body else None
     )
-    return DeploymentOut.of(dep)
+    return answer(deployment_out(dep), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.post(
@@ -169,7 +171,7 @@ def rollback(
     reg: Reg,
     environment: Environment | None = None,
     body: Annotated[RollbackIn | None, Body()] = None,
-) -> DeploymentOut:
+) -> Response:
     chosen = body.environment if body is not None else None
     if chosen is not None and environment is not None and chosen != environment:
         raise Invalid(
@@ -181,7 +183,7 @@ def rollback(
         chosen or environment or vocabulary.Environment.PRODUCTION.value,
         reason=body.reason if body else None,
     )
-    return DeploymentOut.of(dep)
+    return answer(deployment_out(dep), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.get(

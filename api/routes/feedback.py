@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import Discriminator, Tag
 
+from api.answers import answer, feedback_batch_out
 from api.deps import app_registry, authorize
 from api.problems import problem_responses
 from api.schemas import (
@@ -63,7 +64,7 @@ FeedbackBody = Annotated[
     "that cannot be kept, or a batch whose every item is rejected, answers 422 with the same "
     "lists in the problem body. More than 1,000 items answers 413.",
 )
-def submit_feedback(body: FeedbackBody, actor: Writer, reg: Reg) -> FeedbackBatchOut:
+def submit_feedback(body: FeedbackBody, actor: Writer, reg: Reg) -> Response:
     if isinstance(body, FeedbackBatchIn):
         if len(body.items) > MAX_FEEDBACK_BATCH:
             raise PayloadTooLarge(
@@ -74,7 +75,7 @@ def submit_feedback(body: FeedbackBody, actor: Writer, reg: Reg) -> FeedbackBatc
         items = list(body.items)
     else:
         items = [body.model_dump(mode="json", by_alias=True, exclude_none=True)]
-    return FeedbackBatchOut.of(reg.feedback.submit(actor, items))
+    return answer(feedback_batch_out(reg.feedback.submit(actor, items)))
 
 
 @router.get(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 
+from api.answers import answer, key_created, key_out
 from api.deps import app_registry, authorize
 from api.routes import BAD_BODY
 from api.schemas import IdOrPrefix, KeyCreate, KeyCreated, KeyOut
@@ -30,9 +31,9 @@ def _out(info: KeyInfo) -> KeyOut:
     response_model=KeyCreated,
     summary="Create an API key; the token is in this response only",
 )
-def create_key(body: KeyCreate, actor: Admin, reg: Reg) -> KeyCreated:
+def create_key(body: KeyCreate, actor: Admin, reg: Reg) -> Response:
     issued = reg.keys.create(actor, name=body.name, scopes=list(body.scopes), user_email=body.user)
-    return KeyCreated.model_validate({**_out(issued.info).model_dump(), "token": issued.token})
+    return answer(key_created(issued), status_code=status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=list[KeyOut], summary="List API keys (never their secrets)")
@@ -47,5 +48,5 @@ def list_keys(_: Admin, reg: Reg) -> list[KeyOut]:
     description="`api_key` is the public key id (`mr_…`) or a unique prefix of at least 8 "
     "characters: 409 with `candidates` when several keys start with it.",
 )
-def revoke_key(api_key: IdOrPrefix, actor: Admin, reg: Reg) -> KeyOut:
-    return _out(reg.keys.revoke(actor, api_key))
+def revoke_key(api_key: IdOrPrefix, actor: Admin, reg: Reg) -> Response:
+    return answer(key_out(reg.keys.revoke(actor, api_key)))

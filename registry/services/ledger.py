@@ -318,11 +318,13 @@ class RolloutLedger:
     ) -> None:
         """Leave a request (promote, abort, undeploy) for the next controller pass, which
         looks at the deployment at once; the ledger's ``{action}_requested`` says ``told``."""
+        # In the order the database gives JSON keys back (JSONB's: shorter first, then
+        # bytewise), so the request's answer has the bytes of a later GET.
         dep.requested_action = {
-            "action": action,
-            "actor": actor,
-            "reason": reason,
             "at": now.isoformat(),
+            "actor": actor,
+            "action": action,
+            "reason": reason,
         }
         dep.next_reconcile_at = None
         dep.updated_at = now
