@@ -99,7 +99,7 @@ def test_canary_from_first_deploy_to_promotion(modelreg: Modelreg, two_versions:
 
     done = modelreg.until_status(canary["id"], *TERMINAL)
     assert done["status"] == "Active", done
-    assert modelreg.weights(model) == {"1.1": 100}
+    modelreg.settled_weights(model, {"1.1": 100})
     old = modelreg.deployment(first["id"])
     assert old["status"] == "Inactive"
     versions = {
@@ -165,7 +165,7 @@ def test_a_broken_candidate_rolls_back_while_stable_keeps_serving(modelreg: Mode
     assert set(served) == {1.0}
     reason = next(e for e in modelreg.events(candidate["id"]) if e["kind"] == "rolled_back")
     assert "exited with code" in reason["reason"]
-    assert modelreg.weights(model, "staging") == {"1.0": 100}
+    modelreg.settled_weights(model, {"1.0": 100}, environment="staging")
 
 
 def test_abort_and_manual_promote(modelreg: Modelreg) -> None:
@@ -186,7 +186,7 @@ def test_abort_and_manual_promote(modelreg: Modelreg) -> None:
     assert aborted.status_code == 202
     state = modelreg.until_status(canary["id"], "RolledBack")
     assert state["progress"]["trafficWeight"] == 0
-    assert modelreg.weights(model) == {"1.0": 100}
+    modelreg.settled_weights(model, {"1.0": 100})
     ledger = modelreg.events(canary["id"])
     kinds = [e["kind"] for e in ledger]
     assert kinds.index("abort_requested") < kinds.index("aborted")
@@ -201,7 +201,7 @@ def test_abort_and_manual_promote(modelreg: Modelreg) -> None:
     promoted = modelreg.api.post(f"/api/v1/deployments/{again['id']}/promote")
     assert promoted.status_code == 202
     assert modelreg.until_status(again["id"], *TERMINAL)["status"] == "Active"
-    assert modelreg.weights(model) == {"2.0": 100}
+    modelreg.settled_weights(model, {"2.0": 100})
 
 
 def test_blue_green_previews_then_switches_atomically(modelreg: Modelreg) -> None:
@@ -258,7 +258,7 @@ def test_rolling_update(modelreg: Modelreg) -> None:
     )
     modelreg.until_weights(model, {"1.0": 50, "2.0": 50})
     assert modelreg.until_status(rolling["id"], *TERMINAL)["status"] == "Active"
-    assert modelreg.weights(model) == {"2.0": 100}
+    modelreg.settled_weights(model, {"2.0": 100})
     instances = modelreg.deployment(rolling["id"])["observedState"]["workload"]["instances"]
     assert len(instances) == 2
 

@@ -240,7 +240,7 @@ def test_a_candidate_that_answers_400_is_rolled_back(
     assert gate["stable4xxShare"] == 0.0
     assert gate["stableRequests"] >= 20, "the stable version's own requests, in the same window"
     assert "4xx share" in failed[-1]["reason"]
-    assert mr.weights(model, ENV) == {"1.0": 100}
+    mr.settled_weights(model, {"1.0": 100}, environment=ENV)
 
 
 def test_prometheus_error_rate_gate_rolls_a_failing_candidate_back(
@@ -278,7 +278,7 @@ def test_prometheus_error_rate_gate_rolls_a_failing_candidate_back(
     assert 'version="2.0"' in gate["query"]
     assert gate["value"] >= 0.2
     assert gate["failure"] == {"min": 0.2}
-    assert mr.weights(model, ENV) == {"1.0": 100}
+    mr.settled_weights(model, {"1.0": 100}, environment=ENV)
     assert prometheus.value(f'modelreg_model_server_ready{{model="{model}",version="1.0"}}') == 1
 
 

@@ -226,13 +226,26 @@ class Modelreg:
         return {e["versionNumber"]: e["weight"] for e in answer["endpoints"]}
 
     def until_weights(
-        self, model: str, expected: dict[str, int], *, environment: str = "production"
+        self,
+        model: str,
+        expected: dict[str, int],
+        *,
+        environment: str = "production",
+        timeout: float = 90,
     ) -> None:
         wait_for(
             lambda: self.weights(model, environment) == expected or None,
             what=f"weights {expected}",
-            timeout=90,
+            timeout=timeout,
         )
+
+    def settled_weights(
+        self, model: str, expected: dict[str, int], *, environment: str = "production"
+    ) -> None:
+        """The weights resolution gives once the controller's last write reaches the API. The
+        controller is a process of its own, so the API sees its writes through the routing
+        generation poll (0.25 s, docs/api.md), not at once; 10 s allows for a loaded machine."""
+        self.until_weights(model, expected, environment=environment, timeout=10)
 
 
 def wait_for(check: Callable[[], T | None], *, what: str, timeout: float = 60) -> T:
