@@ -57,16 +57,42 @@ def child_environment(
     return env
 
 
+_METRICS_PREFIX = "modelreg-metrics-"
+
+
 @contextlib.contextmanager
 def metrics_directory() -> Iterator[Path]:
     """A new, empty directory only this user can read (0700, from ``mkdtemp``), for the
     children's ``PROMETHEUS_MULTIPROC_DIR``; removed, with every process's files, on exit. A
-    fresh one per ``serve``: no file of an earlier run (or of a reused pid) is ever summed."""
-    directory = Path(tempfile.mkdtemp(prefix="modelreg-metrics-"))
+    fresh one per ``serve``: no file of an earlier run (or of a reused pid) is ever summed.
+    The directories a SIGKILLed ``serve`` left behind are removed first."""
+    _remove_stale_metrics(Path(tempfile.gettempdir()))
+    directory = Path(tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-"))
     try:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_stale_metrics(parent: Path) -> None:
+    """Remove this user's metrics directories whose ``serve`` (the pid in the name) is gone."""
+    for directory in parent.glob(f"{_METRICS_PREFIX}*-*"):
+        pid = directory.name[len(_METRICS_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError, ValueError):
+            if directory.stat().st_uid != os.getuid() or _running(int(pid)):
+                continue
+            shutil.rmtree(directory)
+            log.info("removed %s, left by a serve that is gone", directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def forget_metrics(directory: Path, pid: int) -> None:

@@ -45,6 +45,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
         MODELREG_DATA_DIR=str(home / "data"),
         MODELREG_CREDENTIALS_FILE=str(home / "credentials"),
         MODELREG_CONTROLLER_METRICS_PORT="0",
+        TMPDIR=str(home),  # where serve makes its metrics directory, even when it is killed
         **extra,
     )
     return env
@@ -354,7 +355,13 @@ def _scrape(conn: http.client.HTTPConnection) -> list[Sample]:
     return [s for f in text_string_to_metric_families(text) for s in f.samples]
 
 
-def test_one_scrape_sums_the_metrics_of_every_api_process(serving: Callable[..., Serve]) -> None:
+def test_one_scrape_sums_the_metrics_of_every_api_process(
+    serving: Callable[..., Serve], tmp_path: Path
+) -> None:
+    # What a SIGKILLed serve (pid 2**22 + 1: above pid_max, never running) left behind.
+    stale = tmp_path / f"modelreg-metrics-{2**22 + 1}-abc"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"")
     serve = serving("--workers", "2", MODELREG_CONTROLLER_ENABLED="false")
     serve.ready()
     kinds = serve.kinds(3)
@@ -362,6 +369,8 @@ def test_one_scrape_sums_the_metrics_of_every_api_process(serving: Callable[...,
     (shared,) = {_environ(pid).get(MULTIPROCESS_DIR) for pid in kinds}  # the worker's too
     assert shared is not None
     assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
+    assert Path(shared).parent == tmp_path
+    assert not stale.exists(), "a directory of a serve that is gone is removed at start"
     by_pid, opened = _connection_per_process(serve, api)
     sent = dict(zip(api, (3, 5), strict=True))
     for pid, conn in by_pid.items():
