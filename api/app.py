@@ -62,6 +62,7 @@ def create_app(
     app.state.settings = settings
     app.state.upload_executor = upload_executor
     app.state.metrics_database = metrics.scrape_registry(registry)
+    app.state.metrics_processes = metrics.process_metrics()
     app.state.readiness = health.ReadinessLog()
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_body_bytes)

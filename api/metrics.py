@@ -12,14 +12,20 @@ Bearer token of its own (see :func:`check_metrics_token`). It exposes no secret:
 durations and database aggregates, labelled by route template, method, status, model,
 version, environment, result and the like (low cardinality; never a user, a key, a request
 id or a raw path).
+
+Under ``modelreg serve`` (``PROMETHEUS_MULTIPROC_DIR`` set, see ``api.supervisor``) the
+counters, histograms and gauges of every API process and of the validation worker live in
+files there, and :func:`process_metrics` sums them: one scrape of the port, whichever process
+answers it, gives the totals. The database gauges are read once, by the process that answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -31,6 +37,7 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -129,6 +136,22 @@ def scrape_registry(registry: Registry) -> CollectorRegistry:
     return scraped
 
 
+#: prometheus_client leaves its ``__init__`` unannotated: (registry, path), registering itself.
+_sum_into: Callable[[CollectorRegistry, str], Collector] = MultiProcessCollector
+
+
+def process_metrics() -> CollectorRegistry:
+    """What ``/metrics`` reports besides the database gauges: :data:`METRICS` of this process,
+    or, with ``PROMETHEUS_MULTIPROC_DIR`` set (which prometheus_client read at import, so
+    :data:`METRICS` writes there too), the sum over every process that writes there."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return METRICS
+    summed = CollectorRegistry()
+    _sum_into(summed, directory)
+    return summed
+
+
 class _Forward(Collector):
     """Exposes another registry's metrics through this one."""
 
@@ -169,9 +192,10 @@ def check_metrics_token(request: Request) -> None:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    """The Prometheus text exposition: process-wide metrics, then the database gauges."""
+    """The Prometheus text exposition: the processes' metrics, then the database gauges."""
     check_metrics_token(request)
     database: CollectorRegistry = request.app.state.metrics_database
+    processes: CollectorRegistry = request.app.state.metrics_processes
     # The database gauges first: a failed read counts in METRICS' collect-error counter.
     tail = generate_latest(database)
-    return Response(generate_latest(METRICS) + tail, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(processes) + tail, media_type=CONTENT_TYPE_LATEST)

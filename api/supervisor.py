@@ -10,6 +10,9 @@ controller, each a process of its own, so that nothing competes with the API for
   rather than one that hides a crash loop.
 - Each gets :func:`child_environment`: what a Python process needs, the ``MODELREG_*``
   settings, and (for the controller) the Kubernetes client's variables; nothing else.
+- The API processes and the validation worker share a private :func:`metrics_directory`
+  (``PROMETHEUS_MULTIPROC_DIR``): each writes its counters, histograms and gauges to files of
+  its own there, and whichever API process answers ``GET /metrics`` sums them all.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from registry.children import Child, Limits, clean_env, limited_argv
 
@@ -32,6 +38,9 @@ STOP_SECONDS = 20.0
 #: What the Kubernetes client reads (the controller's Kubernetes deployer), and TLS roots.
 KUBE_NAMES = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 TLS_NAMES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+#: Where prometheus_client keeps a process's metrics when they are summed across processes. It
+#: reads the variable once, at import: it must be in a child's environment from its start.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def child_environment(
@@ -46,6 +55,54 @@ def child_environment(
             env[name] = value
     env.update(overrides)
     return env
+
+
+_METRICS_PREFIX = "modelreg-metrics-"
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[Path]:
+    """A new, empty directory only this user can read (0700, from ``mkdtemp``), for the
+    children's ``PROMETHEUS_MULTIPROC_DIR``; removed, with every process's files, on exit. A
+    fresh one per ``serve``: no file of an earlier run (or of a reused pid) is ever summed.
+    The directories a SIGKILLed ``serve`` left behind are removed first."""
+    _remove_stale_metrics(Path(tempfile.gettempdir()))
+    directory = Path(tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_stale_metrics(parent: Path) -> None:
+    """Remove this user's metrics directories whose ``serve`` (the pid in the name) is gone."""
+    for directory in parent.glob(f"{_METRICS_PREFIX}*-*"):
+        pid = directory.name[len(_METRICS_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError, ValueError):
+            if directory.stat().st_uid != os.getuid() or _running(int(pid)):
+                continue
+            shutil.rmtree(directory)
+            log.info("removed %s, left by a serve that is gone", directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
+def forget_metrics(directory: Path, pid: int) -> None:
+    """Drop the live gauges of ``pid``, which exited, from the sum. Its counters and histograms
+    stay: a total must not go down because the process that counted is gone."""
+    from prometheus_client import multiprocess
+
+    # prometheus_client leaves it unannotated; this is its signature (pid, path).
+    mark_dead: Callable[[int, str], None] = multiprocess.mark_process_dead
+    mark_dead(pid, str(directory))
 
 
 #: Signals a child must not inherit as ignored (Python ignores SIGPIPE).

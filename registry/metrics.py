@@ -6,9 +6,12 @@ environment, strategy, status, route *template*, result and kind; never a user i
 id or a raw path.
 
 The counters and histograms here live in one process-wide :data:`METRICS` registry and are
-updated where things happen. Values that are facts in the database (deployments by status,
-traffic weights, the validation queue) are read at scrape time by
-:class:`DatabaseCollector`, so every API replica and controller reports the same truth.
+updated where things happen (under ``modelreg serve``, in files summed across its API
+processes and worker; see ``api.metrics.process_metrics``). A gauge here needs a
+``multiprocess_mode`` without a pid label (``livemax``, ``livesum``). Values that are facts
+in the database (deployments by status, traffic weights, the validation queue) are read at
+scrape time by :class:`DatabaseCollector`, so every API replica and controller reports the
+same truth.
 (The model servers have their own metrics, in ``deployers/model_server/metrics.py``.)
 """
 
@@ -120,6 +123,9 @@ CONTROLLER_LEADER = Gauge(
     "modelreg_controller_leader",
     "1 while this process's controller holds the leader lease, else 0.",
     registry=METRICS,
+    # Summed across processes (PROMETHEUS_MULTIPROC_DIR): the highest value of the processes
+    # alive, with no pid label, so a process that held the lease and died stops counting.
+    multiprocess_mode="livemax",
 )
 
 # -- feedback -----------------------------------------------------------------------------------

@@ -40,7 +40,15 @@ def serve(
     controller started keep running after it stops. If one of its processes dies, it stops the
     others and exits 1.
     """
-    from api.supervisor import KUBE_NAMES, Supervisor, child_environment, stop_on_signals
+    from api.supervisor import (
+        KUBE_NAMES,
+        MULTIPROCESS_DIR,
+        Supervisor,
+        child_environment,
+        forget_metrics,
+        metrics_directory,
+        stop_on_signals,
+    )
     from registry import migrate
     from registry.services import build_registry
 
@@ -84,34 +92,33 @@ def serve(
     stop = stop_on_signals()
     supervisor = Supervisor()
     died = None
-    try:
-        env = child_environment(
-            {"MODELREG_HOST": settings.host, "MODELREG_PORT": str(settings.port)}
-        )
-        fd = listener.fileno()
-        for n in range(1, workers + 1):
-            name = "API process" if workers == 1 else f"API process {n}/{workers}"
-            supervisor.start(name, "api.server", ["--fd", str(fd)], env=env)
-        listener.close()  # the API processes hold it
-        if settings.worker_enabled:
-            supervisor.start("validation worker", "api.cli", ["worker"], env=env)
-        if settings.controller_enabled:
-            supervisor.start(
-                "controller",
-                "api.cli",
-                ["controller"],
-                env=child_environment(env, extra_names=KUBE_NAMES),
-            )
-        died = supervisor.watch(stop)
-        if died is not None:
-            log.error(
-                "the %s (pid %d) exited with code %s: stopping everything",
-                died.name,
-                died.process.pid,
-                died.process.exit.code if died.process.exit else "?",
-            )
-    finally:
-        supervisor.stop_all()
+    where = {"MODELREG_HOST": settings.host, "MODELREG_PORT": str(settings.port)}
+    with metrics_directory() as shared:
+        try:
+            # The API processes and the worker count into one sum, which /metrics reports.
+            env = child_environment({**where, MULTIPROCESS_DIR: str(shared)})
+            fd = listener.fileno()
+            for n in range(1, workers + 1):
+                name = "API process" if workers == 1 else f"API process {n}/{workers}"
+                supervisor.start(name, "api.server", ["--fd", str(fd)], env=env)
+            listener.close()  # the API processes hold it
+            if settings.worker_enabled:
+                supervisor.start("validation worker", "api.cli", ["worker"], env=env)
+            if settings.controller_enabled:
+                # Not in the sum: the controller serves its own metrics, on a port of its own.
+                kube = child_environment(where, extra_names=KUBE_NAMES)
+                supervisor.start("controller", "api.cli", ["controller"], env=kube)
+            died = supervisor.watch(stop)
+            if died is not None:
+                forget_metrics(shared, died.process.pid)
+                log.error(
+                    "the %s (pid %d) exited with code %s: stopping everything",
+                    died.name,
+                    died.process.pid,
+                    died.process.exit.code if died.process.exit else "?",
+                )
+        finally:
+            supervisor.stop_all()
     if died is not None:
         raise SystemExit(1)
     forget_serving(settings)

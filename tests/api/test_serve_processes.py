@@ -1,7 +1,7 @@
 """``modelreg serve`` as processes: the API, the validation worker and the controller each in
 its own; one SIGINT stops them all, a SIGKILLed serve takes them with it; ``--workers 2``
-serves one port from two processes that both see a routing change; and every accepted socket
-has ``TCP_NODELAY``."""
+serves one port from two processes that both see a routing change, and one scrape of it
+sums their metrics; and every accepted socket has ``TCP_NODELAY``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -22,9 +23,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from sqlalchemy import select
 
 from api.server import uvicorn_config
+from api.supervisor import MULTIPROCESS_DIR, forget_metrics
 from registry.models import AIModel, AIModelDeployment
 from registry.services import build_registry
 from registry.services.routing import RouteEntry, set_routes
@@ -39,6 +45,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
         MODELREG_DATA_DIR=str(home / "data"),
         MODELREG_CREDENTIALS_FILE=str(home / "credentials"),
         MODELREG_CONTROLLER_METRICS_PORT="0",
+        TMPDIR=str(home),  # where serve makes its metrics directory, even when it is killed
         **extra,
     )
     return env
@@ -198,6 +205,27 @@ def _holder(pids: list[int], inode: int) -> int | None:
     return None
 
 
+def _connection_per_process(
+    serve: Serve, api: list[int]
+) -> tuple[dict[int, http.client.HTTPConnection], list[http.client.HTTPConnection]]:
+    """One kept-alive connection per API process (pid -> it), found by opening connections
+    until each process holds one, and every connection opened (to close)."""
+    by_pid: dict[int, http.client.HTTPConnection] = {}
+    opened = []
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=30)
+        conn.connect()
+        opened.append(conn)
+        client_port = conn.sock.getsockname()[1]
+        inode = _wait(lambda p=client_port: _tcp_inodes(serve.port).get(p), "the accepted socket")
+        pid = _wait(lambda i=inode: _holder(api, i), "the process holding it")
+        by_pid.setdefault(pid, conn)
+        if len(by_pid) == len(api):
+            break
+    assert sorted(by_pid) == sorted(api), "every API process accepts connections"
+    return by_pid, opened
+
+
 def _route(settings: Settings, weights: dict[str, int]) -> None:
     """Make ``weights`` (version number -> weight) the model's routing set, as the controller
     writes it: from another process."""
@@ -262,20 +290,7 @@ def test_two_api_processes_serve_one_port_and_both_see_a_routing_change(
     registry.close()
     _route(settings, {"1.0": 100})
 
-    # One kept-alive connection per API process: open connections until both have one.
-    by_pid: dict[int, http.client.HTTPConnection] = {}
-    opened = []
-    for _ in range(200):
-        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=30)
-        conn.connect()
-        opened.append(conn)
-        client_port = conn.sock.getsockname()[1]
-        inode = _wait(lambda p=client_port: _tcp_inodes(serve.port).get(p), "the accepted socket")
-        pid = _wait(lambda i=inode: _holder(api, i), "the process holding it")
-        by_pid.setdefault(pid, conn)
-        if len(by_pid) == 2:
-            break
-    assert sorted(by_pid) == sorted(api), "both API processes accept connections"
+    by_pid, opened = _connection_per_process(serve, api)
 
     def selected(conn: http.client.HTTPConnection) -> str | None:
         conn.request("GET", "/api/v1/models/m/endpoint", headers=headers)
@@ -325,3 +340,84 @@ def test_every_accepted_socket_has_tcp_nodelay(tmp_path: Path, loop: str) -> Non
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
+def _scrape(conn: http.client.HTTPConnection) -> list[Sample]:
+    conn.request("GET", "/metrics")
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 200, text
+    return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def test_one_scrape_sums_the_metrics_of_every_api_process(
+    serving: Callable[..., Serve], tmp_path: Path
+) -> None:
+    # What a SIGKILLed serve (pid 2**22 + 1: above pid_max, never running) left behind.
+    stale = tmp_path / f"modelreg-metrics-{2**22 + 1}-abc"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"")
+    serve = serving("--workers", "2", MODELREG_CONTROLLER_ENABLED="false")
+    serve.ready()
+    kinds = serve.kinds(3)
+    api = [pid for pid, kind in kinds.items() if kind == "api"]
+    (shared,) = {_environ(pid).get(MULTIPROCESS_DIR) for pid in kinds}  # the worker's too
+    assert shared is not None
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
+    assert Path(shared).parent == tmp_path
+    assert not stale.exists(), "a directory of a serve that is gone is removed at start"
+    by_pid, opened = _connection_per_process(serve, api)
+    sent = dict(zip(api, (3, 5), strict=True))
+    for pid, conn in by_pid.items():
+        for _ in range(sent[pid]):
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+    healthz = {"route": "/healthz", "method": "GET"}
+    for pid, conn in by_pid.items():  # whichever process answers the scrape
+        samples = _scrape(conn)
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
+        key = tuple(sorted({**healthz, "status": "200"}.items()))
+        assert values[("modelreg_http_requests_total", key)] == 8, pid
+        count = ("modelreg_http_request_duration_seconds_count", tuple(sorted(healthz.items())))
+        assert values[count] == 8, pid
+        assert not [s for s in samples if "pid" in s.labels], "summed: no per-process series"
+        # Read from the database once, by the process that answers; and one leader gauge.
+        for name, labels in (
+            ("modelreg_deployments", {"status": "Active"}),
+            ("modelreg_validation_queue_depth", {}),
+            ("modelreg_controller_leader", {}),
+        ):
+            found = [s.value for s in samples if s.name == name and s.labels == labels]
+            assert found == [0], (pid, name, found)
+    for conn in opened:
+        conn.close()
+    serve.proc.send_signal(signal.SIGINT)
+    assert serve.proc.wait(timeout=60) == 0, serve.log()[-4000:]
+    assert not os.path.exists(shared), "serve removes the directory on exit"
+
+
+def test_the_live_gauges_of_a_process_that_died_are_no_longer_summed(tmp_path: Path) -> None:
+    """What ``serve`` does when a child exits: its leader gauge (1) leaves the sum."""
+    env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path)}
+    code = "from registry.metrics import CONTROLLER_LEADER as g, HTTP_REQUESTS as c\n"
+    code += "g.set(1); c.labels('/x', 'GET', '200').inc()"
+    child = subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert child.returncode == 0
+
+    def summed() -> dict[str, float]:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(tmp_path))
+        return {s.name: s.value for m in registry.collect() for s in m.samples}
+
+    pid = int(next(tmp_path.glob("gauge_livemax_*.db")).stem.rsplit("_", 1)[1])
+    assert summed()["modelreg_controller_leader"] == 1
+    forget_metrics(tmp_path, pid)
+    assert "modelreg_controller_leader" not in summed()
+    assert summed()["modelreg_http_requests_total"] == 1, "a count stays in the total"

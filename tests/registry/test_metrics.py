@@ -353,6 +353,20 @@ def test_names_and_labels_follow_the_conventions(
                 assert not UUID_RE.search(value), (sample.name, label, value)
 
 
+def test_every_gauge_is_summed_across_processes_without_a_pid_label() -> None:
+    """Under ``modelreg serve`` the processes' metrics are summed (PROMETHEUS_MULTIPROC_DIR):
+    a gauge in the default mode (``all``) would gain a ``pid`` label, one series per process,
+    and keep a dead process's value."""
+    from prometheus_client import Gauge
+
+    from registry import metrics
+
+    gauges = [g for g in vars(metrics).values() if isinstance(g, Gauge)]
+    assert gauges, "modelreg_controller_leader at least"
+    for gauge in gauges:
+        assert gauge._multiprocess_mode.startswith("live"), gauge
+
+
 # -- the collector when the database is down -------------------------------------------------------
 
 
