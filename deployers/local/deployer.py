@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -84,6 +85,9 @@ class LocalDeployer:
         self._max_restarts = max_restarts
         self._log = log or _log
         self._state = StateFolder(state_dir)
+        # Built once: building one (the CA bundle's load) per observe() was most of a pass's
+        # time on a loaded machine, once per target in every pass.
+        self._tls = ssl.create_default_context()
         self._announce_adopted()
         self.write_prometheus_targets()
 
@@ -100,7 +104,7 @@ class LocalDeployer:
             if self._belongs(record, target):
                 instances.setdefault(record.deployment_id, []).append(record)
         statuses: dict[uuid.UUID, WorkloadStatus] = {}
-        with httpx.Client(timeout=self._ready_timeout, trust_env=False) as client:
+        with httpx.Client(timeout=self._ready_timeout, trust_env=False, verify=self._tls) as client:
             for deployment_id in sorted(workloads.keys() | instances.keys()):
                 status = self._status(
                     workloads.get(deployment_id), instances.get(deployment_id, []), client=client

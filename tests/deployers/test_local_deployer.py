@@ -8,12 +8,14 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -571,3 +573,22 @@ def test_a_bundle_of_several_models_serves_the_one_its_version_names(
     status = wait_ready(deployer, target, deployment)
     assert status.url is not None
     assert infer(status.url) == [v + 5 for v in X]
+
+
+def test_observe_loads_no_ca_bundle_per_call(
+    deployer: LocalDeployer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller observes every target in every pass: an SSL context built per call (its
+    CA bundle loaded from disk) cost most of a pass over 20 deployments (bench.rollout_latency)."""
+    loads: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    for environment in ("production", "staging", "production"):
+        target = Target("local", "m", uuid.UUID(int=1), environment)
+        assert deployer.observe(target) == {}
+    assert loads == []
