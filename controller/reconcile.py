@@ -16,7 +16,10 @@ is planned first, then its Active deployment, then retired ones whose servers mu
 
 Ordering keeps clients safe: workloads that grow are applied before the new routes are
 recorded, and workloads that shrink only after, so the routing table never points at a server
-that is not ready or already stopped for longer than one pass.
+that is not ready or already stopped for longer than one pass. When the API runs in other
+processes (``modelreg serve``, replicas), a batch that moved routes away from workloads it then
+shrinks first waits ``drain``: those processes see route changes through their routing
+generation poll, so a server is stopped only once none of them can still hand it out.
 
 Errors stay with their deployment. A :class:`TemporaryError` (or anything unexpected) is
 retried with exponential backoff and shown as a ``ReconcileError`` condition; a
@@ -110,8 +113,11 @@ class Controller:
         holder: str | None = None,
         lease_ttl: timedelta = timedelta(seconds=15),
         sweep_every: timedelta = SWEEP_EVERY,
+        drain: timedelta = timedelta(0),
     ) -> None:
         self.deployments = deployments
+        self.drain = drain
+        self.sleep: Callable[[float], None] = time.sleep  # the drain's; tests watch it
         self.ledger = deployments.ledger
         self.leases = deployments.leases
         self.deployers = deployers
@@ -434,6 +440,11 @@ class Controller:
             if done.lease_lost and self.is_leader:
                 log.warning("controller %s lost its lease during a pass", self.holder)
                 self.is_leader = False
+            if self.drain and any(
+                p.step.shrink and p.deployer is not None and outcome is True
+                for p, outcome in zip(part, done.results, strict=True)
+            ):
+                self.sleep(self.drain.total_seconds())
             for p, outcome in zip(part, done.results, strict=True):
                 if isinstance(outcome, Exception):
                     self._record_failed(p, outcome)

@@ -55,6 +55,9 @@ def build_controller(registry: Registry, *, holder: str | None = None) -> Contro
         analysis=StepAnalysis(prometheus=prometheus, feedback=registry.feedback),
         holder=holder,
         lease_ttl=timedelta(seconds=settings.controller_lease_seconds),
+        # the API processes poll the routing generation every poll_seconds: twice that, so no
+        # cached answer still names a server when it stops
+        drain=timedelta(seconds=2 * registry.endpoints.poll_seconds),
     )
 
 

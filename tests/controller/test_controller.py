@@ -237,6 +237,26 @@ def test_a_failing_candidate_is_rolled_back_and_stable_keeps_serving(
     assert lifecycle(registry, "text2img") == {"1.0": "Production", "2.0": "Staged"}
 
 
+def test_a_rollback_drains_between_the_routes_and_stopping_the_candidate(
+    registry: Registry, actor: Principal, deployer: FakeDeployer, live_v1: uuid.UUID
+) -> None:
+    """With the API in other processes, which see route changes only at their next poll, the
+    candidate's server must outlive the routes that named it by ``drain``: during the wait the
+    routes are already back on stable and the candidate still runs. A pass that stops nothing
+    does not wait."""
+    controller = make_controller(registry, deployer, holder="test-1", drain=timedelta(seconds=0.5))
+    seen: list[tuple[float, dict[str, int], dict[str, int]]] = []
+    controller.sleep = lambda s: seen.append((s, weights(registry, "text2img"), deployer.running()))
+    deploy(registry, actor, "text2img", "2.0", steps=STEPS)
+    passes(controller, at(10), at(11))
+    assert weights(registry, "text2img") == {"1.0": 90, "2.0": 10}
+    assert seen == []
+    deployer.fail_versions["2.0"] = "model server exited with code 1"
+    passes(controller, at(20))
+    assert seen == [(0.5, {"1.0": 100}, {"1.0": 1, "2.0": 1})]
+    assert deployer.running() == {"1.0": 1}
+
+
 def test_abort_promote_pause_resume_requests(
     registry: Registry, actor: Principal, controller: Controller, live_v1: uuid.UUID
 ) -> None:

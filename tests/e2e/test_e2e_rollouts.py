@@ -278,7 +278,8 @@ def test_sigkill_mid_canary_resumes_without_duplicates(
             model,
             "2.0",
             strategyParams={
-                "steps": [{"weight": 10, "pause": "6s"}, {"weight": 60, "pause": "2s"}],
+                # the pause outlasts the restart below: serve starts four processes now
+                "steps": [{"weight": 10, "pause": "20s"}, {"weight": 60, "pause": "2s"}],
                 "analysis": {"requireTraffic": False},  # nobody calls the model here
             },
         )
