@@ -135,7 +135,9 @@ def test_picks_equal_the_servers_on_10000_keys(
 def test_revalidation_is_a_304_until_the_set_changes(
     server: LiveServer, http: httpx.Client, admin_token: str, canary: Canary
 ) -> None:
-    with Resolver(server.url, admin_token, MODEL, "production", ttl=0.05) as resolver:
+    # timeout=10: the server runs in this process, and the picks below hold its interpreter;
+    # a revalidation that waits out the default 2 s there is not the registry failing
+    with Resolver(server.url, admin_token, MODEL, "production", ttl=0.05, timeout=10) as resolver:
         until(lambda: resolver.not_modified >= 3, what="three revalidations")
         assert resolver.refreshed == 1  # one full answer; the rest were 304s with no body
         assert resolver.etag == http.get(PATH).headers["etag"]
