@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from api.schemas import (
     DeploymentOut,
-    DeploymentProgress,
     FeedbackBatchOut,
     FeedbackKept,
     FeedbackRejected,
@@ -97,38 +96,7 @@ def version_out(view: VersionView) -> VersionOut:
 
 
 def deployment_out(view: DeploymentView) -> DeploymentOut:
-    return DeploymentOut.model_construct(
-        id=view.id,
-        model=view.model_name,
-        model_id=view.model_id,
-        model_version_id=view.version.id,
-        version_number=view.version.number,
-        environment=view.environment,
-        status=view.status,
-        deployment_strategy=view.strategy,
-        strategy_params=view.params,
-        target=view.target,
-        endpoint=view.endpoint,
-        kubernetes_details=view.kubernetes_details,
-        progress=DeploymentProgress.model_construct(
-            step_index=view.step_index,
-            step_count=DeploymentOut.steps_of(view),
-            step_started_at=view.step_started_at,
-            traffic_weight=view.traffic_weight,
-            paused=view.paused,
-            hold_since=view.hold_since,
-        ),
-        conditions=view.conditions,
-        requested_action=view.requested_action,
-        stable_deployment_id=view.stable_deployment_id,
-        spec_hash=view.spec_hash,
-        desired_state=view.desired_state,
-        observed_state=view.observed_state,
-        scale_down_at=view.scale_down_at,
-        finished_at=view.finished_at,
-        created_at=view.created_at,
-        updated_at=view.updated_at,
-    )
+    return DeploymentOut.model_construct(**DeploymentOut.fields_of(view))
 
 
 def feedback_batch_out(result: BatchResult) -> FeedbackBatchOut:

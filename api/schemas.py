@@ -398,21 +398,23 @@ class DeploymentOut(OutBody):
         return None
 
     @classmethod
-    def of(cls, view: Any) -> DeploymentOut:
-        return cls(
-            id=view.id,
-            model=view.model_name,
-            model_id=view.model_id,
-            model_version_id=view.version.id,
-            version_number=view.version.number,
-            environment=view.environment,
-            status=view.status,
-            deployment_strategy=view.strategy,
-            strategy_params=view.params,
-            target=view.target,
-            endpoint=view.endpoint,
-            kubernetes_details=view.kubernetes_details,
-            progress=DeploymentProgress(
+    def fields_of(cls, view: Any) -> dict[str, Any]:
+        """The fields of a deployment view's answer: :meth:`of` validates them, and
+        ``api.answers`` constructs them for a write's answer."""
+        return {
+            "id": view.id,
+            "model": view.model_name,
+            "model_id": view.model_id,
+            "model_version_id": view.version.id,
+            "version_number": view.version.number,
+            "environment": view.environment,
+            "status": view.status,
+            "deployment_strategy": view.strategy,
+            "strategy_params": view.params,
+            "target": view.target,
+            "endpoint": view.endpoint,
+            "kubernetes_details": view.kubernetes_details,
+            "progress": DeploymentProgress.model_construct(
                 step_index=view.step_index,
                 step_count=cls.steps_of(view),
                 step_started_at=view.step_started_at,
@@ -420,17 +422,21 @@ class DeploymentOut(OutBody):
                 paused=view.paused,
                 hold_since=view.hold_since,
             ),
-            conditions=view.conditions,
-            requested_action=view.requested_action,
-            stable_deployment_id=view.stable_deployment_id,
-            spec_hash=view.spec_hash,
-            desired_state=view.desired_state,
-            observed_state=view.observed_state,
-            scale_down_at=view.scale_down_at,
-            finished_at=view.finished_at,
-            created_at=view.created_at,
-            updated_at=view.updated_at,
-        )
+            "conditions": view.conditions,
+            "requested_action": view.requested_action,
+            "stable_deployment_id": view.stable_deployment_id,
+            "spec_hash": view.spec_hash,
+            "desired_state": view.desired_state,
+            "observed_state": view.observed_state,
+            "scale_down_at": view.scale_down_at,
+            "finished_at": view.finished_at,
+            "created_at": view.created_at,
+            "updated_at": view.updated_at,
+        }
+
+    @classmethod
+    def of(cls, view: Any) -> DeploymentOut:
+        return cls(**cls.fields_of(view))
 
 
 class DeploymentPage(OutBody):

@@ -119,6 +119,28 @@ def recreate_pg(admin_url: str) -> str:
     return admin.set(database=BENCH_DB).render_as_string(hide_password=False)
 
 
+def serve_until_ready(
+    children: Children, name: str, port: int, home: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``modelreg serve`` on ``port`` with ``env``, once ``/readyz`` answers: the process, its
+    URL and the admin token it wrote to ``home``'s credentials."""
+    argv = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+    proc = children.start(name, argv, env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited:\n{children.log_tail(name)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"serve did not start:\n{children.log_tail(name)}")
+        time.sleep(0.2)
+    token = (home / "credentials").read_text().split("token = ")[1].strip()
+    return proc, url, token
+
+
 def start_server(
     children: Children, home: Path, db: str, pg: str, extra_env: dict[str, str] | None = None
 ) -> Server:
@@ -136,20 +158,7 @@ def start_server(
         env["MODELREG_DATABASE_URL"] = db_url
         env["MODELREG_AUTO_MIGRATE"] = "true"
     env.update(extra_env or {})
-    argv = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
-    proc = children.start(f"serve-{db}", argv, env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited:\n{children.log_tail(f'serve-{db}')}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"serve did not start:\n{children.log_tail(f'serve-{db}')}")
-        time.sleep(0.2)
-    token = (home / "credentials").read_text().split("token = ")[1].strip()
+    proc, url, token = serve_until_ready(children, f"serve-{db}", port, home, env)
     server = Server(url, proc.pid, home, {"Authorization": f"Bearer {token}"}, db_url=db_url)
     with httpx.Client(base_url=url, headers=server.admin, timeout=30) as http:
         for who, scopes in (
@@ -164,52 +173,65 @@ def start_server(
     return server
 
 
-def setup_model(server: Server) -> list[str]:
-    """The model, its stable version 1.0 Active in production, and validated candidates."""
+def setup_stable_models(
+    server: Server, models: list[str], numbers: list[str], *, timeout: float
+) -> None:
+    """Each of ``models`` with versions ``numbers`` (tiny ONNX models, each validated), and
+    the first of them Active in production: the stable side a rollout starts from."""
     from tests.support.onnx_models import add_model
 
-    numbers = ["1.0", *(f"1.{i}" for i in range(1, CANDIDATES + 1))]
     with httpx.Client(base_url=server.url, headers=server.admin, timeout=60) as http:
-        http.post(
-            "/api/v1/models",
-            json={"name": MODEL, "taskType": "ImageGeneration", "provider": "Internal"},
-        ).raise_for_status()
-        for i, number in enumerate(numbers):
+        for m in models:
             http.post(
-                f"/api/v1/models/{MODEL}/versions", json={"versionNumber": number}
+                "/api/v1/models",
+                json={"name": m, "taskType": "ImageGeneration", "provider": "Internal"},
             ).raise_for_status()
-            http.put(
-                f"/api/v1/models/{MODEL}/versions/{number}/artifact",
-                content=add_model(constant=float(i + 1)),
-                params={"filename": "model.onnx"},
-            ).raise_for_status()
-        deadline = time.monotonic() + 300
-        for number in numbers:
+            for i, number in enumerate(numbers):
+                http.post(
+                    f"/api/v1/models/{m}/versions", json={"versionNumber": number}
+                ).raise_for_status()
+                http.put(
+                    f"/api/v1/models/{m}/versions/{number}/artifact",
+                    content=add_model(constant=float(i + 1)),
+                    params={"filename": "model.onnx"},
+                ).raise_for_status()
+        deadline = time.monotonic() + timeout
+        for m in models:
+            for number in numbers:
+                while True:
+                    runs = http.get(f"/api/v1/models/{m}/versions/{number}/validations").json()
+                    if runs and runs[0]["status"] == "Done":
+                        result = runs[0]["result"]
+                        if result["functionalStatus"] != "Passed":
+                            raise RuntimeError(f"validation of {m} {number} did not pass: {result}")
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"validation of {m} {number} did not finish")
+                    time.sleep(0.3)
+        ids = []
+        for m in models:
+            r = http.post(
+                "/api/v1/deployments",
+                json={"model": m, "versionNumber": numbers[0], "environment": "production"},
+            )
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        for dep_id in ids:
             while True:
-                runs = http.get(f"/api/v1/models/{MODEL}/versions/{number}/validations").json()
-                if runs and runs[0]["status"] == "Done":
-                    result = runs[0]["result"]
-                    if result["functionalStatus"] != "Passed":
-                        raise RuntimeError(f"validation of {number} did not pass: {result}")
+                dep = http.get(f"/api/v1/deployments/{dep_id}").json()
+                if dep["status"] in TERMINAL:
+                    if dep["status"] != "Active":
+                        raise RuntimeError(f"a stable deployment ended {dep['status']}: {dep}")
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"validation of {number} did not finish")
+                    raise RuntimeError("the stable deployments did not become Active")
                 time.sleep(0.3)
-        r = http.post(
-            "/api/v1/deployments",
-            json={"model": MODEL, "versionNumber": "1.0", "environment": "production"},
-        )
-        r.raise_for_status()
-        dep_id = r.json()["id"]
-        while True:
-            dep = http.get(f"/api/v1/deployments/{dep_id}").json()
-            if dep["status"] in TERMINAL:
-                if dep["status"] != "Active":
-                    raise RuntimeError(f"the stable deployment ended {dep['status']}: {dep}")
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the stable deployment did not become Active")
-            time.sleep(0.3)
+
+
+def setup_model(server: Server) -> list[str]:
+    """The model, its stable version 1.0 Active in production, and validated candidates."""
+    numbers = ["1.0", *(f"1.{i}" for i in range(1, CANDIDATES + 1))]
+    setup_stable_models(server, [MODEL], numbers, timeout=300)
     return numbers
 
 

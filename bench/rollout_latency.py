@@ -64,6 +64,7 @@ from bench.mixed_load import (
     machine_busy,
     percentiles,
     rss_mb,
+    setup_stable_models,
     start_server,
 )
 from bench.upload import Children, _sigterm, free_port, machine_info, source_info
@@ -269,54 +270,8 @@ class Driver:
 
 def setup_models(server: Server, n: int) -> list[str]:
     """N models, each with its stable version Active in production and two candidates."""
-    from tests.support.onnx_models import add_model
-
     models = [f"bench-ro-{i}" for i in range(n)]
-    with httpx.Client(base_url=server.url, headers=server.admin, timeout=60) as http:
-        for m in models:
-            http.post(
-                "/api/v1/models",
-                json={"name": m, "taskType": "ImageGeneration", "provider": "Internal"},
-            ).raise_for_status()
-            for i, number in enumerate(VERSIONS):
-                http.post(
-                    f"/api/v1/models/{m}/versions", json={"versionNumber": number}
-                ).raise_for_status()
-                http.put(
-                    f"/api/v1/models/{m}/versions/{number}/artifact",
-                    content=add_model(constant=float(i + 1)),
-                    params={"filename": "model.onnx"},
-                ).raise_for_status()
-        deadline = time.monotonic() + 600
-        for m in models:
-            for number in VERSIONS:
-                while True:
-                    runs = http.get(f"/api/v1/models/{m}/versions/{number}/validations").json()
-                    if runs and runs[0]["status"] == "Done":
-                        if runs[0]["result"]["functionalStatus"] != "Passed":
-                            raise RuntimeError(f"{m} {number} failed validation: {runs[0]}")
-                        break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"validation of {m} {number} did not finish")
-                    time.sleep(0.3)
-        ids = []
-        for m in models:
-            r = http.post(
-                "/api/v1/deployments",
-                json={"model": m, "versionNumber": VERSIONS[0], "environment": "production"},
-            )
-            r.raise_for_status()
-            ids.append(r.json()["id"])
-        for dep_id in ids:
-            while True:
-                dep = http.get(f"/api/v1/deployments/{dep_id}").json()
-                if dep["status"] in TERMINAL:
-                    if dep["status"] != "Active":
-                        raise RuntimeError(f"a stable deployment ended {dep['status']}")
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the stable deployments did not become Active")
-                time.sleep(0.3)
+    setup_stable_models(server, models, list(VERSIONS), timeout=600)
     return models
 
 

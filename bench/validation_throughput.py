@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, make_url, select, text
 
+from bench.mixed_load import serve_until_ready
 from bench.upload import Children, _sigterm, free_port, machine_info, source_info
 from registry import migrate
 from registry.models import AIModelValidationResult
@@ -111,21 +112,7 @@ def start_api(children: Children, home: Path, env: dict[str, str]) -> tuple[str,
         "MODELREG_CONTROLLER_ENABLED": "false",
         "MODELREG_UPLOADS_PER_KEY": "16",  # the uploaders' keys may share a user
     }
-    proc = children.start(
-        "serve", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], serve_env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited:\n{children.log_tail('serve')}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"serve did not start:\n{children.log_tail('serve')}")
-        time.sleep(0.2)
-    token = (home / "credentials").read_text().split("token = ")[1].strip()
+    _, url, token = serve_until_ready(children, "serve", port, home, serve_env)
     return url, token
 
 
