@@ -139,22 +139,25 @@ def test_one_deployment_that_fails_to_record_costs_the_rest_of_its_batch_nothing
             raise RuntimeError("boom")
         return record_one(self, s, dep, view, *args, **kwargs)
 
-    monkeypatch.setattr(RolloutLedger, "_record_one", fail_for_bad)
-    result = controller.run_pass(now=at(0))
-    assert result.errors == 1
-    assert set(result.failures) == {str(bad)}
-    assert "boom" in result.failures[str(bad)]
-    assert statuses(registry, ids) == [
-        "Deploying",
-        "Deploying",
-        "Initiated",
-        "Deploying",
-        "Deploying",
-    ]
-    failed = registry.deployments.get(bad)
-    assert failed.retry_count == 1
-    assert any(c["type"] == "ReconcileError" and c["status"] == "True" for c in failed.conditions)
-    monkeypatch.undo()
+    # Not monkeypatch.undo(): that would also undo the conftest's T0 (near now).
+    with monkeypatch.context() as patched:
+        patched.setattr(RolloutLedger, "_record_one", fail_for_bad)
+        result = controller.run_pass(now=at(0))
+        assert result.errors == 1
+        assert set(result.failures) == {str(bad)}
+        assert "boom" in result.failures[str(bad)]
+        assert statuses(registry, ids) == [
+            "Deploying",
+            "Deploying",
+            "Initiated",
+            "Deploying",
+            "Deploying",
+        ]
+        failed = registry.deployments.get(bad)
+        assert failed.retry_count == 1
+        assert any(
+            c["type"] == "ReconcileError" and c["status"] == "True" for c in failed.conditions
+        )
     controller.run_pass(now=at(100))  # past the backoff
     assert registry.deployments.get(bad).status == "Deploying"
 

@@ -882,12 +882,13 @@ def test_an_undeploy_that_cannot_be_recorded_stops_nothing(
         assert registry.deployments.leases.acquire("other", ttl=timedelta(seconds=60))
         return read
 
-    monkeypatch.setattr(registry.deployments.ledger, "worklist", worklist_then_lose_the_lease)
-    controller.run_pass(now=at(10))
-    assert view(registry, live_v1).status == "Active", "nothing was recorded"
-    assert live_v1 in deployer.workloads, "so the servers the routes name keep serving"
-    assert weights(registry, "text2img") == {"1.0": 100}
-    monkeypatch.undo()
+    # Not monkeypatch.undo(): that would also undo the conftest's T0 (near now).
+    with monkeypatch.context() as patched:
+        patched.setattr(registry.deployments.ledger, "worklist", worklist_then_lose_the_lease)
+        controller.run_pass(now=at(10))
+        assert view(registry, live_v1).status == "Active", "nothing was recorded"
+        assert live_v1 in deployer.workloads, "so the servers the routes name keep serving"
+        assert weights(registry, "text2img") == {"1.0": 100}
     passes(other, at(11), at(12))
     assert view(registry, live_v1).status == "Inactive"
     assert weights(registry, "text2img") == {}
