@@ -25,7 +25,7 @@ from controller.strategies.base import (
     Verdict,
 )
 from deployers.base import Target, VersionRef, Workload, WorkloadStatus
-from registry.conditions import condition, merge_conditions
+from registry.conditions import condition, merge_conditions, merges_to_same
 from registry.services.deployment_views import DeploymentView
 from registry.services.outcomes import Record
 from registry.services.routing import RouteEntry
@@ -364,13 +364,17 @@ def _steady_record(
         routes = [_entry(view, url=url, weight=100, role=RouteRole.STABLE)]
         weight = 100
     ready = bool(status and status.ready)
-    conditions = merge_conditions(
-        view.conditions,
-        [
-            condition("Ready", ready, "Ready" if ready else "NotReady", _readiness(status), now),
-            condition("ReconcileError", False, "None", "", now),
-        ],
-    )
+    updates = [
+        ("Ready", ready, "Ready" if ready else "NotReady", _readiness(status)),
+        ("ReconcileError", False, "None", ""),
+    ]
+    if _observed_as_recorded(view, status) and merges_to_same(view.conditions, updates):
+        # Nothing observed changed (most deployments of most passes): the conditions and the
+        # observed state are the row's own, not built again only to be found equal to it.
+        conditions, seen = view.conditions, view.observed_state
+    else:
+        conditions = merge_conditions(view.conditions, [condition(*u, now) for u in updates])
+        seen = observed_state(observed, view, None)
     return Record(
         status=progress.status,
         step_index=progress.step_index,
@@ -379,7 +383,7 @@ def _steady_record(
         hold_since=progress.hold_since,
         reason=progress.reason,
         conditions=conditions,
-        observed_state=observed_state(observed, view, None),
+        observed_state=seen,
         desired_state=view.desired_state,
         endpoint=url or view.endpoint,
         routes=routes,
@@ -387,6 +391,15 @@ def _steady_record(
         finished=plan.finished,
         kubernetes_details=_kubernetes_details(view, status),
     )
+
+
+def _observed_as_recorded(view: DeploymentView, status: WorkloadStatus | None) -> bool:
+    """Whether ``observed_state(observed, view, None)`` equals the row's observed state."""
+    recorded = view.observed_state
+    if not isinstance(recorded, dict) or len(recorded) != 1 or "workload" not in recorded:
+        return False
+    workload = recorded["workload"]
+    return workload is None if status is None else status.same_as(workload)
 
 
 def _events(plan: Plan) -> list[tuple[str, str, dict[str, Any]]]:

@@ -100,6 +100,20 @@ class Instance:
             "name": self.name,
         }
 
+    def same_as(self, recorded: Any) -> bool:
+        """Whether ``to_dict()`` equals ``recorded``, without building it."""
+        started = self.started_at.isoformat() if self.started_at else None
+        return (
+            isinstance(recorded, dict)
+            and len(recorded) == 6
+            and recorded.get("url") == self.url
+            and recorded.get("ready") == self.ready
+            and recorded.get("pid", ...) == self.pid
+            and recorded.get("port", ...) == self.port
+            and recorded.get("startedAt", ...) == started
+            and recorded.get("name", ...) == self.name
+        )
+
 
 @dataclass(frozen=True)
 class WorkloadStatus:
@@ -137,6 +151,26 @@ class WorkloadStatus:
             "instances": [i.to_dict() for i in self.instances],
             **({"details": dict(self.details)} if self.details else {}),
         }
+
+    def same_as(self, recorded: Any) -> bool:
+        """Whether ``to_dict()`` equals ``recorded``, without building it: a steady pass asks
+        this of every deployment, and most of what it costs is building the dicts."""
+        if not isinstance(recorded, dict) or len(recorded) != (9 if self.details else 8):
+            return False
+        instances = recorded.get("instances")
+        return (
+            recorded.get("replicas") == self.replicas
+            and recorded.get("readyReplicas") == self.ready_replicas
+            and recorded.get("url", ...) == self.url
+            and recorded.get("failure", ...) == self.failure
+            and recorded.get("restarts") == self.restarts
+            and recorded.get("deploymentId") == str(self.deployment_id)
+            and recorded.get("modelVersionId") == str(self.version_id)
+            and isinstance(instances, list)
+            and len(instances) == len(self.instances)
+            and all(i.same_as(r) for i, r in zip(self.instances, instances, strict=True))
+            and (not self.details or recorded.get("details") == dict(self.details))
+        )
 
 
 Observed = Mapping[uuid.UUID, WorkloadStatus]

@@ -32,6 +32,29 @@ def merge_conditions(current: Sequence[Condition], updates: Sequence[Condition])
     return list(merged.values())
 
 
+def merges_to_same(
+    current: Sequence[Condition], updates: Sequence[tuple[str, bool, str, str]]
+) -> bool:
+    """Whether ``merge_conditions(current, [condition(*u, now) for u in updates])`` equals
+    ``list(current)`` (for any ``now``), without building the conditions: each update's type
+    is there once, with the same status, reason and message, and nothing more."""
+    merged = {c["type"]: c for c in current}
+    if len(merged) != len(current):
+        return False
+    for kind, status, reason, message in updates:
+        old = merged.get(kind)
+        if (
+            old is None
+            or len(old) != 5
+            or "lastTransitionTime" not in old
+            or old.get("status") != ("True" if status else "False")
+            or old.get("reason") != reason
+            or old.get("message") != message
+        ):
+            return False
+    return True
+
+
 def progress_message(conditions: Sequence[Condition] | None) -> str | None:
     """The ``Progressing`` condition's message: what a rollout says it is doing."""
     for c in conditions or []:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -131,16 +131,70 @@ def _parse_shared(strategy: str, params: str, environment: str) -> RolloutSpec |
         return str(exc)
 
 
+class DeploymentRow(NamedTuple):
+    """The columns of a deployment row a view is made of, read as a Core row: a pass over
+    10,000 deployments loaded them as ORM entities in twice the time the view itself took."""
+
+    id: uuid.UUID
+    environment: str
+    target: str
+    status: str
+    deployment_strategy: str | None
+    strategy_params: dict[str, Any] | None
+    spec_hash: str | None
+    step_index: int
+    step_started_at: datetime | None
+    traffic_weight: int
+    hold_since: datetime | None
+    paused: bool
+    requested_action: dict[str, Any] | None
+    conditions: list[dict[str, Any]] | None
+    endpoint: str | None
+    stable_deployment_id: uuid.UUID | None
+    retry_count: int
+    scale_down_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime | None
+    observed_state: dict[str, Any] | None
+    desired_state: dict[str, Any] | None
+    kubernetes_details: dict[str, Any] | None
+
+
+class VersionRow(NamedTuple):
+    """The columns of a version row a view is made of (see :class:`DeploymentRow`)."""
+
+    id: uuid.UUID
+    model_id: uuid.UUID
+    version_number: str
+    format: str | None
+    status: str
+    sha256: str | None
+    source_path: str | None
+    parameters: dict[str, Any] | None
+
+
+_DEPLOYMENT_COLUMNS = [getattr(AIModelDeployment, name) for name in DeploymentRow._fields]
+_VERSION_COLUMNS = [getattr(AIModelVersion, name) for name in VersionRow._fields]
+_SPLIT = len(_DEPLOYMENT_COLUMNS)
+_END = _SPLIT + len(_VERSION_COLUMNS)
+
+
 def load_views(s: Session, *where: Any) -> list[DeploymentView]:
-    """Snapshots of the deployments matching ``where``, oldest first."""
+    """Snapshots of the deployments matching ``where``, oldest first: one Core SELECT of the
+    three tables' columns the views need, no ORM entity (and no identity map) per row."""
     stmt = (
-        select(AIModelDeployment, AIModelVersion, AIModel.name)
+        select(*_DEPLOYMENT_COLUMNS, *_VERSION_COLUMNS, AIModel.name)
         .join(AIModelVersion, AIModelVersion.id == AIModelDeployment.model_version_id)
         .join(AIModel, AIModel.id == AIModelVersion.model_id)
         .where(*where)
         .order_by(AIModelDeployment.created_at, AIModelDeployment.id)
     )
-    return [view_of(d, v, name) for d, v, name in s.execute(stmt)]
+    deployment, version = DeploymentRow._make, VersionRow._make
+    return [  # on the session's connection: the ORM's result machinery is not needed either
+        view_of(deployment(row[:_SPLIT]), version(row[_SPLIT:_END]), row[_END])
+        for row in s.connection().execute(stmt)
+    ]
 
 
 def load_by_id(s: Session, ids: Sequence[uuid.UUID]) -> list[DeploymentView]:
@@ -151,7 +205,11 @@ def load_by_id(s: Session, ids: Sequence[uuid.UUID]) -> list[DeploymentView]:
     return [found[i] for i in ids if i in found]
 
 
-def view_of(d: AIModelDeployment, v: AIModelVersion, model_name: str) -> DeploymentView:
+def view_of(
+    d: AIModelDeployment | DeploymentRow, v: AIModelVersion | VersionRow, model_name: str
+) -> DeploymentView:
+    """The view of a deployment, from its ORM entities (a request that just wrote them) or
+    from the Core rows :func:`load_views` reads."""
     endpoint = (v.parameters or {}).get("endpoint") if v.format == ArtifactFormat.API else None
     model_file = (v.parameters or {}).get("modelFile")
     return DeploymentView(
