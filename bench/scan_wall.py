@@ -57,10 +57,11 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (cmd, tree) in sides.items():
                 walls[name].append(_wall(cmd, tree))
-    print(f"{'':32} {'median':>8} {'min':>7} {'max':>7}")
+    width = max(len(name) for name in walls)
+    print(f"{'':{width}} {'median':>8} {'min':>7} {'max':>7}")
     for name, values in walls.items():
         print(
-            f"{name[-32:]:32} {statistics.median(values):7.3f}s"
+            f"{name:{width}} {statistics.median(values):7.3f}s"
             f" {min(values):6.3f}s {max(values):6.3f}s"
         )
     if args.against:

@@ -98,6 +98,11 @@ def _scan(path: Path, fmt: str, threshold: str, allow_com_microsoft: bool) -> in
         from validators.security.sarif import to_sarif
 
         print(json.dumps(to_sarif(report), indent=2))
+    elif not report.findings and not sys.stdout.isatty():
+        from validators.security.render import summary_line
+
+        # What rich would print here (no colour off a terminal), without importing it.
+        print(summary_line(report, markup=False))
     else:
         from rich.console import Console
 

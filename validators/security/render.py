@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from validators.report import ScanReport, Severity
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _STYLES = {
     Severity.CRITICAL: "bold red",
@@ -19,6 +22,8 @@ EXIT_CODES = {"clean": 0, "malicious": 1, "too-large": 2, "error": 3}
 
 def findings_table(report: ScanReport) -> Table:
     """Findings, most severe first."""
+    from rich.table import Table  # rich only when there is a table: ``modelreg scan`` starts fast
+
     table = Table(title=f"{len(report.findings)} finding(s)", title_justify="left")
     for column in ("severity", "rule", "location", "message"):
         table.add_column(column, overflow="fold")
@@ -27,12 +32,14 @@ def findings_table(report: ScanReport) -> Table:
     return table
 
 
-def summary_line(report: ScanReport) -> str:
+def summary_line(report: ScanReport, *, markup: bool = True) -> str:
+    """One line: status, verdict, what was scanned; in rich markup unless ``markup`` is off."""
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in Severity}
     by_severity = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), reverse=True) if n)
     style = "bold green" if report.verdict == "clean" else "bold red"
+    verdict = f"{report.status}: {report.verdict}"
     return (
-        f"[{style}]{report.status}: {report.verdict}[/] — {len(report.files_scanned)} file(s), "
+        f"{f'[{style}]{verdict}[/]' if markup else verdict} — {len(report.files_scanned)} file(s), "
         f"{report.bytes_scanned} bytes in {report.duration_seconds:.2f}s"
         f"{'; ' + by_severity if by_severity else ''}"
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tarfile
@@ -184,14 +186,16 @@ def test_help_documents_the_exit_codes(cli: CliRunner) -> None:
         assert text in " ".join(output.split())
 
 
-def _scan_in_a_fresh_interpreter(target: Path, heavy: tuple[str, ...]) -> tuple[int, str, str]:
-    """``modelreg scan TARGET --format json`` in a new interpreter with no MODELREG_* settings;
+def _scan_in_a_fresh_interpreter(
+    target: Path, heavy: tuple[str, ...], fmt: str = "json"
+) -> tuple[int, str, str]:
+    """``modelreg scan TARGET --format FMT`` in a new interpreter with no MODELREG_* settings;
     stderr ends with ``LOADED [...]``: the modules under ``heavy`` it imported, but for the
     stdlib-only registry modules the scanner shares."""
     code = (
         "import sys\n"
         "from api.cli import main\n"
-        "sys.argv = ['modelreg', 'scan', sys.argv[1], '--format', 'json']\n"
+        f"sys.argv = ['modelreg', 'scan', sys.argv[1], '--format', {fmt!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as exc:\n"
@@ -248,6 +252,34 @@ def test_a_pickle_scan_never_imports_onnx(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert json.loads(stdout)["toolVersions"]["onnx"] == metadata.version("onnx")
     assert "'onnx'" in stderr.rsplit("LOADED", 1)[1]  # the ONNX scanner is loaded when needed
+
+
+def test_a_clean_scan_off_a_terminal_prints_rich_s_line_without_importing_rich(
+    tmp_path: Path,
+) -> None:
+    """Off a terminal rich would print the summary without colour anyway; importing it costs a
+    tiny file's scan a fifth of its wall time (issue 15, item 3). A table still uses rich."""
+    from rich.console import Console
+
+    from validators.security import scan_artifact
+    from validators.security.render import summary_line
+
+    code, stdout, stderr = _scan_in_a_fresh_interpreter(_benign(tmp_path / "m"), ("rich",), "table")
+    assert code == 0, stderr
+    assert "LOADED []" in stderr
+    report = scan_artifact(tmp_path / "m")
+    printed = io.StringIO()
+    Console(file=printed, soft_wrap=True).print(summary_line(report))
+    ours, theirs = stdout.strip(), printed.getvalue().strip()
+    timing = re.compile(r"in \d+\.\d\ds")
+    assert timing.sub("in Ts", ours) == timing.sub("in Ts", theirs)
+    assert ours.startswith("Passed: clean — 1 file(s)")
+    code, stdout, stderr = _scan_in_a_fresh_interpreter(
+        _malicious(tmp_path / "bad"), ("rich",), "table"
+    )
+    assert code == 1, stderr
+    assert "pickle.dangerous-global" in stdout
+    assert "'rich" in stderr.rsplit("LOADED", 1)[1]
 
 
 @pytest.mark.parametrize(
