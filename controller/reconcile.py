@@ -85,6 +85,9 @@ class PassResult:
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
     orphans_stopped: int = 0
+    #: When the earliest wait this pass planned ends (a step's pause, a preview, a hold's
+    #: limit: ``Plan.due``); ``None`` when none does. The runner starts a pass then.
+    next_due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,11 @@ class Controller:
         that shrink are applied once the batch is committed (the routes no longer name them).
         ``rolling_back``: the permanent error this plan rolls back from."""
         step = plan_step(view, plan, observed=observed, stable=stable, verdict=verdict, now=now)
+        result = self._result
+        if plan.due is not None and result is not None:
+            result.next_due = (
+                plan.due if result.next_due is None else min(result.next_due, plan.due)
+            )
         if step.grow and deployer is not None:
             deployer.apply(target_of(view), step.grow)
         pending = _Pending(view, plan, step, deployer, now, rolling_back)

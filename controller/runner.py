@@ -5,6 +5,18 @@
 ``coalesce=True``: a slow pass is never overlapped by the next one, and missed runs collapse
 into one. Several controllers may point at one database; the lease makes exactly one act.
 
+A rollout's pause does not wait for the interval's next tick: when a pass plans a rollout
+whose next look is due before then (``PassResult.next_due``: a pause that ends in 0.7 s, say),
+the next pass starts at that time instead, and the interval counts on from there. So a step's
+latency is about one pass, not up to a whole interval more; an idle controller still passes
+once an interval.
+
+Nor does a request: between passes the runner looks every ``REQUEST_POLL_SECONDS`` for a
+request it has not seen yet (an abort, a promote, an undeploy, a new deployment:
+``RolloutLedger.waiting``), and starts a pass at once when it finds one (after the pass in
+flight, if there is one). A request that stays pending (one the controller cannot carry out
+yet) wakes it only once.
+
 While the database cannot be reached, passes are skipped with exponential backoff (from the
 interval up to ``DB_RETRY_MAX_SECONDS``): the outage is logged once when it starts and once
 when it ends, not once per pass, and the first pass that reaches the database again resumes
@@ -14,8 +26,10 @@ where the last one stopped.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from controller.analysis import PrometheusClient, StepAnalysis
@@ -28,11 +42,17 @@ from registry.types import utcnow
 from registry.vocabulary import DeploymentTarget
 
 if TYPE_CHECKING:
+    from apscheduler.events import JobExecutionEvent
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from registry.services import Registry
 
 log = logging.getLogger("modelreg.controller")
+
+#: The least time between the end of a pass and an early next one (a rollout's due time).
+EARLY_PASS_GAP = timedelta(seconds=0.05)
+#: How often the runner looks for new requests between passes (one small read).
+REQUEST_POLL_SECONDS = 0.25
 
 
 def build_controller(registry: Registry, *, holder: str | None = None) -> Controller:
@@ -63,9 +83,15 @@ def build_controller(registry: Registry, *, holder: str | None = None) -> Contro
 
 class ControllerRunner:
     def __init__(self, controller: Controller, *, interval: float) -> None:
+        from apscheduler.events import EVENT_JOB_EXECUTED
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.controller = controller
+        self._next_due: datetime | None = None
+        self._lock = threading.Lock()  # the pass and the request poll are separate jobs
+        self._in_pass = False
+        self._wake_after_pass = False
+        self._seen: frozenset[tuple[uuid.UUID, str]] = frozenset()
         self.interval = interval
         self.outage = DatabaseOutage(
             log,
@@ -93,11 +119,26 @@ class ControllerRunner:
             coalesce=True,
             misfire_grace_time=None,
         )
+        self.scheduler.add_job(
+            self.poll_requests,
+            "interval",
+            seconds=REQUEST_POLL_SECONDS,
+            id="requests",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        # After the job's run is counted as finished (max_instances=1 would skip an early run
+        # scheduled from inside it).
+        self.scheduler.add_listener(self._schedule_early_pass, EVENT_JOB_EXECUTED)
 
     def tick(self) -> None:
         """One pass; never raises (the scheduler would only log it less clearly)."""
+        self._next_due = None
         if time.monotonic() < self._retry_at:
             return
+        with self._lock:
+            self._in_pass = True
         try:
             result = self.controller.run_pass()
         except Exception as exc:
@@ -106,13 +147,55 @@ class ControllerRunner:
             else:
                 log.exception("controller pass failed; the next one retries")
             return
+        finally:
+            with self._lock:
+                self._in_pass = False
         self.outage.succeeded()
+        self._next_due = result.next_due
         if result.leader and result.errors:
             log.warning(
                 "controller pass over %d deployment(s): %d error(s)",
                 result.deployments,
                 result.errors,
             )
+
+    def poll_requests(self) -> None:
+        """Start a pass now (or right after the one in flight) if a request appeared that the
+        last poll did not see. Never raises: an unreachable database is the pass's to report."""
+        if time.monotonic() < self._retry_at or not self.controller.is_leader:
+            return
+        try:
+            waiting = self.controller.ledger.waiting()
+        except Exception:
+            return
+        new, self._seen = waiting - self._seen, waiting
+        if not new:
+            return
+        with self._lock:
+            if self._in_pass:  # it may have read its worklist before the request came
+                self._wake_after_pass = True
+                return
+        self._pass_at(utcnow())
+
+    def _schedule_early_pass(self, event: JobExecutionEvent) -> None:
+        """After a pass: move the next one up to the due time of its earliest rollout, if that
+        comes before the interval's next tick, or to now if a request came during it."""
+        if event.job_id != "reconcile":
+            return
+        due, self._next_due = self._next_due, None
+        with self._lock:
+            wake, self._wake_after_pass = self._wake_after_pass, False
+        if wake:
+            due = utcnow()
+        if due is not None:
+            self._pass_at(max(due, utcnow() + EARLY_PASS_GAP))
+
+    def _pass_at(self, when: datetime) -> None:
+        job = self.scheduler.get_job("reconcile")
+        if job is None or job.next_run_time is None:
+            return  # shutting down
+        if when < job.next_run_time:
+            job.modify(next_run_time=when)
 
     def _database_down(self, exc: Exception) -> None:
         metrics.CONTROLLER_ERRORS.labels("temporary").inc()

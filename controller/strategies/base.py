@@ -163,6 +163,9 @@ class Plan:
     actions: tuple[Action, ...] = ()
     events: tuple[Event, ...] = ()
     requeue_after: timedelta | None = None
+    due: datetime | None = None
+    """When what the plan waits for ends (a step's pause, a preview, a hold's limit): the
+    controller's runner starts a pass then if that is before its interval's next one."""
     consumed: bool = False
     """True when the plan carries out the pending request (``Request.action``)."""
     kind: PlanKind = PlanKind.ROLLOUT
@@ -288,4 +291,5 @@ def hold(
         actions=keep,
         events=events,
         requeue_after=min(SOON, remaining),
+        due=since + spec.max_hold,
     )

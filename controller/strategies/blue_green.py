@@ -93,6 +93,7 @@ def _plan(
             actions=(ScaleCandidate(spec.replicas), Route(0, preview=True)),
             events=(Event("preview", "the preview endpoint is up; no traffic yet"),),
             requeue_after=min(spec.preview_duration, SOON),
+            due=now + spec.preview_duration,
         )
     if request.action == "promote":
         return _switch(spec, progress, reason="switched by request", consumed=True)
@@ -117,6 +118,7 @@ def _plan(
             progress=replace(progress, hold_since=None),
             actions=previewing,
             requeue_after=min(due - now, SOON),
+            due=due,
         )
     return _switch(spec, progress, reason=f"preview passed: {verdict.reason}", consumed=False)
 

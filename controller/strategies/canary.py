@@ -90,6 +90,7 @@ def plan_canary(
             progress=replace(progress, hold_since=None),
             actions=current,
             requeue_after=min(due - now, SOON),
+            due=due,
         )
     if index + 1 < len(steps):
         return _enter(spec, progress, index=index + 1, now=now, verdict=verdict)
@@ -132,4 +133,5 @@ def _enter(
             ),
         ),
         requeue_after=min(step.pause, SOON),
+        due=now + step.pause,
     )

@@ -134,6 +134,7 @@ def plan_rolling(
             progress=replace(progress, hold_since=None),
             actions=current,
             requeue_after=min(due - now, SOON),
+            due=due,
         )
     return Plan(
         progress=replace(progress, step_index=index + 1, step_started_at=None, hold_since=None),

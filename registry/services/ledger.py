@@ -106,6 +106,23 @@ class RolloutLedger:
                 ),
             )
 
+    def waiting(self) -> frozenset[tuple[uuid.UUID, str]]:
+        """What waits for the controller's next pass: ``(id, action)`` of each deployment with
+        a request pending (promote, abort, undeploy, ...), and ``(id, "Initiated")`` of each
+        new one. One indexed-or-scanned read (the runner polls it between passes, so that a
+        request need not wait out the interval)."""
+        action = AIModelDeployment.requested_action["action"].as_string()
+        with self.sessions() as s:
+            rows = s.execute(
+                select(AIModelDeployment.id, action, AIModelDeployment.status).where(
+                    or_(
+                        action.is_not(None),
+                        AIModelDeployment.status == DeploymentStatus.INITIATED,
+                    )
+                )
+            )
+            return frozenset((row[0], row[1] or row[2]) for row in rows)
+
     def record(
         self,
         view: DeploymentView,
