@@ -909,3 +909,29 @@ def test_the_scheduler_keeps_its_routine_lines_out_of_the_log(
         runner.stop()
     assert [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")] == []
     assert any("controller test-1 started" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pass_turns_the_cyclic_collector_back_on_even_when_it_fails(
+    registry: Registry, controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    seen: list[bool] = []
+    worklist = registry.deployments.ledger.worklist
+
+    def watched(now: datetime) -> list[DeploymentView]:
+        seen.append(gc.isenabled())
+        return worklist(now)
+
+    monkeypatch.setattr(registry.deployments.ledger, "worklist", watched)
+    controller.run_pass(now=at(0))
+    assert seen == [False], "off during the pass"
+    assert gc.isenabled()
+
+    def broken(now: datetime) -> list[DeploymentView]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(registry.deployments.ledger, "worklist", broken)
+    with pytest.raises(RuntimeError):
+        controller.run_pass(now=at(1))
+    assert gc.isenabled(), "on again after a pass that raised"
