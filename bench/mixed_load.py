@@ -126,11 +126,18 @@ def recreate_pg(admin_url: str) -> str:
 
 
 def serve_until_ready(
-    children: Children, name: str, port: int, home: Path, env: dict[str, str]
+    children: Children,
+    name: str,
+    port: int,
+    home: Path,
+    env: dict[str, str],
+    *,
+    workers: int = 1,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """``modelreg serve`` on ``port`` with ``env``, once ``/readyz`` answers: the process, its
-    URL and the admin token it wrote to ``home``'s credentials."""
+    """``modelreg serve --workers N`` on ``port`` with ``env``, once ``/readyz`` answers: the
+    process, its URL and the admin token it wrote to ``home``'s credentials."""
     argv = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+    argv += ["--workers", str(workers)]
     proc = children.start(name, argv, env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -148,7 +155,13 @@ def serve_until_ready(
 
 
 def start_server(
-    children: Children, home: Path, db: str, pg: str, extra_env: dict[str, str] | None = None
+    children: Children,
+    home: Path,
+    db: str,
+    pg: str,
+    extra_env: dict[str, str] | None = None,
+    *,
+    workers: int = 1,
 ) -> Server:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     port = free_port()
@@ -164,7 +177,7 @@ def start_server(
         env["MODELREG_DATABASE_URL"] = db_url
         env["MODELREG_AUTO_MIGRATE"] = "true"
     env.update(extra_env or {})
-    proc, url, token = serve_until_ready(children, f"serve-{db}", port, home, env)
+    proc, url, token = serve_until_ready(children, f"serve-{db}", port, home, env, workers=workers)
     server = Server(url, proc.pid, home, {"Authorization": f"Bearer {token}"}, db_url=db_url)
     with httpx.Client(base_url=url, headers=server.admin, timeout=30) as http:
         for who, scopes in (
@@ -889,7 +902,7 @@ def run_db(db: str, args: argparse.Namespace, wrk: str) -> dict[str, Any]:
         print(f"== {db}: starting modelreg serve in {work}", flush=True)
         t0 = time.monotonic()
         extra = dict(kv.split("=", 1) for kv in args.server_env)
-        server = start_server(children, work / "home", db, args.pg, extra)
+        server = start_server(children, work / "home", db, args.pg, extra, workers=args.workers)
         rss_boot = tree_rss_mb(server.pid)
         numbers = setup_model(server)
         print(f"   setup done in {time.monotonic() - t0:.0f} s", flush=True)
@@ -1042,6 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for modelreg serve (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="API processes: modelreg serve --workers (1)"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="for the temp directories")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory and db")
