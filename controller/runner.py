@@ -110,24 +110,19 @@ class ControllerRunner:
         logging.getLogger("apscheduler").setLevel(max(logging.ERROR, level))
         logging.getLogger("httpx").setLevel(max(logging.WARNING, level))
         self.scheduler: BackgroundScheduler = BackgroundScheduler(daemon=True)
-        self.scheduler.add_job(
-            self.tick,
-            "interval",
-            seconds=interval,
-            id="reconcile",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        self.scheduler.add_job(
-            self.poll_requests,
-            "interval",
-            seconds=REQUEST_POLL_SECONDS,
-            id="requests",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
+        for job, seconds, job_id in (
+            (self.tick, interval, "reconcile"),
+            (self.poll_requests, REQUEST_POLL_SECONDS, "requests"),
+        ):
+            self.scheduler.add_job(
+                job,
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         # After the job's run is counted as finished (max_instances=1 would skip an early run
         # scheduled from inside it).
         self.scheduler.add_listener(self._schedule_early_pass, EVENT_JOB_EXECUTED)

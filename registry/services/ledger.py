@@ -109,8 +109,8 @@ class RolloutLedger:
     def waiting(self) -> frozenset[tuple[uuid.UUID, str]]:
         """What waits for the controller's next pass: ``(id, action)`` of each deployment with
         a request pending (promote, abort, undeploy, ...), and ``(id, "Initiated")`` of each
-        new one. One indexed-or-scanned read (the runner polls it between passes, so that a
-        request need not wait out the interval)."""
+        new one. One read, a scan of the deployments (the runner polls it between passes, so
+        that a request need not wait out the interval)."""
         action = AIModelDeployment.requested_action["action"].as_string()
         with self.sessions() as s:
             rows = s.execute(
