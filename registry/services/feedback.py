@@ -8,13 +8,14 @@ the versions that serve.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Uuid, and_, bindparam, func, insert, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.auth import Principal
@@ -45,7 +46,7 @@ from registry.services.feedback_summary import (
 )
 from registry.services.models import Page, get_model, get_version
 from registry.services.routing import every_serving_route, serving_routes
-from registry.types import utcnow
+from registry.types import UTCDateTime, utcnow
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,66 @@ class FeedbackItem:
     comment: str | None
     details: dict[str, Any] | None
     feedback_timestamp: datetime
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: uuid.UUID
+    item: ParsedItem
+    version_id: uuid.UUID
+
+
+#: A batch in one statement of fixed text on PostgreSQL: one array per column, unnested.
+_INSERT_UNNEST = text(
+    "INSERT INTO ai_model_feedback (id, user_id, generation_request_id, model_version_id, "
+    "rating, comment, details, feedback_timestamp, created_at) "
+    "SELECT u.id, :user_id, u.generation_request_id, u.model_version_id, u.rating, u.comment, "
+    "u.details, :now, :now FROM unnest(CAST(:ids AS uuid[]), CAST(:generation_request_ids AS "
+    "uuid[]), CAST(:model_version_ids AS uuid[]), CAST(:ratings AS integer[]), "
+    "CAST(:comments AS text[]), CAST(:details AS jsonb[])) "
+    "AS u(id, generation_request_id, model_version_id, rating, comment, details)"
+).bindparams(bindparam("user_id", type_=Uuid()), bindparam("now", type_=UTCDateTime()))
+
+
+def _insert(s: Session, actor: Principal, rows: Sequence[_Row], now: datetime) -> None:
+    """Write the kept items. Not as ORM objects: their construction and the unit of work cost
+    more than the database spends on the rows. On PostgreSQL one statement whose text never
+    changes (a multi-row VALUES is a new text per batch size, which psycopg parses anew each
+    time: a quarter of a batch's CPU); elsewhere one executemany."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(
+            _INSERT_UNNEST,
+            {
+                "user_id": actor.user_id,
+                "now": now,
+                "ids": [r.id for r in rows],
+                "generation_request_ids": [r.item.generation_request_id for r in rows],
+                "model_version_ids": [r.version_id for r in rows],
+                "ratings": [r.item.rating for r in rows],
+                "comments": [r.item.comment for r in rows],
+                "details": [
+                    None if r.item.details is None else json.dumps(r.item.details) for r in rows
+                ],
+            },
+        )
+        return
+    s.execute(
+        insert(AIModelFeedback),
+        [
+            {
+                "id": r.id,
+                "user_id": actor.user_id,
+                "generation_request_id": r.item.generation_request_id,
+                "model_version_id": r.version_id,
+                "rating": r.item.rating,
+                "comment": r.item.comment,
+                "details": r.item.details,
+                "feedback_timestamp": now,
+                "created_at": now,
+            }
+            for r in rows
+        ],
+    )
 
 
 class FeedbackService:
@@ -98,19 +159,7 @@ class FeedbackService:
                     continue
                 version_id, model_name, number = found
                 new_id = uuid.uuid4()
-                rows.append(
-                    AIModelFeedback(
-                        id=new_id,
-                        user_id=actor.user_id,
-                        generation_request_id=item.generation_request_id,
-                        model_version_id=version_id,
-                        rating=item.rating,
-                        comment=item.comment,
-                        details=item.details,
-                        feedback_timestamp=now,
-                        created_at=now,
-                    )
-                )
+                rows.append(_Row(new_id, item, version_id))
                 kept.append(Kept(index, new_id))
                 labels.append((model_name, number, item.rating))
             rejected.sort(key=lambda r: r.index)
@@ -123,7 +172,7 @@ class FeedbackService:
                     kept=[],
                     rejected=[{"index": r.index, "reason": r.reason} for r in rejected],
                 )
-            s.add_all(rows)
+            _insert(s, actor, rows, now)
             audit.record(
                 s,
                 actor,
@@ -131,11 +180,17 @@ class FeedbackService:
                 items=len(items),
                 kept=len(kept),
                 rejected=len(rejected),
-                modelVersionIds=sorted({str(r.model_version_id) for r in rows}),
+                modelVersionIds=sorted({str(r.version_id) for r in rows}),
             )
+        histograms: dict[tuple[str, str], Any] = {}  # one label lookup per version
         for model_name, number, rating in labels:
             if rating is not None:
-                FEEDBACK_RATINGS.labels(model_name, number).observe(rating)
+                child = histograms.get((model_name, number))
+                if child is None:
+                    child = histograms[model_name, number] = FEEDBACK_RATINGS.labels(
+                        model_name, number
+                    )
+                child.observe(rating)
         if kept:
             FEEDBACK_ITEMS.labels("kept").inc(len(kept))
         if rejected:

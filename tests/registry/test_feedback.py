@@ -119,6 +119,47 @@ def test_a_batch_keeps_good_items_and_rejects_bad_ones_one_by_one(
     assert (kept_after or 0) - (kept_before or 0) == 3
 
 
+def test_every_field_of_a_kept_item_reads_back_as_sent(
+    registry: Registry, actor: Principal, versions: dict[str, uuid.UUID]
+) -> None:
+    """A batch is written as one statement of arrays on PostgreSQL and as rows elsewhere: each
+    field, its nulls, and nested or non-ASCII details come back the same on both."""
+    generation = uuid.uuid4()
+    items: list[Any] = [
+        {
+            "modelVersionId": str(versions["1.0"]),
+            "generationRequestId": str(generation),
+            "rating": 4,
+            "comment": "ça va, 画像 \U0001f600",
+            "details": {"seed": 7, "tags": ["a", "é"], "nested": {"x": None, "y": 1.5}},
+        },
+        {"model": MODEL, "versionNumber": "1.0"},  # every optional field absent
+        {"model": MODEL, "versionNumber": "1.0", "rating": 1, "details": {}},
+    ]
+    result = registry.feedback.submit(actor, items)
+    assert [k.index for k in result.kept] == [0, 1, 2]
+    assert not result.rejected
+    by_id = {i.id: i for i in registry.feedback.list(MODEL, "1.0").items}
+    first, bare, third = (by_id[k.id] for k in result.kept)
+    assert (first.generation_request_id, first.rating, first.comment, first.details) == (
+        generation,
+        4,
+        items[0]["comment"],
+        items[0]["details"],
+    )
+    assert first.model_version_id == versions["1.0"]
+    assert first.user_id == actor.user_id
+    assert (bare.generation_request_id, bare.rating, bare.comment, bare.details) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (third.rating, third.details) == (1, {})
+    assert first.feedback_timestamp == bare.feedback_timestamp  # one batch, one time
+    assert first.feedback_timestamp.tzinfo is not None
+
+
 def test_batch_limits(registry: Registry, actor: Principal, versions: dict[str, uuid.UUID]) -> None:
     with pytest.raises(Invalid, match="at most 1000"):
         registry.feedback.submit(actor, [{"model": MODEL, "versionNumber": "1.0"}] * 1001)
