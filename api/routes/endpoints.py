@@ -22,10 +22,10 @@ docs/benchmarks.md, "Endpoint resolution"):
   and validation machinery (which cost more than the rest of the request). The route is still
   declared with ordinary FastAPI annotations, so the OpenAPI document is the same, and it
   applies the same checks with the same 401/403/422 problem answers.
-* In front of all that, ``ResolveFastPath`` (an ASGI layer just inside the metrics middleware)
-  answers a request whose token and answer are both cached without the router or FastAPI at
-  all; every other request goes on to the route (tests/api/test_resolve_fast_path.py checks
-  that both give the same bytes).
+* In front of all that, ``ResolveFastPath`` (the first thing the app does with a request)
+  answers a request whose token and answer are both cached without FastAPI, its middleware
+  or the router at all; every other request goes on to the route
+  (tests/api/test_resolve_fast_path.py checks that both give the same bytes).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Annotated, Any, TypeVar, cast
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -47,6 +48,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import Field
 
 from api.deps import _bearer, get_registry, require
+from api.metrics import request_children
 from api.schemas import MODEL_NAME_PATTERN, Environment, ModelName, OutBody, RouteRole
 from api.streaming import if_none_match_matches
 from registry import vocabulary
@@ -275,57 +277,84 @@ def respond(request: Request, answer: EndpointSet, key: str | None) -> Response:
 
 
 class ResolveFastPath:
-    """An ASGI layer in front of the router that answers ``resolve_endpoint`` itself when it
-    can do so without I/O: a bearer token this process verified within ``auth_cache_seconds``
-    that holds the ``models:read`` scope, valid parameters, and a cached answer. It then
-    skips the rest of the middleware stack, the router's scan of the route table and the
-    request objects, and sends what the route would (``Response`` builds the same headers).
+    """What the app does first with every request (``api.app.App``): it answers
+    ``resolve_endpoint`` itself when it can do so without I/O (a bearer token this process
+    verified within ``auth_cache_seconds`` that holds the ``models:read`` scope, valid
+    parameters, and a cached answer), ahead of FastAPI, all its middleware and the router, and
+    sends what the route would send, byte for byte.
 
     Anything else (no token, an unknown or a wrong one, a missing scope, a parameter the route
-    would refuse, a NUL character, a cache miss) goes on to the regular route, untouched: the
-    errors, the failed-auth throttle and the miss are the route's own, byte for byte. It sits
-    inside ``MetricsMiddleware`` and sets ``scope["route"]`` to the route, so a request it
-    answers is counted under the route's template as before. There is no audit on this read.
+    would refuse, a NUL character, a cache miss) goes on to the app, untouched: the errors, the
+    failed-auth throttle and the miss are the route's own. It reads the query string and the
+    headers as Starlette and ``HTTPBearer`` read them, and it counts what it answers in the
+    request metrics under the route's template, as ``MetricsMiddleware`` counts the rest.
+    There is no audit on this read.
     """
 
-    def __init__(self, app: Any, *, prefix: str, registry: Registry) -> None:
-        self.app = app
+    def __init__(self, *, prefix: str, registry: Registry) -> None:
         self.registry = registry
         self.path = re.compile("^" + re.escape(prefix + router.prefix) + "/([^/]+)/endpoint$")
-        self.route = next(r for r in router.routes if getattr(r, "name", "") == "resolve_endpoint")
-        self.served = 0  # answered here (the rest went on to the route); read by the tests
+        route = next(r for r in router.routes if getattr(r, "name", "") == "resolve_endpoint")
+        self.template = prefix + cast(APIRoute, route).path  # the router's prefix included
+        self._metrics: dict[int, tuple[Any, Any]] = {}  # status -> (counter, histogram) child
+        self.served = 0  # answered here (the rest went on to the app); read by the tests
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            matched = self.path.match(scope["path"])
-            if matched is not None:
-                response = await self._answer(scope, matched.group(1))
-                if response is not None:
-                    self.served += 1
-                    scope["route"] = self.route
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+    async def serve(self, scope: Any, send: Any) -> bool:
+        """Answer the request if it can; False leaves it to the app (nothing was sent)."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            return False
+        matched = self.path.match(scope["path"])
+        if matched is None:
+            return False
+        started = time.perf_counter()
+        answer = self._answer(scope, matched.group(1))
+        if answer is None:
+            return False
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.served += 1
+        children = self._metrics.get(status)
+        if children is None:
+            children = self._metrics[status] = request_children(self.template, "GET", status)
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
+        return True
 
-    async def _answer(self, scope: Any, name: str) -> Response | None:
+    def _answer(self, scope: Any, name: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         query: bytes = scope.get("query_string", b"")
         if b"%00" in query or b"\x00" in query or not _NAME.match(name):
             return None
-        request = Request(scope)
-        params = request.query_params
+        # As Starlette's QueryParams: the last of repeated parameters wins.
+        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
         environment = params.get("environment", vocabulary.Environment.PRODUCTION.value)
         key = params.get("key")
         if environment not in ENVIRONMENTS or (key is not None and not 1 <= len(key) <= KEY_MAX):
             return None
-        credentials = await _bearer(request)
-        if credentials is None:
+        authorization = if_none_match = None
+        for header, value in scope["headers"]:  # as Starlette's Headers.get: the first one
+            if header == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif header == b"if-none-match" and if_none_match is None:
+                if_none_match = value.decode("latin-1")
+        if not authorization:
             return None
-        principal = self.registry.keys.cached(credentials.credentials)
+        scheme, _, credentials = authorization.partition(" ")  # as HTTPBearer reads it
+        credentials = credentials.strip()
+        if not scheme or not credentials or scheme.lower() != "bearer":
+            return None
+        principal = self.registry.keys.cached(credentials)
         if principal is None or not principal.allows(Scope.MODELS_READ):
             return None
         answer = self.registry.endpoints.cached(name, environment)
         if answer is None:
             return None
-        request.state.principal = principal  # as require() leaves it
         count_resolution(name, environment, hit=True)
-        return respond(request, answer, key)
+        headers = [(b"etag", answer.etag.encode("latin-1")), (b"cache-control", b"no-cache")]
+        if if_none_match_matches(if_none_match, answer.etag):
+            return 304, headers, b""
+        body = answer.body(key)
+        headers.append((b"content-length", str(len(body)).encode("latin-1")))
+        headers.append((b"content-type", b"application/json"))
+        return 200, headers, body
