@@ -8,7 +8,10 @@ a value before acting and assert on the change.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -365,6 +368,52 @@ def test_every_gauge_is_summed_across_processes_without_a_pid_label() -> None:
     assert gauges, "modelreg_controller_leader at least"
     for gauge in gauges:
         assert gauge._multiprocess_mode.startswith("live"), gauge
+
+
+_FORKED_COUNTS = """
+import os, sys
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from registry import metrics
+
+counter = metrics.FEEDBACK_ITEMS.labels("kept")
+calls = []
+def watch(_frame, event, fn):
+    if event == "c_call" and fn is os.getpid:
+        calls.append(fn)
+sys.setprofile(watch)
+counter.inc(3)
+sys.setprofile(None)
+assert not calls, "an update asked the kernel for the pid"
+child = os.fork()
+if child == 0:  # the child's updates go to a file of its own, not into the parent's
+    metrics.FEEDBACK_ITEMS.labels("kept").inc(4)
+    os._exit(0)
+os.waitpid(child, 0)
+metrics.FEEDBACK_ITEMS.labels("kept").inc(5)
+summed = CollectorRegistry()
+MultiProcessCollector(summed, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+print(summed.get_sample_value("modelreg_feedback_items_total", {"result": "kept"}))
+print(sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
+print(os.getpid(), child)
+"""
+
+
+def test_multiprocess_values_know_their_pid_without_asking_and_a_fork_writes_its_own_file(
+    tmp_path: Path,
+) -> None:
+    """Under ``modelreg serve`` every update of a value in multiprocess mode checked the pid
+    with a system call; ``registry.metrics`` keeps it instead, renewed in a forked child."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_COUNTS], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    total, files, pids = done.stdout.splitlines()
+    assert float(total) == 12.0
+    parent, child = pids.split()
+    assert f"counter_{parent}.db" in files
+    assert f"counter_{child}.db" in files
 
 
 # -- the collector when the database is down -------------------------------------------------------
