@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = 20 * GiB
     max_json_body_bytes: int = Field(default=4 * MiB, ge=1024)
     """The largest JSON request body (every request but an artifact upload); larger gets 413."""
+    feedback_writers: int = Field(default=2, ge=1, le=64)
+    """Feedback batches one API process writes at once (each in a thread); more wait their
+    turn. It bounds what a flood of feedback takes from endpoint resolution in the same
+    process (they share its interpreter lock): more writers, more feedback throughput under
+    load, and slower resolution."""
     upload_lease_seconds: int = 120
     """How long an upload's claim on a version lives without a heartbeat."""
     upload_idle_timeout: float = Field(default=30.0, gt=0)

@@ -3,7 +3,10 @@ reads the current rollout window. Every test runs on SQLite and on PostgreSQL.""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -426,6 +429,40 @@ def test_post_one_item_or_a_batch(http: httpx.Client, registry: Registry) -> Non
         "before until",
     )
     assert_problem(http.get(f"/api/v1/models/{MODEL}/feedback/compare?environment=moon"), 422, "")
+
+
+@pytest.mark.usefixtures("model")
+def test_at_most_two_batches_are_written_at_once_and_the_rest_wait(
+    http: httpx.Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of feedback must not take every thread of the API process (and the interpreter
+    lock away from endpoint resolution): the writes are bounded (``MODELREG_FEEDBACK_WRITERS``,
+    2), the requests beyond the bound wait, and all are answered."""
+    make_version(http, MODEL, "1.0")
+    submit = registry.feedback.submit
+    lock = threading.Lock()
+    running, most = 0, 0
+
+    def counted(actor: Principal, items: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.05)
+            return submit(actor, items)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(registry.feedback, "submit", counted)
+    batch = {"items": [{"model": MODEL, "versionNumber": "1.0", "rating": 3}] * 10}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http.post("/api/v1/feedback", json=batch), range(16)))
+    assert [a.status_code for a in answers] == [200] * 16
+    assert registry.settings.feedback_writers == 2
+    assert most == 2
+    assert registry.feedback.version_summary(MODEL, "1.0").count == 160
 
 
 def _ready(http: httpx.Client, registry: Registry, number: str) -> None:
