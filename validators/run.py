@@ -49,7 +49,7 @@ def validate_artifact(
     timings: dict[str, float] = {}
     phase("scan")
     started = time.perf_counter()
-    security = scan_artifact(path, DEFAULT_POLICY)
+    security = scan_artifact(path, DEFAULT_POLICY, declared=fmt)
     timings["securitySeconds"] = round(time.perf_counter() - started, 4)
     out: dict[str, Any] = {"security": security.to_dict(), "timings": timings}
     if on_security is not None:

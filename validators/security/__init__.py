@@ -26,8 +26,11 @@ import time
 import zipfile
 from pathlib import Path
 
+from registry.formats import Format
 from registry.vocabulary import CheckStatus
 from validators.report import Finding, ScanReport, ScanVerdict, Severity
+from validators.security.claims import claimed_format, describe_claim
+from validators.security.pickle.reader import OPCODES
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
@@ -66,9 +69,15 @@ def verdict_of(
     return "clean"
 
 
-def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanReport:
+def scan_artifact(
+    path: Path, policy: SecurityPolicy | None = None, *, declared: str | None = None
+) -> ScanReport:
     """Scan the file or folder at ``path``. Never raises for a bad artifact: a scanner failure
-    on a file becomes a ``scanner.error`` finding and the verdict ``error``."""
+    on a file becomes a ``scanner.error`` finding and the verdict ``error``.
+
+    ``declared`` is the version's declared artifact format, if any: a single file that does
+    not parse as what it is declared to be is a finding (``claims``), as is any file whose
+    name claims a format it does not parse as."""
     policy = policy or DEFAULT_POLICY
     started = time.monotonic()
     findings: list[Finding] = []
@@ -103,7 +112,12 @@ def scan_artifact(path: Path, policy: SecurityPolicy | None = None) -> ScanRepor
             )
         elif path.exists():
             total += _scan_one(
-                path, root=path.resolve().parent, location=path.name, policy=policy, out=findings
+                path,
+                root=path.resolve().parent,
+                location=path.name,
+                policy=policy,
+                out=findings,
+                declared=declared,
             )
             scanned.append(path.name)
         else:
@@ -226,6 +240,7 @@ def _scan_one(
     policy: SecurityPolicy,
     out: list[Finding],
     external_data: set[Path] | None = None,
+    declared: str | None = None,
 ) -> int:
     """Scan one regular file into ``out``; return its size. Any scanner failure becomes a
     ``scanner.error`` finding, so one bad file never stops the scan of the others. ONNX
@@ -241,6 +256,7 @@ def _scan_one(
                 location=location,
                 policy=policy,
                 external_data=external_data,
+                declared=declared,
             )
         )
     except Exception as exc:
@@ -263,8 +279,9 @@ def _scan_file(
     location: str,
     policy: SecurityPolicy,
     external_data: set[Path] | None = None,
+    declared: str | None = None,
 ) -> list[Finding]:
-    from registry.formats import Format, read_head, sniff
+    from registry.formats import read_head, sniff
     from validators.security.archives import scan_archive, scan_stream
     from validators.security.pickle import looks_like_pickle, scan_pickle
 
@@ -308,13 +325,79 @@ def _scan_file(
         result.findings += scan_archive(path, location=location, policy=policy)
         return result.findings
     if result.fmt is Format.UNKNOWN and not result.is_pickle:
-        result.findings.append(
-            Finding(
-                Severity.LOW,
-                "format.unknown",
-                "not a format the scanner knows (ONNX, pickle, safetensors, npy, zip, tar); "
-                "checked for pickles only",
-                location,
+        claim = claimed_format(path.name, declared=declared)
+        if claim is not None:
+            what = describe_claim(path.name, declared=declared)
+            result.findings += _read_as_claimed(
+                path, claim, what=what, size=size, root=root, location=location, policy=policy
             )
-        )
+        else:
+            result.findings.append(
+                Finding(
+                    Severity.LOW,
+                    "format.unknown",
+                    "not a format the scanner knows (ONNX, pickle, safetensors, npy, zip, "
+                    "tar); checked for pickles only",
+                    location,
+                )
+            )
     return result.findings
+
+
+def _read_as_claimed(
+    path: Path,
+    claim: Format,
+    *,
+    what: str,
+    size: int,
+    root: Path,
+    location: str,
+    policy: SecurityPolicy,
+) -> list[Finding]:
+    """A file that claims ``claim`` (``what`` says how) but was not sniffed as it: read as the
+    claimed format anyway, since its loader will, and say what is wrong (at least HIGH)."""
+    from validators.security.pickle import scan_pickle
+    from validators.security.safetensors_scan import scan_safetensors
+
+    if claim is Format.ONNX:
+        from validators.security.onnx_scan import scan_onnx
+
+        return scan_onnx(path, policy=policy, location=location, root=root)
+    with path.open("rb") as fh:
+        if claim is Format.SAFETENSORS:
+            findings = scan_safetensors(fh, size=size, location=location)
+            return findings or [
+                Finding(
+                    Severity.HIGH,
+                    "safetensors.malformed",
+                    f"{what}, but it does not read as a safetensors file",
+                    location,
+                )
+            ]
+        if claim is Format.PICKLE:
+            first = fh.read(1)
+            reason = (
+                "it is empty"
+                if not first
+                else f"its first byte {first[0]:#04x} does not start a pickle's opcodes"
+                if first[0] not in OPCODES
+                else "its first opcodes do not parse"
+            )
+            fh.seek(0)
+            return [
+                Finding(
+                    Severity.HIGH,
+                    "pickle.not-a-pickle",
+                    f"{what}, but it does not read as a pickle: {reason}",
+                    location,
+                ),
+                *scan_pickle(fh, location=location, policy=policy),
+            ]
+    return [
+        Finding(
+            Severity.HIGH,
+            f"{claim}.malformed",
+            f"{what}, but it does not read as one (no {claim} header)",
+            location,
+        )
+    ]

@@ -10,24 +10,36 @@ Severity mapping used by the pickle scanner:
   opcode route (``GLOBAL``, ``STACK_GLOBAL``, ``INST``) and whatever alias hides it
   (``__builtin__``, ``posix``, a dotted attribute path, ``operator.attrgetter`` gadgets); an
   embedded pickle passed to a loader that is itself malicious.
-- ``HIGH``: a global in ``pickle_suspicious_globals`` (gadget builders such as
-  ``functools.partial``, ``builtins.type``); a global name that is an attribute path
-  (``collections`` + ``_sys.modules``) and is not allowed; a ``STACK_GLOBAL`` whose module
-  or name cannot be resolved statically; a parse error after an import was seen; a limit
-  exceeded (fail-closed).
-- ``MEDIUM``: a global that is neither allowed nor known dangerous; use of the copyreg
-  extension registry (``EXT1/2/4``); TorchScript ``code/`` inside a PyTorch zip.
+- ``HIGH``: a global off the allow-list that the pickle *calls* (``REDUCE``, ``INST``,
+  ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, or ``BUILD``, which runs the class's ``__setstate__``):
+  the allow-list is the default stance, because a deny-list is always one gadget behind;
+  ``BUILD`` on an imported object itself (it rewrites a class or a module-level object); a
+  global in ``pickle_suspicious_globals`` (gadget builders such as ``functools.partial``,
+  ``builtins.type``); a global name that is an attribute path (``collections`` +
+  ``_sys.modules``) and is not allowed; a ``STACK_GLOBAL`` whose module or name cannot be
+  resolved statically; a parse error after an import was seen; a limit exceeded
+  (fail-closed).
+- ``MEDIUM``: a global off the allow-list that is only referenced, never called (a class
+  passed as a value).
 - ``LOW``: a parse error before any import; data after the last pickle that is not a
-  pickle (legacy ``torch.save`` storages); unexpected non-pickle members in a PyTorch zip
-  (unexpected pickles and members outside its folder are MEDIUM, paths escaping it HIGH).
+  pickle (legacy ``torch.save`` storages); a name no module path spells (the import fails);
+  a copyreg extension code (``EXT1/2/4``: copyreg's registry is empty unless the loading
+  program fills it); TorchScript ``code/`` (inspected on its own); unexpected non-pickle
+  members in a PyTorch zip (unexpected pickles and members outside its folder are MEDIUM,
+  paths escaping it HIGH).
 
-Matching rules: an entry of ``pickle_dangerous_globals`` or ``pickle_suspicious_globals``
-matches itself and everything below it (``"os"`` matches ``os.system`` and ``os.path.join``;
-``"torch.jit"`` matches ``torch.jit.load``), after Python 2 names are mapped as the unpickler
-maps them (``__builtin__`` is ``builtins``) and for every suffix of a dotted name
-(``posixpath`` + ``os.system`` is ``os.system``). An entry of ``pickle_safe_globals`` matches
-exactly; ``pickle_safe_prefixes`` match by prefix. Dangerous entries win over safe ones, and
-safe ones over suspicious ones.
+Matching rules: an entry of ``pickle_safe_globals`` matches exactly and wins over everything
+(it is the most specific rule: ``torch.jit._pickle.build_intlist`` is allowed below the
+dangerous ``torch.jit``). An entry of ``pickle_dangerous_globals`` or
+``pickle_suspicious_globals`` matches itself and everything below it (``"os"`` matches
+``os.system`` and ``os.path.join``; ``"torch.jit"`` matches ``torch.jit.load``), after
+Python 2 names are mapped as the unpickler maps them (``__builtin__`` is ``builtins``) and for
+every suffix of a dotted name (``posixpath`` + ``os.system`` is ``os.system``). Dangerous
+entries win over ``pickle_safe_prefixes``, which match what a module defines at its top level
+(never an attribute path below it), and those win over suspicious entries.
+
+All four lists are fields of ``SecurityPolicy``: an operator allows their own classes with
+``pickle_safe_prefixes`` (``{"mycompany.models."}``) or ``pickle_safe_globals``.
 """
 
 from __future__ import annotations
@@ -63,6 +75,36 @@ _TORCH_DTYPES = (
 )  # fmt: skip
 
 _NUMPY_CORES = ("numpy.core", "numpy._core")
+
+_NUMPY_SCALARS = (
+    "bool_", "float16", "float32", "float64", "longdouble", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "complex64", "complex128", "str_", "bytes_",
+    "datetime64", "timedelta64", "intc", "uintc", "longlong", "ulonglong", "object_",
+)  # fmt: skip
+
+#: numpy's bit generators and their seed sequences, as a Generator or RandomState pickles them
+_NUMPY_RANDOM = (
+    "_mt19937.MT19937", "_pcg64.PCG64", "_pcg64.PCG64DXSM", "_philox.Philox", "_sfc64.SFC64",
+    "bit_generator.SeedSequence", "bit_generator.__pyx_unpickle_SeedSequence",
+    "_generator.Generator",
+)  # fmt: skip
+
+#: the model classes of gradient-boosting libraries (their ``__setstate__`` parses the
+#: library's own model format)
+_BOOSTERS = (
+    "xgboost.core.Booster", "xgboost.sklearn.XGBModel", "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor", "xgboost.sklearn.XGBRanker",
+    "xgboost.sklearn.XGBRFClassifier", "xgboost.sklearn.XGBRFRegressor",
+    "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMModel", "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor", "lightgbm.sklearn.LGBMRanker",
+)  # fmt: skip
+
+#: what TorchScript writes in its pickles: list and tensor builders (below the dangerous
+#: ``torch.jit``: an exact safe entry wins over a dangerous prefix)
+_TORCHSCRIPT_BUILDERS = (
+    "build_intlist", "build_tensorlist", "build_doublelist", "build_boollist",
+    "build_complexlist", "build_booltensor", "restore_type_tag",
+)  # fmt: skip
 
 DEFAULT_PICKLE_SAFE_GLOBALS: frozenset[str] = frozenset(
     {
@@ -108,6 +150,10 @@ DEFAULT_PICKLE_SAFE_GLOBALS: frozenset[str] = frozenset(
         "numpy.random._pickle.__bit_generator_ctor",
         "numpy.random._pickle.__generator_ctor",
         "numpy.random.mtrand.RandomState",
+        *(f"numpy.{name}" for name in _NUMPY_SCALARS),
+        *(f"numpy.random.{name}" for name in _NUMPY_RANDOM),
+        *_BOOSTERS,
+        *(f"torch.jit._pickle.{name}" for name in _TORCHSCRIPT_BUILDERS),
         *(f"{core}.multiarray._reconstruct" for core in _NUMPY_CORES),
         *(f"{core}.multiarray.scalar" for core in _NUMPY_CORES),
         *(f"{core}.numeric._frombuffer" for core in _NUMPY_CORES),
@@ -132,12 +178,18 @@ DEFAULT_PICKLE_SAFE_GLOBALS: frozenset[str] = frozenset(
 )
 
 #: Modules whose classes are allowed by prefix. They hold estimators and containers, not
-#: loaders; the dangerous list still wins over these.
+#: loaders; the dangerous list still wins over these, and a prefix allows only what a module
+#: defines at its top level (``sklearn.x.Estimator``), never an attribute path below it
+#: (``sklearn.x.Estimator.method``). ``__torch__.`` names the classes of a TorchScript
+#: archive's own code, which the TorchScript loader compiles (the plain unpickler finds no
+#: such module); the code itself is inspected as such.
 DEFAULT_PICKLE_SAFE_PREFIXES: frozenset[str] = frozenset(
     {
         "sklearn.",
         "numpy.dtypes.",
         "torch.nn.modules.",
+        "torch.optim.",
+        "__torch__.",
         "scipy.sparse._csr.",
         "scipy.sparse._csc.",
         "scipy.sparse._coo.",
@@ -154,6 +206,8 @@ DEFAULT_PICKLE_DANGEROUS_GLOBALS: frozenset[str] = frozenset(
         "platform.popen", "asyncio", "_winapi", "msvcrt", "winreg", "_osx_support",
         "_aix_support", "uuid._get_command_stdout", "uuid._popen", "pydoc.pipepager",
         "pydoc.tempfilepager", "pydoc.pager", "pydoc.locate", "commands", "popen2",
+        "_pyrepl", "mailcap", "pexpect", "ptyprocess", "sh", "plumbum", "fabric", "invoke",
+        "paramiko",
         # running code
         "builtins.eval", "builtins.exec", "builtins.compile", "builtins.__import__",
         "builtins.getattr", "builtins.setattr", "builtins.delattr", "builtins.open",
@@ -162,6 +216,7 @@ DEFAULT_PICKLE_DANGEROUS_GLOBALS: frozenset[str] = frozenset(
         "builtins.reload", "builtins.__loader__", "builtins.__builtins__", "builtins.help",
         "builtins.exit", "builtins.quit",
         "runpy", "code", "codeop", "importlib", "imp", "zipimport", "pkgutil", "sys",
+        "_frozen_importlib", "_frozen_importlib_external", "_imp",
         "ctypes", "_ctypes", "marshal", "types.FunctionType", "types.CodeType",
         "types.MethodType", "types.LambdaType", "types.ModuleType", "timeit", "cProfile",
         "profile", "pdb", "bdb", "trace", "doctest", "idlelib", "lib2to3", "test",
@@ -174,6 +229,9 @@ DEFAULT_PICKLE_DANGEROUS_GLOBALS: frozenset[str] = frozenset(
         "operator.call", "_operator.call",
         # nested loaders
         "pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib.load",
+        "joblib.externals", "joblib._store_backends", "joblib.memory", "joblib.parallel",
+        "torch.utils.data.datapipes.utils.decoder", "torch.utils.data._utils.worker",
+        "torch._jit_internal",
         "joblib.numpy_pickle.load", "shelve", "copyreg.add_extension",
         "torch.load", "torch.serialization", "torch.storage._load_from_bytes", "torch.hub",
         "torch.jit", "torch._C", "torch.package", "torch.utils.cpp_extension",

@@ -24,9 +24,18 @@ LOADERS = frozenset(
         "_pickle.load", "dill.loads", "dill.load", "cloudpickle.loads", "cloudpickle.load",
         "numpy.loads", "torch.load", "torch.serialization.load", "joblib.load",
         "joblib.numpy_pickle.load", "pickle.Unpickler", "_pickle.Unpickler",
+        "torch.utils.data.datapipes.utils.decoder.basichandlers",
+        "joblib.externals.cloudpickle.loads", "joblib.externals.cloudpickle.load",
     }
 )  # fmt: skip
+#: loaders whose pickle is not their first argument, by the argument's index
+#: (``basichandlers(extension, data)`` unpickles ``data`` when the extension says pickle)
+LOADER_ARGUMENT = {"torch.utils.data.datapipes.utils.decoder.basichandlers": 1}
 BYTES_IO = frozenset({"io.BytesIO", "_io.BytesIO"})
+#: allowed callables that make an instance of the class they are given as first argument
+RECONSTRUCTORS = frozenset(
+    {"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"}
+)
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 #: how a module or a name is spelled (what a pickle's first opcodes must import to be one)
 IDENTIFIER = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*\Z")
@@ -77,6 +86,10 @@ def classify_global(module: str, name: str, *, policy: SecurityPolicy) -> Severi
         ):
             return Severity.CRITICAL
         return Severity.HIGH
+    qualified = f"{module}.{name}"
+    normal = normalise(module, name)
+    if qualified in policy.pickle_safe_globals or normal in policy.pickle_safe_globals:
+        return None  # an exact entry is the most specific rule there is
     candidates = _candidate_names(module, name)
     if any(_matches(c, policy.pickle_dangerous_globals) for c in candidates):
         return Severity.CRITICAL
@@ -88,13 +101,10 @@ def classify_global(module: str, name: str, *, policy: SecurityPolicy) -> Severi
         "__generator_ctor",
     ):
         return Severity.CRITICAL
-    qualified = f"{module}.{name}"
-    normal = normalise(module, name)
-    for spelled in (qualified, normal):
-        if spelled in policy.pickle_safe_globals or any(
-            spelled.startswith(p) for p in policy.pickle_safe_prefixes
-        ):
-            return None
+    if "." not in name:
+        for spelled in (qualified, normal):
+            if any(spelled.startswith(p) for p in policy.pickle_safe_prefixes):
+                return None
     if any(_matches(c, policy.pickle_suspicious_globals) for c in candidates):
         return Severity.HIGH
     if "." in name.strip():

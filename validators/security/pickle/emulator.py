@@ -16,6 +16,7 @@ parse error ends the scan with a finding (HIGH when an import came before it).
 from __future__ import annotations
 
 import io
+import pickletools
 import re
 import struct
 from typing import BinaryIO
@@ -29,6 +30,8 @@ from validators.security.pickle.values import OPAQUE, Call, Global
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
 _TRIAL_OPCODES = 8
+#: how much of what follows a pickle is read to tell whether another pickle starts there
+_NEXT_HEAD = 4096
 _DTYPE_SIZE = re.compile(r"[<>|=]?[a-zA-Z?](\d+)")
 
 
@@ -139,6 +142,7 @@ class Pickle(Machine):
     def build(self, offset: int) -> None:
         state = self.pop(offset)
         obj = self.stack[-1] if self.stack else self.pop(offset)
+        self.check_build(obj, offset)
         if isinstance(obj, Call):
             obj.state = state
             if (
@@ -289,8 +293,8 @@ def scan_stream(scan: Scan, stream: BinaryIO) -> None:
         start = reader.offset
         if reader.at_end():
             return
-        reader.fill(256)
-        if index > 0 and not looks_like_pickle(reader.buf[reader.pos : reader.pos + 256]):
+        reader.fill(_NEXT_HEAD)
+        if index > 0 and not looks_like_pickle(reader.buf[reader.pos : reader.pos + _NEXT_HEAD]):
             scan.report(
                 Severity.LOW,
                 "pickle.trailing-data",
@@ -337,17 +341,22 @@ def _report_limit(scan: Scan, message: str, offset: int) -> None:
     scan.report(Severity.HIGH, "pickle.limits", "limits", message, offset)
 
 
-def looks_like_pickle(head: bytes) -> bool:
-    """Whether these first bytes of a file could be read by an unpickler.
+def looks_like_pickle(head: bytes, *, size: int | None = None) -> bool:
+    """Whether these first bytes of a file (of ``size`` bytes, when known) could be read by an
+    unpickler: the test follows what CPython's unpickler accepts, not what typical files
+    look like.
 
-    Protocol 2-5 pickles start with PROTO. Protocol 0 and 1 pickles have no header, so the
-    first few opcodes are emulated: they must be valid and must not underflow the stack, and
-    any imported module must be spelled like one.
+    - A PROTO header of any protocol CPython reads, 0 to 5 (``torch.load`` reads them too).
+    - No header (protocols 0 and 1 need none): the first few opcodes are emulated. They must
+      be valid, must not underflow the stack, and any imported module must be spelled like
+      one. A PROTO may come anywhere, as the unpickler allows.
+    - A first opcode whose argument runs past the head (a 5 kB string, then the payload) is
+      accepted when its declared length fits in the file: the unpickler reads it whole.
     """
     if not head:
         return False
     if head[0] == 0x80:
-        return len(head) >= 2 and 2 <= head[1] <= 5
+        return len(head) >= 2 and head[1] <= 5
     if head[0] not in OPCODES:
         return False
     scan = Scan("<head>", DEFAULT_POLICY, strict=True)
@@ -358,10 +367,41 @@ def looks_like_pickle(head: bytes) -> bool:
         return True
     except PickleError as exc:
         # running out of head bytes is fine once an opcode has been read whole
-        return "truncated" in str(exc) and one.count > 1
+        if "truncated" not in str(exc):
+            return False
+        return one.count > 1 or _first_opcode_overruns(head, size)
     except (LimitExceeded, ValueError, IndexError, struct.error, OverflowError):
         return False
     return True
+
+
+_LENGTH_WIDTHS = {
+    pickletools.TAKEN_FROM_ARGUMENT1: 1,
+    pickletools.TAKEN_FROM_ARGUMENT4: 4,
+    pickletools.TAKEN_FROM_ARGUMENT4U: 4,
+    pickletools.TAKEN_FROM_ARGUMENT8U: 8,
+}
+
+
+def _first_opcode_overruns(head: bytes, size: int | None) -> bool:
+    """Whether the head's first opcode is cut short by the end of the head, and would fit in
+    a file of ``size`` bytes: a line with no newline in the head, or a counted string whose
+    length runs past the head but not past the file."""
+    arg = OPCODES[head[0]].arg
+    if arg is None:
+        return False
+    if arg.n == pickletools.UP_TO_NEWLINE:
+        # a long text constant; no module name or number is 4 kB long
+        text = head[0] == 0x56 or (head[0] == 0x53 and head[1:2] in (b"'", b'"'))
+        return text and b"\n" not in head
+    width = _LENGTH_WIDTHS.get(arg.n)
+    if width is None or len(head) < 1 + width:
+        return False
+    length = int.from_bytes(
+        head[1 : 1 + width], "little", signed=arg.n == pickletools.TAKEN_FROM_ARGUMENT4
+    )
+    end = 1 + width + length
+    return length >= 0 and end > len(head) and (size is None or end <= size)
 
 
 def scan_pickle(stream: BinaryIO, *, location: str, policy: SecurityPolicy) -> list[Finding]:

@@ -16,7 +16,9 @@ from validators.report import Finding, Severity
 from validators.security.pickle.classification import (
     BYTES_IO,
     IDENTIFIER,
+    LOADER_ARGUMENT,
     LOADERS,
+    RECONSTRUCTORS,
     classify_global,
     describe,
     normalise,
@@ -145,9 +147,9 @@ class Machine(ABC):
 
     # imports and calls
     def import_global(self, module: object, name: object, *, route: str, offset: int) -> object:
-        self.imported = True
         scan = self.scan
         if not isinstance(module, str) or not isinstance(name, str):
+            self.imported = True
             shown = shorten(f"{describe(module)}.{describe(name)}")
             scan.report(
                 Severity.HIGH,
@@ -157,17 +159,28 @@ class Machine(ABC):
                 offset,
             )
             return OPAQUE
-        if scan.strict and not (
-            IDENTIFIER.match(module.strip()) and IDENTIFIER.match(name.strip())
-        ):
+        importable = bool(IDENTIFIER.match(module.strip()) and IDENTIFIER.match(name.strip()))
+        if scan.strict and not importable:
             raise PickleError("not a module name")
         severity = scan.classify(module, name)
         qualified = shorten(f"{module}.{name}")
-        if severity is not None:
+        if not importable and (severity is None or severity < Severity.CRITICAL):
+            # no module path is spelled so: the import fails, and the load with it
+            severity = Severity.LOW
+            scan.report(
+                severity,
+                "pickle.unimportable-global",
+                qualified,
+                f"{route} names {qualified!r}, which no module path spells (the import fails)",
+                offset,
+            )
+        elif severity is not None:
             rule, what = rule_of(severity)
             scan.report(
                 severity, rule, qualified, f"{what} {qualified!r} imported via {route}", offset
             )
+        # only an import that can succeed can run anything before a later parse error
+        self.imported = self.imported or importable
         return Global(module, name, normalise(module, name), severity)
 
     def call(self, func: object, args: object, *, route: str, offset: int) -> object:
@@ -176,9 +189,11 @@ class Machine(ABC):
             if func.qualified == "_codecs.encode":
                 return _encode_constant(args, result)
             if func.qualified in LOADERS or func.qualified in BYTES_IO:
-                payload = _first_bytes(args)
+                payload = _first_bytes(args, LOADER_ARGUMENT.get(func.qualified, 0))
                 if payload is not None and func.qualified in LOADERS:
                     self.scan_embedded(payload, offset)
+            elif func.severity is Severity.MEDIUM:
+                self.report_unknown_call(func, f"{route} calls", offset)
             return result
         if func is OPAQUE or isinstance(func, Call | Global):
             self.scan.report(
@@ -190,12 +205,47 @@ class Machine(ABC):
             )
         return Call(func, args)
 
+    def report_unknown_call(self, func: Global, what: str, offset: int) -> None:
+        """A callable off the allow-list runs: at least HIGH, whatever it is (a deny-list is
+        always one gadget behind)."""
+        qualified = shorten(func.qualified)
+        self.scan.report(
+            Severity.HIGH,
+            "pickle.unknown-callable",
+            qualified,
+            f"{what} {qualified!r}, which is not on the allow-list of callables",
+            offset,
+        )
 
-def _first_bytes(args: object) -> bytes | None:
-    """The constant bytes passed as the first argument, through an ``io.BytesIO`` if any."""
-    if not isinstance(args, tuple) or not args:
+    def check_build(self, obj: object, offset: int) -> None:
+        """BUILD runs the target's ``__setstate__`` (or sets its attributes): the class of an
+        object built off the allow-list is a call, and BUILD on an imported object itself
+        rewrites that object (a class, a function, a module-level instance)."""
+        if isinstance(obj, Global):
+            qualified = shorten(obj.qualified)
+            self.scan.report(
+                Severity.HIGH,
+                "pickle.build-on-global",
+                qualified,
+                f"BUILD sets the state of the imported object {qualified!r} itself",
+                offset,
+            )
+            return
+        if not isinstance(obj, Call) or not isinstance(obj.func, Global):
+            return
+        cls: object = obj.func
+        if obj.func.qualified in RECONSTRUCTORS and isinstance(obj.args, tuple) and obj.args:
+            cls = obj.args[0]  # copyreg._reconstructor(cls, base, state): an instance of cls
+        if isinstance(cls, Global) and cls.severity is Severity.MEDIUM:
+            self.report_unknown_call(cls, "BUILD runs __setstate__ of", offset)
+
+
+def _first_bytes(args: object, index: int = 0) -> bytes | None:
+    """The constant bytes passed as argument ``index`` (the first by default), through an
+    ``io.BytesIO`` if any."""
+    if not isinstance(args, tuple) or len(args) <= index:
         return None
-    first = args[0]
+    first = args[index]
     if isinstance(first, Call) and isinstance(first.func, Global):
         if first.func.qualified in BYTES_IO:
             return _first_bytes(first.args)

@@ -24,6 +24,8 @@ _UNPACK_UI = struct.Struct("<I").unpack_from
 _UNPACK_H = struct.Struct("<H").unpack_from
 
 HotHandler = Callable[[Machine, bytes, int], int]
+#: values that are known not to be strings: a STACK_GLOBAL on one fails in the unpickler
+_NOT_STR = (int, float, bytes, tuple, dict, ListValue, Global, type(None))
 RareHandler = Callable[[Machine, str, int], None]
 
 
@@ -344,6 +346,9 @@ def _global(m: Machine, name: str, start: int) -> None:
 def _stack_global(m: Machine, name: str, start: int) -> None:
     top = m.pop(start)
     below = m.pop(start)
+    if isinstance(top, _NOT_STR) or isinstance(below, _NOT_STR):
+        # the unpickler refuses these ("STACK_GLOBAL requires str"): nothing is imported
+        raise PickleError("STACK_GLOBAL on a value that is not a string")
     m.stack.append(m.import_global(below, top, route="STACK_GLOBAL", offset=start))
 
 
@@ -381,15 +386,18 @@ def _build(m: Machine, name: str, start: int) -> None:
 def _extension(m: Machine, name: str, start: int) -> None:  # EXT1, EXT2, EXT4
     width = {"EXT1": 1, "EXT2": 2, "EXT4": 4}[name]
     code = int.from_bytes(m.r.take(width), "little")
-    m.imported = True
+    # copyreg's extension registry is empty in a stock interpreter (a pickle that fills it
+    # imports copyreg.add_extension, a dangerous global): only codes the loading program
+    # registered itself resolve, so the code is noted and the object it names is trusted
     m.scan.report(
-        Severity.MEDIUM,
+        Severity.LOW,
         "pickle.extension-code",
         str(code),
-        f"{name} imports the object registered as copyreg extension code {code}",
+        f"{name} names copyreg extension code {code}, which resolves only if the loading "
+        "program registered it",
         start,
     )
-    m.stack.append(Global("<extension>", str(code), "<extension>", Severity.MEDIUM))
+    m.stack.append(Global("<extension>", str(code), "<extension>", None))
 
 
 def _persistent(m: Machine, name: str, start: int) -> None:  # PERSID, BINPERSID
