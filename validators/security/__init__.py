@@ -25,13 +25,21 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from registry.formats import Format
 from registry.vocabulary import CheckStatus
 from validators.report import Finding, ScanReport, ScanVerdict, Severity
 from validators.security.claims import claimed_format, describe_claim
+from validators.security.keras_scan import looks_like_h5, scan_h5
 from validators.security.pickle.reader import OPCODES
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
+from validators.security.savedmodel_scan import (
+    MAX_SAVED_MODEL_BYTES,
+    SAVED_MODEL_NAMES,
+    looks_like_saved_model,
+    scan_saved_model,
+)
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
 
@@ -297,6 +305,11 @@ def _scan_file(
     with path.open("rb") as fh:
         head = read_head(fh)
         fmt = sniff(head, size=size)
+        # before ONNX: a SavedModel's protobuf head reads as a ModelProto's too
+        if path.name in SAVED_MODEL_NAMES or looks_like_saved_model(head, size=size):
+            return _scan_saved_model_file(fh, size=size, location=location)
+        if looks_like_h5(head):
+            return scan_h5(path, location=location)
         if fmt in (Format.ZIP, Format.TAR, Format.GZIP):
             return scan_archive(path, location=location, policy=policy)
         if fmt is Format.ONNX:
@@ -342,6 +355,23 @@ def _scan_file(
                 )
             )
     return result.findings
+
+
+def _scan_saved_model_file(fh: BinaryIO, *, size: int, location: str) -> list[Finding]:
+    """A TensorFlow SavedModel's ``saved_model.pb``, read whole (protobuf's limit is 2 GiB, and
+    the graph holds no weights: those are in ``variables/``)."""
+    if size > MAX_SAVED_MODEL_BYTES:
+        return [
+            Finding(
+                Severity.HIGH,
+                "limit.savedmodel_bytes",
+                f"saved_model.pb of {size} bytes is over protobuf's limit "
+                f"({MAX_SAVED_MODEL_BYTES}); not parsed",
+                location,
+            )
+        ]
+    fh.seek(0)
+    return scan_saved_model(fh.read(), location=location)
 
 
 def _read_as_claimed(
