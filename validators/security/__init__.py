@@ -317,9 +317,14 @@ def _scan_file(
             from validators.security.onnx_scan import scan_onnx
 
             findings = scan_onnx(
-                path, policy=policy, location=location, root=root, external_data=external_data
+                path,
+                policy=policy,
+                location=location,
+                root=root,
+                external_data=external_data,
+                claimed=claimed_format(path.name, declared=declared) is Format.ONNX,
             )
-            if looks_like_pickle(head):
+            if looks_like_pickle(head, size=size):
                 fh.seek(0)
                 findings += scan_pickle(fh, location=location, policy=policy)
             return findings

@@ -58,10 +58,16 @@ def scan_onnx(
     location: str,
     root: Path | None = None,
     external_data: set[Path] | None = None,
+    claimed: bool = True,
 ) -> list[Finding]:
     """Findings for the ONNX model at ``path``; external data must lie inside ``root``
     (default: the model's folder). The external-data files the model names, once checked,
-    are added to ``external_data`` when given."""
+    are added to ``external_data`` when given.
+
+    ``claimed`` says whether the file claims to be ONNX (by its name or declared format): a
+    claimed model that does not parse is ``onnx.corrupt`` (HIGH); bytes that were only
+    sniffed as ONNX's protobuf (random tensor data may be) and do not parse are a LOW
+    ``format.unknown``, as any unknown content."""
     scan = _Scan(path, root or path.parent, policy, location)
     size = path.stat().st_size
     if size > min(policy.max_model_bytes, PROTOBUF_LIMIT):
@@ -75,7 +81,15 @@ def scan_onnx(
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors: not a model
-        scan.add(Severity.HIGH, "onnx.corrupt", f"not a valid ONNX model: {exc}")
+        if claimed:
+            scan.add(Severity.HIGH, "onnx.corrupt", f"not a valid ONNX model: {exc}")
+        else:
+            scan.add(
+                Severity.LOW,
+                "format.unknown",
+                "reads like a protobuf but not as an ONNX model, and claims no format; "
+                "checked for pickles only",
+            )
         return scan.findings
     _check_model(scan, model)
     if external_data is not None:
