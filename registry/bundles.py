@@ -4,44 +4,72 @@ Both sides of the promise unpack a bundle with this code: the security scanner
 (``validators.security.archives``) and the functional check judge it, and the model server
 (``deployers.model_server``) unpacks what it serves. So what validated is what serves.
 
-An archive is judged from its headers before anything is decompressed: member names (absolute
-paths, ``..``, backslashes, NUL bytes), links, device files, duplicate names, the member count,
-the declared total size and the compression ratio (:func:`check_members`). :func:`safe_extract`
-refuses (:class:`UnsafeBundle`) an archive with any serious problem, and any link or device
-member, before a byte is written; it writes files with ``O_EXCL | O_NOFOLLOW``, never beyond
-their declared size, and directories with mode 0700.
+7z archives (``py7zr``) are listed, checked and read with the same code, for the scanner: a
+7z is no bundle (:func:`archive_kind` does not name it, so the model server never unpacks
+one), but a model hidden in one is still scanned.
 
-A problem is a :class:`BundleProblem` with a severity name (``LOW`` to ``CRITICAL``) and a rule
-id (``archive.path``, ``archive.link``, ``limit.archive_members``, ...); the scanner turns each
-into a finding of the same rule id.
+This module lists an archive from its headers (:func:`list_archive`), gives its members'
+content (:func:`member_streams`) and unpacks a bundle. The listing's types and the header
+checks (:func:`check_members`) are ``registry.bundle_checks``'s, the reading of a 7z is
+``registry.bundles_7z``'s; both are re-exported here, so callers import every bundle name
+from this module. :func:`safe_extract` refuses (:class:`UnsafeBundle`) an archive with any
+serious problem, and any link or device member, before a byte is written; it writes files
+with ``O_EXCL | O_NOFOLLOW``, never beyond their declared size, and directories with mode
+0700.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
-import re
 import stat
 import struct
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO
+
+from registry.bundle_checks import (
+    ArchiveKind,
+    BundleKind,
+    BundleLimits,
+    BundleProblem,
+    Listing,
+    Member,
+    MemberKind,
+    SeverityName,
+    check_members,
+    unsafe_name,
+)
+from registry.bundles_7z import (
+    SEVEN_ZIP_MAGIC,
+    BadArchive,
+    EncryptedArchive,
+    list_7z,
+    stream_7z_members,
+)
 
 __all__ = [
+    "CHUNK",
+    "MAX_LINK_TARGET",
     "READ_ERRORS",
+    "SEVEN_ZIP_MAGIC",
     "ArchiveKind",
+    "BadArchive",
+    "BundleKind",
     "BundleLimits",
     "BundleProblem",
+    "EncryptedArchive",
     "Listing",
     "Member",
+    "MemberKind",
+    "SeverityName",
     "TarMetadataTooLarge",
     "UnsafeBundle",
     "archive_kind",
     "check_members",
+    "container_kind",
     "copy_bounded",
     "is_gzip",
     "list_archive",
@@ -50,17 +78,11 @@ __all__ = [
     "unsafe_name",
 ]
 
-GIB = 1024**3
 #: A zip symlink's target is its content; longer targets are not read.
 MAX_LINK_TARGET = 4096
 CHUNK = 1024 * 1024
 #: A pax or GNU long-name header larger than this is refused: tarfile would read it whole.
 MAX_TAR_META_BYTES = 1024 * 1024
-
-MemberKind = Literal["file", "dir", "symlink", "hardlink", "device", "other"]
-ArchiveKind = Literal["zip", "tar"]
-SeverityName = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-_RANK: dict[str, int] = {"LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
 
 #: Errors that mean an archive or a member cannot be read as what it claims to be.
 READ_ERRORS = (
@@ -84,36 +106,6 @@ _TAR_META_TYPES = (
     tarfile.GNUTYPE_LONGNAME,
     tarfile.GNUTYPE_LONGLINK,
 )
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-@dataclass(frozen=True)
-class BundleLimits:
-    """The bounds on an archive, from its headers. The defaults are the security policy's
-    (``validators.security.policy.SecurityPolicy``), so the model server holds a bundle to the
-    limits it was scanned with."""
-
-    max_members: int = 10_000
-    max_declared_bytes: int = 50 * GIB
-    #: Uncompressed size over compressed size, per zip member and for a whole tar.gz.
-    max_compression_ratio: float = 200.0
-    #: Members (or a whole tar.gz) declaring at most this many bytes are not held to the ratio.
-    compression_ratio_floor_bytes: int = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class BundleProblem:
-    """One reason an archive is not safe, or worth mentioning."""
-
-    severity: SeverityName
-    rule_id: str
-    message: str
-    location: str
-
-    @property
-    def serious(self) -> bool:
-        """HIGH or CRITICAL: the archive is not unpacked."""
-        return _RANK[self.severity] >= _RANK["HIGH"]
 
 
 class UnsafeBundle(ValueError):
@@ -144,38 +136,6 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return proc(tf)
 
 
-@dataclass(frozen=True)
-class Member:
-    name: str
-    kind: MemberKind
-    size: int
-    compressed: int | None = None
-    link: str | None = None
-
-
-@dataclass
-class Listing:
-    kind: ArchiveKind
-    members: list[Member]
-    compressed: bool
-    truncated: bool = False
-
-
-def unsafe_name(name: str) -> str | None:
-    """Why a member name (or an ONNX external-data location) is unsafe, or None."""
-    if not name:
-        return "is empty"
-    if "\x00" in name:
-        return "contains a NUL byte"
-    if "\\" in name:
-        return "contains a backslash"
-    if name.startswith("/") or _DRIVE.match(name):
-        return "is an absolute path"
-    if ".." in PurePosixPath(name).parts:
-        return "contains a '..' component"
-    return None
-
-
 # -- listing, from headers only ---------------------------------------------------------------
 
 
@@ -184,8 +144,9 @@ def is_gzip(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-def archive_kind(path: Path) -> ArchiveKind | None:
-    """zip or tar (plain or gzip-compressed), from the content; None otherwise."""
+def archive_kind(path: Path) -> BundleKind | None:
+    """zip or tar (plain or gzip-compressed), from the content; None otherwise. These are the
+    bundles the model server unpacks."""
     with path.open("rb") as fh:
         head = fh.read(512)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
@@ -194,6 +155,14 @@ def archive_kind(path: Path) -> ArchiveKind | None:
         return "tar"
     # a zip is read from its end: data before the first member (a polyglot) is allowed
     return "zip" if zipfile.is_zipfile(path) else None
+
+
+def container_kind(path: Path) -> ArchiveKind | None:
+    """A bundle's kind (:func:`archive_kind`), or ``7z``, from the content; None otherwise."""
+    with path.open("rb") as fh:
+        if fh.read(6) == SEVEN_ZIP_MAGIC:
+            return "7z"
+    return archive_kind(path)
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> MemberKind:
@@ -251,8 +220,11 @@ def _zip_declared_entries(path: Path) -> int | None:
 def list_archive(path: Path, *, limits: BundleLimits) -> Listing:
     """The members an archive declares, read from its headers. A tar is read as a stream and
     the listing stops (``truncated``) as soon as a member-count or size limit is passed, so
-    a hostile archive is never read to its end."""
-    kind = archive_kind(path)
+    a hostile archive is never read to its end. A 7z is listed by ``py7zr`` from its headers
+    (:class:`EncryptedArchive` when they are encrypted, :class:`BadArchive` when unreadable)."""
+    kind = container_kind(path)
+    if kind == "7z":
+        return list_7z(path, limits=limits)
     if kind == "zip":
         declared = _zip_declared_entries(path)
         if declared is not None and declared > limits.max_members:
@@ -280,112 +252,6 @@ def list_archive(path: Path, *, limits: BundleLimits) -> Listing:
     raise tarfile.ReadError("not a zip or tar archive")
 
 
-def check_members(
-    listing: Listing, *, location: str, limits: BundleLimits, archive_bytes: int
-) -> list[BundleProblem]:
-    """What the headers alone show: limits, unsafe names, links, devices, duplicates."""
-    members = listing.members
-    problems: list[BundleProblem] = []
-    if len(members) > limits.max_members:
-        return [
-            BundleProblem(
-                "HIGH",
-                "limit.archive_members",
-                f"{'over ' if listing.truncated else ''}{len(members)} members, more than "
-                f"the limit ({limits.max_members}); not unpacked",
-                location,
-            )
-        ]
-    total = sum(m.size for m in members)
-    if total > limits.max_declared_bytes:
-        return [
-            BundleProblem(
-                "HIGH",
-                "limit.declared_bytes",
-                f"members declare {'over ' if listing.truncated else ''}{total} bytes, more "
-                f"than the limit ({limits.max_declared_bytes}); not unpacked",
-                location,
-            )
-        ]
-    ratio = limits.max_compression_ratio
-    floor = limits.compression_ratio_floor_bytes
-    for m in members:
-        if m.compressed is not None and m.size > floor and m.size > ratio * max(m.compressed, 1):
-            problems.append(
-                BundleProblem(
-                    "HIGH",
-                    "limit.compression_ratio",
-                    f"{m.size} bytes from {m.compressed} compressed: ratio over "
-                    f"{ratio:g} (zip bomb); not unpacked",
-                    f"{location}:{m.name}",
-                )
-            )
-    compressed_tar = listing.kind == "tar" and listing.compressed
-    if compressed_tar and floor < total > ratio * max(archive_bytes, 1):
-        problems.append(
-            BundleProblem(
-                "HIGH",
-                "limit.compression_ratio",
-                f"{total} bytes from {archive_bytes} compressed: ratio over {ratio:g} "
-                "(decompression bomb); not unpacked",
-                location,
-            )
-        )
-    if problems:
-        return problems
-    seen: set[str] = set()
-    for m in members:
-        where = f"{location}:{m.name}"
-        name = m.name.rstrip("/") if m.kind == "dir" else m.name
-        reason = unsafe_name(name)
-        if reason is not None:
-            problems.append(
-                BundleProblem("CRITICAL", "archive.path", f"member name {reason}", where)
-            )
-        normal = posixpath.normpath(name)
-        if normal in seen and m.kind != "dir":
-            problems.append(
-                BundleProblem(
-                    "HIGH",
-                    "archive.duplicate",
-                    "member name appears more than once; what is scanned may not be what is loaded",
-                    where,
-                )
-            )
-        seen.add(normal)
-        if m.kind in ("symlink", "hardlink"):
-            problems.append(_check_link(m, where))
-        elif m.kind == "device":
-            problems.append(BundleProblem("HIGH", "archive.device", "device or FIFO member", where))
-        elif m.kind == "other":
-            problems.append(
-                BundleProblem("MEDIUM", "archive.member_type", "unusual member type", where)
-            )
-    return problems
-
-
-def _check_link(member: Member, where: str) -> BundleProblem:
-    kind = member.kind
-    target = member.link
-    if target is None:
-        return BundleProblem("HIGH", "archive.link", f"{kind} with an unreadable target", where)
-    base = posixpath.dirname(member.name) if kind == "symlink" else ""
-    resolved = posixpath.normpath(posixpath.join(base, target))
-    outside = (
-        not target
-        or target.startswith(("/", "\\"))
-        or "\\" in target
-        or (len(target) > 1 and target[1] == ":")
-        or resolved == ".."
-        or resolved.startswith("../")
-    )
-    if outside:
-        return BundleProblem(
-            "CRITICAL", "archive.link", f"{kind} to {target!r} points outside the bundle", where
-        )
-    return BundleProblem("MEDIUM", "archive.link", f"{kind} to {target!r} inside the bundle", where)
-
-
 # -- member content ---------------------------------------------------------------------------
 
 
@@ -393,7 +259,11 @@ def member_streams(
     path: Path, listing: Listing, *, location: str, problems: list[BundleProblem]
 ) -> Iterator[tuple[Member, IO[bytes]]]:
     """The regular files of the archive, in order, each with a stream of its content. A zip
-    member that cannot be opened is appended to ``problems`` and skipped."""
+    member that cannot be opened is appended to ``problems`` and skipped; so is a 7z that
+    cannot be read to its end (the members read before the error are still given)."""
+    if listing.kind == "7z":
+        yield from stream_7z_members(path, listing, location=location, problems=problems)
+        return
     if listing.kind == "zip":
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():

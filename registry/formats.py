@@ -7,11 +7,19 @@ A file's first bytes are enough for archives and safetensors, which carry magic 
 has none: a model is a bare protobuf ``ModelProto``, so the head is walked as protobuf and
 accepted only when every field in it is a ``ModelProto`` field with the right wire type and
 the lengths fit in the file.
+
+Compressed single files (joblib's compressors: zlib, bz2, lzma, xz, and its legacy ``ZF``
+z-file; gzip is sniffed with the bundles, as it may hold a tar) are told from their magic
+bytes. zlib and the "alone" ``.lzma`` format have weak magics (two bytes; a properties byte),
+so a head that carries one counts only when a decompressor accepts the start of it. 7z is an
+archive, but no bundle: the model server does not unpack it.
 """
 
 from __future__ import annotations
 
+import lzma
 import struct
+import zlib
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
@@ -20,6 +28,10 @@ from registry.vocabulary import ArtifactFormat
 
 #: How many bytes of a file the sniffers look at.
 HEAD_BYTES = 4096
+
+#: liblzma allocates what an ``.lzma`` or ``.xz`` header asks for (the dictionary): a header
+#: asking for more than this is refused. xz's and joblib's presets stay under 100 MiB.
+DECODER_MEMORY_LIMIT = 1 << 28
 
 #: A safetensors header longer than this is not believed (the reference reader caps it too).
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -33,11 +45,39 @@ class Format(StrEnum):
     GZIP = "gzip"
     SAFETENSORS = "safetensors"
     NPY = "npy"
+    SEVEN_ZIP = "7z"
+    ZLIB = "zlib"
+    #: joblib's format before 0.10 (``ZF``, the length in hex, a zlib stream), which
+    #: ``joblib.load`` still reads
+    JOBLIB_ZFILE = "joblib-zfile"
+    BZIP2 = "bz2"
+    LZMA = "lzma"
+    XZ = "xz"
+    #: a TensorFlow SavedModel's ``saved_model.pb``
+    SAVED_MODEL = "savedmodel"
     UNKNOWN = "unknown"
 
 
 #: Formats that are bundles: unpacked (after the scan) before the model in them is loaded.
 BUNDLE_FORMATS = frozenset({Format.ZIP, Format.TAR, Format.GZIP})
+
+#: Formats the scanner unpacks member by member: the bundles, and 7z (which the model server
+#: does not unpack: a 7z artifact is never served as a bundle).
+ARCHIVE_FORMATS = BUNDLE_FORMATS | {Format.SEVEN_ZIP}
+
+#: One compressed stream (joblib's ``compress=`` containers): read as the single file it holds,
+#: by whatever loader decompresses it. Not bundles: the model server does not unpack them.
+COMPRESSED_FORMATS = frozenset(
+    {Format.ZLIB, Format.JOBLIB_ZFILE, Format.BZIP2, Format.LZMA, Format.XZ}
+)
+#: The header of joblib's z-file: ``ZF``, then the content's length in hex padded to 19 bytes
+#: (joblib < 0.9.3 on Python 2 wrote one more byte: a space).
+ZFILE_HEADER = 21
+
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+#: A bzip2 stream: ``BZh`` and a block size digit, then a block or the end-of-stream marker.
+_BZ2_BLOCK = (b"1AY&SY", b"\x17\x72\x45\x38\x50\x90")
 
 
 # ModelProto's fields (onnx.proto3) and their wire types: 0 varint, 2 length-delimited.
@@ -97,6 +137,44 @@ def looks_like_onnx(head: bytes, *, size: int) -> bool:
     return fields > 0
 
 
+def looks_like_saved_model(head: bytes, *, size: int) -> bool:
+    """Whether ``head`` (the start of a ``size``-byte file) reads as a ``SavedModel``.
+
+    TensorFlow writes ``saved_model_schema_version: 1`` (field 1, a varint), then the meta
+    graphs (field 2, length-delimited), each starting with one of ``MetaGraphDef``'s
+    length-delimited fields (1 to 7). So the head must be: field 1 at most 1 (or absent),
+    then a field 2 whose length fits in the file and whose first field is a
+    ``MetaGraphDef`` field of length-delimited type that fits in the meta graph.
+
+    An ONNX ``ModelProto`` has the same two first field numbers, and ``looks_like_onnx``
+    accepts a SavedModel's head: check this first. ONNX's field 1 is ``ir_version``, 3 or
+    more for any model ONNX has written since 2017, and its field 2 ``producer_name`` is a
+    short name ("pytorch", "onnx.helper") whose first letter is not a protobuf tag of
+    ``MetaGraphDef``; a model without a producer name goes on with field 7 or 8.
+    """
+    pos = 0
+    while True:
+        tag = _varint(head, pos)
+        if tag is None:
+            return False
+        key, pos = tag
+        value = _varint(head, pos)
+        if value is None:
+            return False
+        number, pos = value
+        if key == 0x08:  # field 1, varint: the schema version
+            if number > 1:
+                return False
+            continue
+        if key != 0x12 or pos + number > size:  # field 2, length-delimited: a meta graph
+            return False
+        inner = _varint(head, pos)
+        if inner is None or inner[0] & 7 != 2 or not 1 <= inner[0] >> 3 <= 7:
+            return False
+        length = _varint(head, inner[1])
+        return length is not None and length[1] + length[0] <= pos + number
+
+
 def looks_like_safetensors(head: bytes) -> bool:
     """An 8-byte little-endian header length, then a JSON object. A length that does not fit
     the file still counts, so that the safetensors scanner reports it."""
@@ -120,11 +198,99 @@ def sniff(head: bytes, *, size: int) -> Format:
         return Format.TAR
     if head[:6] == b"\x93NUMPY":
         return Format.NPY
+    compressed = _compression_of(head)
+    if compressed is not None:
+        return compressed
     if looks_like_safetensors(head):
         return Format.SAFETENSORS
+    # before ONNX: a SavedModel's head reads as a ModelProto's too
+    if looks_like_saved_model(head, size=size):
+        return Format.SAVED_MODEL
     if looks_like_onnx(head, size=size):
         return Format.ONNX
     return Format.UNKNOWN
+
+
+def _compression_of(head: bytes) -> Format | None:
+    """The archive or compressed-stream format whose magic ``head`` carries, if any."""
+    if head[:6] == SEVEN_ZIP_MAGIC:
+        return Format.SEVEN_ZIP
+    if head[:6] == XZ_MAGIC:
+        return Format.XZ
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0":
+        return Format.BZIP2 if head[4:10] in _BZ2_BLOCK else None
+    if looks_like_zlib(head):
+        return Format.ZLIB
+    if head[:4] == b"ZF0x" and looks_like_zlib(zfile_stream(head)):
+        return Format.JOBLIB_ZFILE
+    if looks_like_lzma_alone(head):
+        return Format.LZMA
+    return None
+
+
+def looks_like_zlib(head: bytes) -> bool:
+    """A zlib header (deflate, a window of at most 32 KiB, no preset dictionary, the header
+    check) that a decompressor accepts. joblib's ``.z`` files start with ``0x78``; any window
+    size counts, as ``zlib.decompress`` reads them all."""
+    if len(head) < 2 or head[0] & 0x0F != 8 or head[0] >> 4 > 7 or head[1] & 0x20:
+        return False
+    if (head[0] << 8 | head[1]) % 31:
+        return False
+    return _decompresses(zlib.decompressobj(), head)
+
+
+def zfile_stream(head: bytes) -> bytes:
+    """The zlib stream in the head of a joblib z-file (after its header, and the space a
+    Python 2 joblib added)."""
+    rest = head[ZFILE_HEADER:]
+    return rest[1:] if rest[:1] == b" " else rest
+
+
+def looks_like_lzma_alone(head: bytes) -> bool:
+    """The 13-byte header of the legacy ``.lzma`` ("alone") format that a decoder accepts.
+
+    joblib writes it (``compress="lzma"``) and detects it by ``5d 00``; ``lzma.open`` takes
+    any header liblzma's strict check allows: lc + lp at most 4, a dictionary size of 2^n or
+    2^n + 2^(n-1) and an uncompressed size that is unknown or below 2^38.
+    """
+    if len(head) < 14 or head[0] >= 9 * 5 * 5:
+        return False
+    lc, rest = head[0] % 9, head[0] // 9
+    if lc + rest % 5 > 4:
+        return False
+    (dictionary,) = struct.unpack("<I", head[1:5])
+    (declared,) = struct.unpack("<Q", head[5:13])
+    joblib = head[:2] == b"\x5d\x00"
+    strict = _lzma_dictionary_size(dictionary) and (declared == 2**64 - 1 or declared < 2**38)
+    if not (joblib or strict):
+        return False
+    # memlimit: a header's dictionary size is what the decoder allocates. A header asking
+    # for more is still one (joblib reads it with no limit): the scan refuses it as too large
+    decoder = lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=DECODER_MEMORY_LIMIT)
+    return _decompresses(decoder, head)
+
+
+def _lzma_dictionary_size(size: int) -> bool:
+    if size == 0xFFFFFFFF:
+        return True
+    return any(size in (1 << n, (1 << n) | (1 << (n - 1))) for n in range(12, 32))
+
+
+def _decompresses(decompressor: zlib._Decompress | lzma.LZMADecompressor, head: bytes) -> bool:
+    """Whether the decompressor takes the start of ``head`` (at most a few output bytes are
+    produced: this is a check, not a decompression)."""
+    try:
+        decompressor.decompress(head, 64)
+    except lzma.LZMAError as exc:
+        return is_memory_limit(exc)
+    except (zlib.error, EOFError, ValueError, MemoryError):
+        return False
+    return True
+
+
+def is_memory_limit(exc: lzma.LZMAError) -> bool:
+    """Whether liblzma refused a stream for the memory its header asks for (not for its data)."""
+    return "Memory usage limit" in str(exc)
 
 
 def read_head(stream: IO[bytes], limit: int = HEAD_BYTES) -> bytes:
@@ -166,6 +332,7 @@ def _what_it_is(head: bytes, *, size: int) -> str | None:
         return "a pickle"
     found = sniff(head, size=size)
     return {
+        Format.SAVED_MODEL: "a TensorFlow SavedModel graph (saved_model.pb)",
         Format.ONNX: "an ONNX model",
         Format.SAFETENSORS: "a SafeTensors file",
         Format.NPY: "a NumPy array (.npy)",
@@ -180,7 +347,7 @@ _MAY_BE: dict[ArtifactFormat, frozenset[str]] = {
     ArtifactFormat.PYTORCH: frozenset({"a PyTorch file (a torch.save zip)", "a pickle"}),
     ArtifactFormat.PICKLE: frozenset({"a pickle", "a NumPy array (.npy)"}),
     ArtifactFormat.JOBLIB: frozenset({"a pickle", "a NumPy array (.npy)"}),
-    ArtifactFormat.TF_SAVEDMODEL: frozenset(),
+    ArtifactFormat.TF_SAVEDMODEL: frozenset({"a TensorFlow SavedModel graph (saved_model.pb)"}),
 }
 
 

@@ -25,21 +25,13 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
 
-from registry.formats import Format
+from registry.formats import ARCHIVE_FORMATS, Format
 from registry.vocabulary import CheckStatus
 from validators.report import Finding, ScanReport, ScanVerdict, Severity
-from validators.security.claims import claimed_format, describe_claim
+from validators.security.claims import claimed_format
 from validators.security.keras_scan import looks_like_h5, scan_h5
-from validators.security.pickle.reader import OPCODES
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
-from validators.security.savedmodel_scan import (
-    MAX_SAVED_MODEL_BYTES,
-    SAVED_MODEL_NAMES,
-    looks_like_saved_model,
-    scan_saved_model,
-)
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
 
@@ -305,14 +297,12 @@ def _scan_file(
     with path.open("rb") as fh:
         head = read_head(fh)
         fmt = sniff(head, size=size)
-        # before ONNX: a SavedModel's protobuf head reads as a ModelProto's too
-        if path.name in SAVED_MODEL_NAMES or looks_like_saved_model(head, size=size):
-            return _scan_saved_model_file(fh, size=size, location=location)
         if looks_like_h5(head):
             return scan_h5(path, location=location)
-        if fmt in (Format.ZIP, Format.TAR, Format.GZIP):
+        if fmt in ARCHIVE_FORMATS:
             return scan_archive(path, location=location, policy=policy)
-        if fmt is Format.ONNX:
+        claim = claimed_format(path.name, declared=declared)
+        if fmt is Format.ONNX and claim is not Format.SAVED_MODEL:
             # imported only for an ONNX file: ``onnx`` costs ~0.8 s to import (ml_dtypes)
             from validators.security.onnx_scan import scan_onnx
 
@@ -322,14 +312,26 @@ def _scan_file(
                 location=location,
                 root=root,
                 external_data=external_data,
-                claimed=claimed_format(path.name, declared=declared) is Format.ONNX,
+                claimed=claim is Format.ONNX,
             )
             if looks_like_pickle(head, size=size):
                 fh.seek(0)
                 findings += scan_pickle(fh, location=location, policy=policy)
             return findings
         fh.seek(0)
-        result = scan_stream(fh, size=size, location=location, policy=policy, depth=0)
+        result = scan_stream(
+            fh,
+            size=size,
+            location=location,
+            policy=policy,
+            depth=0,
+            name=path.name,
+            declared=declared,
+        )
+    if result.fmt is Format.ONNX:  # claimed ONNX, and not sniffed as it: parse it as ONNX
+        from validators.security.onnx_scan import scan_onnx
+
+        result.findings += scan_onnx(path, policy=policy, location=location, root=root)
     if zipfile.is_zipfile(path):
         # a polyglot: a zip reader (numpy, zipfile) sees members a pickle reader does not
         result.findings.append(
@@ -343,96 +345,13 @@ def _scan_file(
         result.findings += scan_archive(path, location=location, policy=policy)
         return result.findings
     if result.fmt is Format.UNKNOWN and not result.is_pickle:
-        claim = claimed_format(path.name, declared=declared)
-        if claim is not None:
-            what = describe_claim(path.name, declared=declared)
-            result.findings += _read_as_claimed(
-                path, claim, what=what, size=size, root=root, location=location, policy=policy
-            )
-        else:
-            result.findings.append(
-                Finding(
-                    Severity.LOW,
-                    "format.unknown",
-                    "not a format the scanner knows (ONNX, pickle, safetensors, npy, zip, "
-                    "tar); checked for pickles only",
-                    location,
-                )
-            )
-    return result.findings
-
-
-def _scan_saved_model_file(fh: BinaryIO, *, size: int, location: str) -> list[Finding]:
-    """A TensorFlow SavedModel's ``saved_model.pb``, read whole (protobuf's limit is 2 GiB, and
-    the graph holds no weights: those are in ``variables/``)."""
-    if size > MAX_SAVED_MODEL_BYTES:
-        return [
+        result.findings.append(
             Finding(
-                Severity.HIGH,
-                "limit.savedmodel_bytes",
-                f"saved_model.pb of {size} bytes is over protobuf's limit "
-                f"({MAX_SAVED_MODEL_BYTES}); not parsed",
+                Severity.LOW,
+                "format.unknown",
+                "not a format the scanner knows (ONNX, pickle, safetensors, npy, zip, tar, "
+                "7z, Keras, SavedModel) and claims none; checked for pickles only",
                 location,
             )
-        ]
-    fh.seek(0)
-    return scan_saved_model(fh.read(), location=location)
-
-
-def _read_as_claimed(
-    path: Path,
-    claim: Format,
-    *,
-    what: str,
-    size: int,
-    root: Path,
-    location: str,
-    policy: SecurityPolicy,
-) -> list[Finding]:
-    """A file that claims ``claim`` (``what`` says how) but was not sniffed as it: read as the
-    claimed format anyway, since its loader will, and say what is wrong (at least HIGH)."""
-    from validators.security.pickle import scan_pickle
-    from validators.security.safetensors_scan import scan_safetensors
-
-    if claim is Format.ONNX:
-        from validators.security.onnx_scan import scan_onnx
-
-        return scan_onnx(path, policy=policy, location=location, root=root)
-    with path.open("rb") as fh:
-        if claim is Format.SAFETENSORS:
-            findings = scan_safetensors(fh, size=size, location=location)
-            return findings or [
-                Finding(
-                    Severity.HIGH,
-                    "safetensors.malformed",
-                    f"{what}, but it does not read as a safetensors file",
-                    location,
-                )
-            ]
-        if claim is Format.PICKLE:
-            first = fh.read(1)
-            reason = (
-                "it is empty"
-                if not first
-                else f"its first byte {first[0]:#04x} does not start a pickle's opcodes"
-                if first[0] not in OPCODES
-                else "its first opcodes do not parse"
-            )
-            fh.seek(0)
-            return [
-                Finding(
-                    Severity.HIGH,
-                    "pickle.not-a-pickle",
-                    f"{what}, but it does not read as a pickle: {reason}",
-                    location,
-                ),
-                *scan_pickle(fh, location=location, policy=policy),
-            ]
-    return [
-        Finding(
-            Severity.HIGH,
-            f"{claim}.malformed",
-            f"{what}, but it does not read as one (no {claim} header)",
-            location,
         )
-    ]
+    return result.findings

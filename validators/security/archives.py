@@ -1,42 +1,86 @@
-"""Archives (zip, tar, tar.gz) and the content of their members.
+"""Archives (zip, tar, tar.gz, 7z), compressed files, and the content of their members.
 
 An archive is judged from its headers before anything is decompressed: member names (absolute
 paths, ``..``), links, device files, duplicate names, the member count, the declared total
 size and the compression ratio. Only then are members streamed, one at a time and never whole
 in memory, through the same content sniffing as top-level files: pickles under any name,
-safetensors headers, ``.npy`` object arrays, nested archives (to ``max_archive_depth``).
-ONNX members are scanned from a private temporary extraction, so that their external data
-resolves inside it, and the extraction is deleted afterwards.
+safetensors headers, ``.npy`` object arrays (whatever the dtype's spelling), nested archives
+and compressed streams (zlib, gzip, bz2, lzma, xz: joblib's containers), to
+``max_archive_depth``. ONNX members are scanned from a private temporary extraction, so that
+their external data resolves inside it, and the extraction is deleted afterwards.
 
 The header checks and the extraction live in ``registry.bundles``, because the model server
 unpacks what it serves with the same code; this module turns their problems into findings.
+A zip is listed and read by the scanner's permissive reader (``zip_raw``), which reads what
+``torch.load`` and streaming readers read where ``zipfile`` gives up: each irregularity is a
+``zip.irregular`` finding (MEDIUM) and the content is scanned all the same. A 7z is read with
+``py7zr`` (``registry.bundles``); one whose content or headers are encrypted is
+``archive.encrypted`` (HIGH).
+
+A decompressed stream is bounded: past ``max_compression_ratio`` times its compressed size
+(and the ``compression_ratio_floor_bytes``), or past ``max_declared_bytes``, the scan stops
+with ``limit.compression_ratio`` or ``limit.declared_bytes``.
 """
 
 from __future__ import annotations
 
-import ast
 import io
-import os
-import shutil
-import struct
 import tarfile
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from registry import bundles
-from registry.bundles import BundleLimits, BundleProblem, Listing, Member, UnsafeBundle
-from registry.formats import HEAD_BYTES, Format, read_head, sniff
+from registry.bundles import (
+    BundleProblem,
+    EncryptedArchive,
+    Listing,
+    Member,
+)
+from registry.formats import (
+    ARCHIVE_FORMATS,
+    COMPRESSED_FORMATS,
+    HEAD_BYTES,
+    Format,
+    read_head,
+    sniff,
+)
 from validators.report import Finding, Severity
-from validators.security.pickle import check_torch_zip, looks_like_pickle, scan_pickle
+from validators.security.archive_checks import (
+    StreamResult,
+    UnsafeArchive,
+    check_members,
+    decompression_limit,
+    finding_of,
+    limits_of,
+    list_archive,
+    private_dir,
+    safe_extract,
+    scan_onnx_members,
+)
+from validators.security.claims import claimed_format, describe_claim
+from validators.security.compression import DECODER_MEMORY_LIMIT, Decompressed, codec_name
+from validators.security.npy_scan import scan_npy
+from validators.security.pickle import looks_like_pickle, scan_pickle
+from validators.security.pickle.reader import OPCODES
 from validators.security.policy import SecurityPolicy
 from validators.security.safetensors_scan import scan_safetensors
+from validators.security.savedmodel_scan import MAX_SAVED_MODEL_BYTES, scan_saved_model
+from validators.security.zip_scan import scan_zip
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+__all__ = [  # the extraction and header helpers live in archive_checks; found here too
+    "UnsafeArchive",
+    "check_members",
+    "finding_of",
+    "limits_of",
+    "list_archive",
+    "safe_extract",
+    "scan_archive",
+    "scan_stream",
+]
 
 CHUNK = bundles.CHUNK
 READ_ERRORS = bundles.READ_ERRORS
@@ -44,48 +88,6 @@ TarMetadataTooLarge = bundles.TarMetadataTooLarge
 archive_kind = bundles.archive_kind
 _is_gzip = bundles.is_gzip
 _copy = bundles.copy_bounded
-
-
-class UnsafeArchive(ValueError):
-    """``safe_extract`` refused an archive; ``findings`` say why."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = tuple(findings)
-        super().__init__(
-            "unsafe archive: " + "; ".join(f"{f.location}: {f.message}" for f in findings)
-        )
-
-
-def limits_of(policy: SecurityPolicy) -> BundleLimits:
-    """The archive limits of a security policy, as the shared bundle code takes them."""
-    return BundleLimits(
-        max_members=policy.max_archive_members,
-        max_declared_bytes=policy.max_declared_bytes,
-        max_compression_ratio=policy.max_compression_ratio,
-        compression_ratio_floor_bytes=policy.compression_ratio_floor_bytes,
-    )
-
-
-def finding_of(problem: BundleProblem) -> Finding:
-    return Finding(Severity[problem.severity], problem.rule_id, problem.message, problem.location)
-
-
-# -- listing, from headers only (registry.bundles: the model server uses the same checks) -----
-
-
-def list_archive(path: Path, *, policy: SecurityPolicy) -> Listing:
-    """The members an archive declares, read from its headers (see ``registry.bundles``)."""
-    return bundles.list_archive(path, limits=limits_of(policy))
-
-
-def check_members(
-    listing: Listing, *, location: str, policy: SecurityPolicy, archive_bytes: int
-) -> list[Finding]:
-    """What the headers alone show: limits, unsafe names, links, devices, duplicates."""
-    problems = bundles.check_members(
-        listing, location=location, limits=limits_of(policy), archive_bytes=archive_bytes
-    )
-    return [finding_of(p) for p in problems]
 
 
 # -- streaming member content -----------------------------------------------------------------
@@ -116,13 +118,6 @@ class _Prepended(io.RawIOBase):
         return self._pos
 
 
-@dataclass
-class StreamResult:
-    findings: list[Finding] = field(default_factory=list)
-    fmt: Format = Format.UNKNOWN
-    is_pickle: bool = False
-
-
 def scan_stream(
     stream: IO[bytes],
     *,
@@ -130,62 +125,206 @@ def scan_stream(
     location: str,
     policy: SecurityPolicy,
     depth: int,
+    name: str | None = None,
+    declared: str | None = None,
 ) -> StreamResult:
     """Scan one file's or member's content, read once from ``stream``: pickles, safetensors,
-    ``.npy`` and nested archives. ONNX is only recognised here (``fmt``); it is parsed from a
-    file by the caller."""
+    ``.npy``, SavedModel graphs, nested archives and compressed streams. ONNX is only
+    recognised here (``fmt``); it is parsed from a file by the caller.
+
+    ``name`` (the file's or member's) and ``declared`` (a single file's declared format) say
+    what the content claims to be (``claims``): content the sniffers cannot name is then read
+    as the claimed format anyway, and what is wrong with it is at least HIGH. A claimed ONNX
+    model comes back as ``fmt`` ONNX, for the caller to parse."""
     head = read_head(stream, HEAD_BYTES)
-    result = StreamResult(fmt=sniff(head, size=size), is_pickle=looks_like_pickle(head))
+    is_pickle = looks_like_pickle(head, size=size if size >= 0 else None)
+    result = StreamResult(fmt=sniff(head, size=size), is_pickle=is_pickle)
+    claim = claimed_format(name, declared=declared) if name is not None else None
+    if result.fmt is Format.ONNX and claim is Format.SAVED_MODEL:
+        result.fmt = claim  # the two protobuf heads look alike: TensorFlow reads it as its own
+    if result.fmt is Format.UNKNOWN and not is_pickle and claim is not None:
+        assert name is not None
+        result.claimed = describe_claim(name, declared=declared)
+        result.fmt = claim
     with io.BufferedReader(_Prepended(head, stream), CHUNK) as body:
-        if result.fmt in (Format.ZIP, Format.TAR, Format.GZIP):
+        if result.claimed and result.fmt is not Format.ONNX:
+            result.findings += _read_as_claimed(
+                body, result, head=head, size=size, location=location, policy=policy
+            )
+            return result
+        if result.fmt in ARCHIVE_FORMATS:
             result.findings += _scan_nested(
                 body, size=size, location=location, policy=policy, depth=depth
+            )
+        elif result.fmt in COMPRESSED_FORMATS:
+            result.findings += _scan_compressed(
+                body, fmt=result.fmt, size=size, location=location, policy=policy, depth=depth
             )
         elif result.fmt is Format.SAFETENSORS:
             result.findings += scan_safetensors(body, size=size, location=location)
         elif result.fmt is Format.NPY:
-            result.findings += _scan_npy(body, location=location, policy=policy)
+            result.findings += scan_npy(body, location=location, policy=policy)
+        elif result.fmt is Format.SAVED_MODEL:
+            result.findings += _scan_saved_model(body, size=size, location=location)
         elif result.is_pickle:
             result.findings += scan_pickle(body, location=location, policy=policy)
     return result
 
 
-def _scan_npy(stream: BinaryIO, *, location: str, policy: SecurityPolicy) -> list[Finding]:
-    """A ``.npy`` array of dtype object is a pickle after its header: scan that pickle."""
-    prefix = read_head(stream, 10)
-    if len(prefix) < 10:
-        return [Finding(Severity.MEDIUM, "npy.header", "truncated .npy header", location)]
-    if prefix[6] == 1:
-        (length,) = struct.unpack("<H", prefix[8:10])
-    else:
-        (length,) = struct.unpack("<I", prefix[8:10] + read_head(stream, 2))
-    if length > 1024 * 1024:
-        return [Finding(Severity.HIGH, "npy.header", f"header of {length} bytes", location)]
-    text = read_head(stream, length)
-    try:
-        header = ast.literal_eval(text.decode("latin-1"))
-        descr = header["descr"]
-    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
-        return [Finding(Severity.MEDIUM, "npy.header", "unreadable .npy header", location)]
-    if "O" in str(descr):
-        return scan_pickle(stream, location=f"{location}#object-array", policy=policy)
-    return []
+def _read_as_claimed(
+    body: BinaryIO,
+    result: StreamResult,
+    *,
+    head: bytes,
+    size: int,
+    location: str,
+    policy: SecurityPolicy,
+) -> list[Finding]:
+    """Content that claims ``result.fmt`` (``result.claimed`` says how) and was not sniffed as
+    it, read as the claimed format anyway, since its loader will: what is wrong is at least
+    HIGH."""
+    what = result.claimed
+    if result.fmt is Format.SAVED_MODEL:
+        return _scan_saved_model(body, size=size, location=location)
+    if result.fmt is Format.SAFETENSORS:
+        return scan_safetensors(body, size=size, location=location) or [
+            Finding(
+                Severity.HIGH,
+                "safetensors.malformed",
+                f"{what}, but it does not read as a safetensors file",
+                location,
+            )
+        ]
+    if result.fmt is Format.PICKLE:
+        first = head[:1]
+        reason = (
+            "it is empty"
+            if not first
+            else f"its first byte {first[0]:#04x} does not start a pickle's opcodes"
+            if first[0] not in OPCODES
+            else "its first opcodes do not parse"
+        )
+        not_pickle = Finding(
+            Severity.HIGH,
+            "pickle.not-a-pickle",
+            f"{what}, but it does not read as a pickle: {reason}",
+            location,
+        )
+        return [not_pickle, *scan_pickle(body, location=location, policy=policy)]
+    return [
+        Finding(
+            Severity.HIGH,
+            f"{result.fmt}.malformed",
+            f"{what}, but it does not read as one (no {result.fmt} header)",
+            location,
+        )
+    ]
+
+
+def _scan_saved_model(body: BinaryIO, *, size: int, location: str) -> list[Finding]:
+    """A SavedModel's graph, read whole: protobuf's limit is 2 GiB, and the graph holds no
+    weights (those are in ``variables/``)."""
+    data = body.read(MAX_SAVED_MODEL_BYTES + 1)
+    if len(data) > MAX_SAVED_MODEL_BYTES:
+        return [
+            Finding(
+                Severity.HIGH,
+                "limit.savedmodel_bytes",
+                f"a SavedModel graph of more than {MAX_SAVED_MODEL_BYTES} bytes (protobuf's "
+                "limit); not parsed",
+                location,
+            )
+        ]
+    return scan_saved_model(data, location=location)
+
+
+def _too_deep(location: str, *, policy: SecurityPolicy) -> Finding:
+    return Finding(
+        Severity.HIGH,
+        "limit.archive_depth",
+        f"archive nested deeper than the limit ({policy.max_archive_depth}); not unpacked",
+        location,
+    )
+
+
+def _scan_compressed(
+    body: IO[bytes], *, fmt: Format, size: int, location: str, policy: SecurityPolicy, depth: int
+) -> list[Finding]:
+    """A compressed stream's content, decompressed as it is read (bounded) and scanned as a
+    file of its own; a compression layer counts as a level of nesting."""
+    if depth + 1 > policy.max_archive_depth:
+        return [_too_deep(location, policy=policy)]
+    name = "gunzipped" if fmt is Format.GZIP else f"{codec_name(fmt)}-decompressed"
+    where = f"{location}:<{name}>"
+    limit = decompression_limit(size, policy=policy)
+    by_ratio = limit < policy.max_declared_bytes
+    content = Decompressed(body, fmt, limit=limit)
+    with io.BufferedReader(content, CHUNK) as stream:
+        result = scan_stream(stream, size=limit, location=where, policy=policy, depth=depth + 1)
+        # what the scan did not read is still decompressed (and dropped), up to the limit: a
+        # loader decompresses it all, so a bomb is one whatever it holds
+        while stream.read(CHUNK):
+            pass
+    findings = result.findings
+    if content.over_limit and by_ratio:
+        findings.append(
+            Finding(
+                Severity.HIGH,
+                "limit.compression_ratio",
+                f"over {limit} bytes from {size} compressed: ratio over "
+                f"{policy.max_compression_ratio:g} (decompression bomb); the scan stopped there",
+                where,
+            )
+        )
+    elif content.over_limit:
+        findings.append(
+            Finding(
+                Severity.HIGH,
+                "limit.declared_bytes",
+                f"the content is larger than the limit ({limit} bytes); the scan stopped there",
+                where,
+            )
+        )
+    if content.memory_limited:
+        findings.append(
+            Finding(
+                Severity.HIGH,
+                "limit.decompression_memory",
+                f"the {codec_name(fmt)} header asks for more memory than the limit "
+                f"({DECODER_MEMORY_LIMIT} bytes) to decompress; not scanned",
+                where,
+            )
+        )
+    elif content.error is not None:
+        findings.append(
+            Finding(
+                Severity.HIGH,
+                "archive.corrupt",
+                f"unreadable {codec_name(fmt)} stream after {content.produced} bytes: "
+                f"{content.error}",
+                where,
+            )
+        )
+    if content.trailing:
+        findings.append(
+            Finding(
+                Severity.LOW,
+                "compression.trailing_data",
+                f"data after the last {codec_name(fmt)} stream that is no {codec_name(fmt)} "
+                "stream; readers stop before it (not scanned)",
+                location,
+            )
+        )
+    return findings
 
 
 def _scan_nested(
     body: BinaryIO, *, size: int, location: str, policy: SecurityPolicy, depth: int
 ) -> list[Finding]:
     if depth + 1 > policy.max_archive_depth:
-        return [
-            Finding(
-                Severity.HIGH,
-                "limit.archive_depth",
-                f"archive nested deeper than the limit ({policy.max_archive_depth}); not unpacked",
-                location,
-            )
-        ]
+        return [_too_deep(location, policy=policy)]
     limit = min(size if size >= 0 else policy.max_file_bytes, policy.max_file_bytes)
-    with _private_dir() as tmp:
+    with private_dir() as tmp:
         nested = tmp / "nested"
         with nested.open("xb") as out:
             copied = _copy(body, out, limit=limit + 1)
@@ -201,51 +340,48 @@ def _scan_nested(
         return scan_archive(nested, location=location, policy=policy, depth=depth + 1)
 
 
-@contextmanager
-def _private_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="modelreg-scan-"))
-    try:
-        os.chmod(path, 0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _torch_like(names: list[str]) -> bool:
-    return any(
-        len(parts) == 2 and parts[1] == "data.pkl" for parts in (n.split("/") for n in names)
-    )
-
-
 def scan_archive(
     path: Path, *, location: str, policy: SecurityPolicy, depth: int = 1
 ) -> list[Finding]:
-    """Findings for the zip or tar (plain or gzip) at ``path``, at nesting ``depth``."""
+    """Findings for the zip, tar (plain or gzip) or 7z at ``path``, at nesting ``depth``."""
     size = path.stat().st_size
+    if bundles.container_kind(path) == "zip":
+        # the zip scanner streams its members through this module's scan_stream
+        return scan_zip(
+            path, size=size, location=location, policy=policy, depth=depth, scan=scan_stream
+        )
     try:
         listing = list_archive(path, policy=policy)
     except TarMetadataTooLarge as exc:
         return [Finding(Severity.HIGH, "limit.tar_header", str(exc), location)]
+    except EncryptedArchive as exc:
+        return [Finding(Severity.HIGH, "archive.encrypted", f"{exc}: not scanned", location)]
     except tarfile.ReadError:
         if archive_kind(path) == "tar" and _is_gzip(path):
             return _scan_gunzipped(path, location=location, policy=policy, depth=depth)
         return [Finding(Severity.HIGH, "archive.corrupt", "not a readable archive", location)]
     except READ_ERRORS as exc:
         return [Finding(Severity.HIGH, "archive.corrupt", f"unreadable archive: {exc}", location)]
+    if listing.kind == "tar" and listing.compressed and not listing.members:
+        # no tar member before the end blocks (a gzip of zeros): nothing a tar reader unpacks;
+        # what a gunzip of it gives is still read, and bounded
+        return _scan_gunzipped(path, location=location, policy=policy, depth=depth)
     findings = check_members(listing, location=location, policy=policy, archive_bytes=size)
     header_findings = list(findings)
     if any(f.rule_id.startswith("limit.") for f in findings):
         return findings
-    names = [m.name for m in listing.members]
-    if listing.kind == "zip" and _torch_like(names):
-        findings += check_torch_zip(names, location=location)
     onnx_members: list[str] = []
     try:
         for member, stream in _member_streams(path, listing, location=location, findings=findings):
             where = f"{location}:{member.name}"
             try:
                 result = scan_stream(
-                    stream, size=member.size, location=where, policy=policy, depth=depth
+                    stream,
+                    size=member.size,
+                    location=where,
+                    policy=policy,
+                    depth=depth,
+                    name=member.name,
                 )
             except READ_ERRORS as exc:
                 findings.append(
@@ -264,7 +400,7 @@ def scan_archive(
         return findings
     if onnx_members:
         try:
-            findings += _scan_onnx_members(
+            findings += scan_onnx_members(
                 path,
                 onnx_members,
                 location=location,
@@ -294,65 +430,14 @@ def _member_streams(
 def _scan_gunzipped(
     path: Path, *, location: str, policy: SecurityPolicy, depth: int
 ) -> list[Finding]:
-    """A gzip file that holds no tar: its decompressed content is scanned as a member."""
-    import gzip
-
-    where = f"{location}:<gunzipped>"
-    try:
-        with gzip.open(path, "rb") as fh:
-            result = scan_stream(
-                cast("IO[bytes]", fh),
-                size=policy.max_declared_bytes,
-                location=where,
-                policy=policy,
-                depth=depth,
-            )
-    except READ_ERRORS as exc:
-        return [Finding(Severity.HIGH, "archive.corrupt", f"unreadable gzip: {exc}", where)]
-    return result.findings
-
-
-def _scan_onnx_members(
-    path: Path,
-    names: list[str],
-    *,
-    location: str,
-    policy: SecurityPolicy,
-    header_findings: list[Finding],
-) -> list[Finding]:
-    """ONNX members, scanned from a private extraction so external data resolves inside it.
-    The ONNX scanner is imported here, only when a bundle has ONNX members: ``onnx`` costs
-    about 0.8 s to import (``ml_dtypes``), which a pickle's scan never needs."""
-    from validators.security.onnx_scan import scan_onnx
-
-    if any(f.severity >= Severity.HIGH for f in header_findings):
-        return [
-            Finding(
-                Severity.LOW,
-                "archive.onnx_not_extracted",
-                "ONNX members were not extracted because the archive is unsafe",
-                location,
-            )
-        ]
-    findings: list[Finding] = []
-    with _private_dir() as tmp:
-        root = tmp / "bundle"
-        safe_extract(path, root, policy=policy)
-        for name in names:
-            findings += scan_onnx(
-                root / name, policy=policy, location=f"{location}:{name}", root=root
-            )
-    return findings
-
-
-# -- extraction -------------------------------------------------------------------------------
-
-
-def safe_extract(archive: Path, dest: Path, *, policy: SecurityPolicy) -> list[Path]:
-    """Unpack a zip or tar (plain or gzip) into ``dest`` and return the files written, with
-    the checks of ``registry.bundles.safe_extract`` (the model server unpacks with the same
-    code); a refusal raises ``UnsafeArchive`` with its findings."""
-    try:
-        return bundles.safe_extract(archive, dest, limits=limits_of(policy))
-    except UnsafeBundle as exc:
-        raise UnsafeArchive([finding_of(p) for p in exc.problems]) from exc
+    """A gzip file that holds no tar: its decompressed content is scanned as a member
+    (bounded, as every compressed stream is)."""
+    with path.open("rb") as fh:
+        return _scan_compressed(
+            fh,
+            fmt=Format.GZIP,
+            size=path.stat().st_size,
+            location=location,
+            policy=policy,
+            depth=depth - 1,
+        )

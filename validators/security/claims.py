@@ -38,6 +38,7 @@ _BY_DECLARED: dict[str, Format] = {
     "PICKLE": Format.PICKLE,
     "JOBLIB": Format.PICKLE,
     "PYTORCH": Format.PICKLE,
+    "TENSORFLOW_SAVEDMODEL": Format.SAVED_MODEL,
 }
 
 
@@ -48,6 +49,8 @@ def claimed_format(name: str, *, declared: str | None = None) -> Format | None:
         by_declared = _BY_DECLARED.get(declared.upper().replace(" ", "_"))
         if by_declared is not None:
             return by_declared
+    if posixpath.basename(name) == "saved_model.pb":
+        return Format.SAVED_MODEL
     suffix = posixpath.splitext(name.lower())[1]
     return _BY_SUFFIX.get(suffix)
 
@@ -56,4 +59,6 @@ def describe_claim(name: str, *, declared: str | None) -> str:
     """How a finding names the claim: "declared Pickle" or "named *.onnx"."""
     if declared is not None and declared.upper().replace(" ", "_") in _BY_DECLARED:
         return f"declared {declared}"
+    if posixpath.basename(name) == "saved_model.pb":
+        return "named saved_model.pb"
     return f"named *{posixpath.splitext(name.lower())[1]}"

@@ -72,7 +72,15 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from registry.formats import looks_like_saved_model
 from validators.report import Finding, Severity
+
+__all__ = [
+    "MAX_SAVED_MODEL_BYTES",
+    "SAVED_MODEL_NAMES",
+    "looks_like_saved_model",
+    "scan_saved_model",
+]
 
 #: The name a SavedModel's protobuf has in its folder.
 SAVED_MODEL_NAMES = frozenset({"saved_model.pb"})
@@ -242,56 +250,6 @@ def scan_saved_model(
 
 def _high(rule_id: str, message: str, location: str) -> Finding:
     return Finding(Severity.HIGH, rule_id, message, location)
-
-
-def looks_like_saved_model(head: bytes, *, size: int) -> bool:
-    """Whether ``head`` (the start of a ``size``-byte file) reads as a ``SavedModel``.
-
-    TensorFlow writes ``saved_model_schema_version: 1`` (field 1, a varint), then the meta
-    graphs (field 2, length-delimited), each starting with one of ``MetaGraphDef``'s
-    length-delimited fields (1 to 7). So the head must be: field 1 at most 1 (or absent),
-    then a field 2 whose length fits in the file and whose first field is a
-    ``MetaGraphDef`` field of length-delimited type that fits in the meta graph.
-
-    An ONNX ``ModelProto`` has the same two first field numbers, and ``looks_like_onnx``
-    accepts a SavedModel's head: check this first. ONNX's field 1 is ``ir_version``, 3 or
-    more for any model ONNX has written since 2017, and its field 2 ``producer_name`` is a
-    short name ("pytorch", "onnx.helper") whose first letter is not a protobuf tag of
-    ``MetaGraphDef``; a model without a producer name goes on with field 7 or 8.
-    """
-    pos = 0
-    while True:
-        tag = _head_varint(head, pos)
-        if tag is None:
-            return False
-        key, pos = tag
-        value = _head_varint(head, pos)
-        if value is None:
-            return False
-        number, pos = value
-        if key == 0x08:  # field 1, varint: the schema version
-            if number > 1:
-                return False
-            continue
-        if key != 0x12 or pos + number > size:  # field 2, length-delimited: a meta graph
-            return False
-        inner = _head_varint(head, pos)
-        if inner is None or inner[0] & 7 != 2 or not 1 <= inner[0] >> 3 <= 7:
-            return False
-        length = _head_varint(head, inner[1])
-        return length is not None and length[1] + length[0] <= pos + number
-
-
-def _head_varint(buf: bytes, pos: int) -> tuple[int, int] | None:
-    value = shift = 0
-    while pos < len(buf) and shift < 70:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
 
 
 class _Reader:

@@ -517,12 +517,6 @@ def test_a_real_saved_model_is_one(name: str) -> None:
     assert looks_like_saved_model(data[:4096], size=len(data))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.formats.sniff knows no SavedModel yet, and looks_like_onnx accepts a "
-    "SavedModel's head (fields 1 and 2 fit ModelProto): sniff must try looks_like_saved_model "
-    "first",
-)
 def test_a_real_saved_model_is_not_sniffed_as_onnx() -> None:
     data = _real("benign_module")
     assert sniff(data[:4096], size=len(data)) is not Format.ONNX

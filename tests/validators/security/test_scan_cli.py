@@ -200,10 +200,12 @@ def _scan_in_a_fresh_interpreter(
         "    main()\n"
         "except SystemExit as exc:\n"
         f"    heavy = {heavy!r}\n"
-        # registry.bundles (stdlib only) holds the archive checks the model server shares, and
-        # registry.vocabulary (stdlib only) the statuses and formats every package names, and
-        # registry.formats (stdlib only) the sniffers the upload's format check shares
-        "    shared = ('registry', 'registry.bundles', 'registry.vocabulary', 'registry.formats')\n"
+        # registry.bundles, bundle_checks and bundles_7z (stdlib only; py7zr is imported for a
+        # 7z alone) hold the archive checks the model server shares, registry.vocabulary
+        # (stdlib only) the statuses and formats every package names, and registry.formats
+        # (stdlib only) the sniffers the upload's format check shares
+        "    shared = ('registry', 'registry.bundles', 'registry.bundle_checks',\n"
+        "              'registry.bundles_7z', 'registry.vocabulary', 'registry.formats')\n"
         "    loaded = [m for m in sys.modules if m.startswith(heavy) and m not in shared]\n"
         "    print('LOADED', loaded, file=sys.stderr)\n"
         "    raise\n"
