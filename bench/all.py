@@ -32,7 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # ``{json}``: this benchmark's JSON file).
 RUNS: dict[str, list[str]] = {
     "scan_wall": ["--rounds", "15", "--against", "{base}"],
-    "scan_speed": ["--repeat", "3", "--wall-rounds", "5", "--json", "{json}"],
+    "scan_speed": [
+        "--repeat",
+        "3",
+        "--wall-rounds",
+        "5",
+        "--against",
+        "{base}",
+        "--json",
+        "{json}",
+    ],
     "scan_compare": ["--json", "{json}"],
     "upload": ["--size-mib", "1024", "--repeat", "3", "--json", "{json}"],
     "validator_overhead": ["--threads", "1", "--repeat", "5", "--json", "{json}"],

@@ -1,6 +1,7 @@
 """Scanner throughput and memory against picklescan, on the same files in the same run.
 
     python -m bench.scan_speed [--only numpy500,floats45,onnx1g] [--repeat 3] [--json out.json]
+        [--against /path/to/other/checkout]
 
 Files, generated once in a temporary folder on the local disk:
 
@@ -12,7 +13,9 @@ Each scanner runs in a fresh process per file and repeat, so that its peak RSS (
 of that process) is its own; the time is the scan call alone, without interpreter start and
 imports. Scanners: modelreg's ``scan_artifact`` and picklescan's ``scan_file_path`` (or
 ``scan_directory_path`` for the ONNX folder). modelreg's target: at least picklescan's MB/s on
-each file, with a peak RSS under 150 MB whatever the file size.
+each file, with a peak RSS under 150 MB whatever the file size. ``--against`` also runs
+another checkout's scanner on the same files in the same rounds (issue 16: no more than 10 %
+slower or larger than before it).
 
 Then each file's whole command, as a user runs it (``--wall-rounds``, default 5): the wall
 time of ``modelreg scan FILE`` against ``picklescan --path FILE``, each a fresh interpreter
@@ -113,12 +116,20 @@ def total_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_scanner(scanner: str, target: Path) -> dict[str, Any]:
+HERE = Path(__file__).resolve().parents[1]
+
+
+def run_scanner(scanner: str, target: Path, tree: Path = HERE) -> dict[str, Any]:
+    """One scan in a fresh interpreter; modelreg's code comes from the checkout ``tree``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env["PYTHONPATH"] = os.pathsep.join((str(tree), str(tree / "api" / "python-client")))
     done = subprocess.run(
         [sys.executable, "-c", CHILD, scanner, str(target)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -174,7 +185,14 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the files (tests)")
     parser.add_argument("--wall-rounds", type=int, default=5)
     parser.add_argument("--wall-only", action="store_true")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout whose scanner runs in the same rounds"
+    )
     args = parser.parse_args()
+    sides = {
+        "modelreg": HERE,
+        **({"modelreg-base": args.against.resolve()} if args.against else {}),
+    }
     wanted = args.only.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="modelreg-scan-bench-"))
     rows: list[dict[str, Any]] = []
@@ -192,8 +210,11 @@ def main() -> int:
         walls = report_walls(files, args.wall_rounds) if args.wall_rounds else []
         for name, target in files.items() if not args.wall_only else ():
             size = total_size(target)
-            for scanner in ("modelreg", "picklescan"):
-                runs = [run_scanner(scanner, target) for _ in range(args.repeat)]
+            for scanner in (*sides, "picklescan"):
+                kind = "picklescan" if scanner == "picklescan" else "modelreg"
+                runs = [
+                    run_scanner(kind, target, sides.get(scanner, HERE)) for _ in range(args.repeat)
+                ]
                 seconds = statistics.median(r["seconds"] for r in runs)
                 rows.append(
                     {
@@ -230,6 +251,14 @@ def main() -> int:
             f"{name:9} {ours['sizeBytes'] / MB:8.0f} {ours['mbPerSecond']:14.1f} "
             f"{theirs['mbPerSecond']:16.1f} {ours['mbPerSecond'] / theirs['mbPerSecond']:11.2f}x "
             f"{ours['peakRssBytes'] / MB:16.0f} {theirs['peakRssBytes'] / MB:18.0f}"
+        )
+    for name in files if args.against and not args.wall_only else ():
+        ours = next(r for r in rows if r["file"] == name and r["scanner"] == "modelreg")
+        base = next(r for r in rows if r["file"] == name and r["scanner"] == "modelreg-base")
+        print(
+            f"{name:9} against {args.against}: time "
+            f"{ours['medianSeconds'] / base['medianSeconds']:.2f}x, peak RSS "
+            f"{ours['peakRssBytes'] / base['peakRssBytes']:.2f}x"
         )
     if args.json:
         args.json.write_text(json.dumps({"inProcess": rows, "wall": walls}, indent=2))
