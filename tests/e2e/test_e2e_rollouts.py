@@ -25,7 +25,7 @@ from sqlalchemy import delete
 from registry.db import create_db_engine
 from registry.models import AIModelDeployment
 from tests.support.live import TERMINAL, Modelreg, infer, wait_for
-from tests.support.onnx_models import add_model
+from tests.support.onnx_models import add_model, unloadable_model
 
 KEYS = [f"user-{i}" for i in range(300)]
 
@@ -122,7 +122,9 @@ def test_canary_from_first_deploy_to_promotion(modelreg: Modelreg, two_versions:
 def test_a_broken_candidate_rolls_back_while_stable_keeps_serving(modelreg: Modelreg) -> None:
     model = "broken-demo"
     modelreg.version(model, "1.0", add_model(constant=1.0))
-    modelreg.version(model, "2.0", b"this is not an onnx model")
+    # a model, so it passes the scan, that the model server cannot load (a file that only
+    # claims to be ONNX now fails the scan, and the gate keeps it out of every environment)
+    modelreg.version(model, "2.0", unloadable_model())
     modelreg.validated(model, "1.0")
     modelreg.validated(model, "2.0")
     stable = modelreg.deploy(model, "1.0", environment="staging")

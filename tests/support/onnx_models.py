@@ -42,6 +42,19 @@ def nan_model() -> bytes:
     return serialized
 
 
+def unloadable_model() -> bytes:
+    """A well-formed ONNX file that no runtime loads: its one node is an operator the default
+    domain does not have. The scan passes it (it is a model, of an allowed domain); the model
+    server cannot start on it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("NoSuchOperator", ["x"], ["y"])], "bad", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
 def reshape_model() -> bytes:
     """y = reshape(x, [-1, 3]), x: float[batch, 4]: onnxruntime fails unless 3 divides 4*batch."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])

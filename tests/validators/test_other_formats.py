@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -121,7 +122,10 @@ def test_a_whole_pickled_module_is_refused_by_weights_only(tmp_path: Path) -> No
 def test_a_format_that_cannot_be_loaded_is_skipped_saying_what_would_check_it(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01")
+    # a real SavedModel graph, so the scan passes (a file named saved_model.pb that does not
+    # parse as one fails it)
+    fixture = Path(__file__).parent / "security" / "fixtures" / "savedmodel" / "benign_module"
+    shutil.copy(fixture / "saved_model.pb", tmp_path / "saved_model.pb")
 
     report = validate_artifact(
         tmp_path / "saved_model.pb",
