@@ -76,6 +76,8 @@ ZFILE_HEADER = 21
 
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 XZ_MAGIC = b"\xfd7zXZ\x00"
+#: The HDF5 signature, at offset 0 or 512, 1024, 2048... (after a user block).
+H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: A bzip2 stream: ``BZh`` and a block size digit, then a block or the end-of-stream marker.
 _BZ2_BLOCK = (b"1AY&SY", b"\x17\x72\x45\x38\x50\x90")
 
@@ -182,6 +184,17 @@ def looks_like_safetensors(head: bytes) -> bool:
         return False
     (length,) = struct.unpack("<Q", head[:8])
     return 2 <= length < 1 << 40 and head[8:9] == b"{"
+
+
+def looks_like_h5(head: bytes) -> bool:
+    """An HDF5 file (a legacy Keras model): the HDF5 signature at offset 0, or 512, 1024,
+    2048... as far as ``head`` reaches."""
+    offset = 0
+    while offset + len(H5_MAGIC) <= len(head):
+        if head[offset : offset + len(H5_MAGIC)] == H5_MAGIC:
+            return True
+        offset = 512 if offset == 0 else offset * 2
+    return False
 
 
 def sniff(head: bytes, *, size: int) -> Format:

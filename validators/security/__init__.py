@@ -26,11 +26,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from registry.formats import ARCHIVE_FORMATS, Format
+from registry.formats import ARCHIVE_FORMATS, Format, looks_like_h5
 from registry.vocabulary import CheckStatus
 from validators.report import Finding, ScanReport, ScanVerdict, Severity
 from validators.security.claims import claimed_format
-from validators.security.keras_scan import looks_like_h5, scan_h5
 from validators.security.policy import DEFAULT_POLICY, SecurityPolicy
 
 __all__ = ["SCANNER_VERSION", "scan_artifact", "verdict_of"]
@@ -298,6 +297,8 @@ def _scan_file(
         head = read_head(fh)
         fmt = sniff(head, size=size)
         if looks_like_h5(head):
+            from validators.security.keras_scan import scan_h5  # imported for an H5 file alone
+
             return scan_h5(path, location=location)
         if fmt in ARCHIVE_FORMATS:
             return scan_archive(path, location=location, policy=policy)

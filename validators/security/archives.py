@@ -17,6 +17,10 @@ A zip is listed and read by the scanner's permissive reader (``zip_raw``), which
 ``py7zr`` (``registry.bundles``); one whose content or headers are encrypted is
 ``archive.encrypted`` (HIGH).
 
+Each format's scanner is imported when a file or member of that format is first met, so
+that scanning a pickle or a safetensors file loads none of the zip, compression, ``.npy``,
+SavedModel, TorchScript or Keras code (``bench.scan_speed`` measures the memory).
+
 A decompressed stream is bounded: past ``max_compression_ratio`` times its compressed size
 (and the ``compression_ratio_floor_bytes``), or past ``max_declared_bytes``, the scan stops
 with ``limit.compression_ratio`` or ``limit.declared_bytes``.
@@ -59,14 +63,10 @@ from validators.security.archive_checks import (
     scan_onnx_members,
 )
 from validators.security.claims import claimed_format, describe_claim
-from validators.security.compression import DECODER_MEMORY_LIMIT, Decompressed, codec_name
-from validators.security.npy_scan import scan_npy
 from validators.security.pickle import looks_like_pickle, scan_pickle
 from validators.security.pickle.reader import OPCODES
 from validators.security.policy import SecurityPolicy
 from validators.security.safetensors_scan import scan_safetensors
-from validators.security.savedmodel_scan import MAX_SAVED_MODEL_BYTES, scan_saved_model
-from validators.security.zip_scan import scan_zip
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -163,6 +163,8 @@ def scan_stream(
         elif result.fmt is Format.SAFETENSORS:
             result.findings += scan_safetensors(body, size=size, location=location)
         elif result.fmt is Format.NPY:
+            from validators.security.npy_scan import scan_npy
+
             result.findings += scan_npy(body, location=location, policy=policy)
         elif result.fmt is Format.SAVED_MODEL:
             result.findings += _scan_saved_model(body, size=size, location=location)
@@ -224,6 +226,8 @@ def _read_as_claimed(
 def _scan_saved_model(body: BinaryIO, *, size: int, location: str) -> list[Finding]:
     """A SavedModel's graph, read whole: protobuf's limit is 2 GiB, and the graph holds no
     weights (those are in ``variables/``)."""
+    from validators.security.savedmodel_scan import MAX_SAVED_MODEL_BYTES, scan_saved_model
+
     data = body.read(MAX_SAVED_MODEL_BYTES + 1)
     if len(data) > MAX_SAVED_MODEL_BYTES:
         return [
@@ -252,6 +256,8 @@ def _scan_compressed(
 ) -> list[Finding]:
     """A compressed stream's content, decompressed as it is read (bounded) and scanned as a
     file of its own; a compression layer counts as a level of nesting."""
+    from validators.security.compression import DECODER_MEMORY_LIMIT, Decompressed, codec_name
+
     if depth + 1 > policy.max_archive_depth:
         return [_too_deep(location, policy=policy)]
     name = "gunzipped" if fmt is Format.GZIP else f"{codec_name(fmt)}-decompressed"
@@ -346,6 +352,8 @@ def scan_archive(
     """Findings for the zip, tar (plain or gzip) or 7z at ``path``, at nesting ``depth``."""
     size = path.stat().st_size
     if bundles.container_kind(path) == "zip":
+        from validators.security.zip_scan import scan_zip
+
         # the zip scanner streams its members through this module's scan_stream
         return scan_zip(
             path, size=size, location=location, policy=policy, depth=depth, scan=scan_stream

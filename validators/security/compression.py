@@ -26,7 +26,14 @@ from registry.formats import DECODER_MEMORY_LIMIT, ZFILE_HEADER, Format, is_memo
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["CODEC_ERRORS", "DECODER_MEMORY_LIMIT", "Decompressed", "codec_name"]
+__all__ = [
+    "CODEC_ERRORS",
+    "DECODER_MEMORY_LIMIT",
+    "Decoder",
+    "Decompressed",
+    "ZlibDecoder",
+    "codec_name",
+]
 
 #: Errors a decompressor raises on data that is not (or no longer) a stream of its kind.
 CODEC_ERRORS = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, MemoryError)
@@ -43,7 +50,7 @@ _NAMES = {
 }
 
 
-class _Decoder(Protocol):
+class Decoder(Protocol):
     """What ``bz2.BZ2Decompressor`` and ``lzma.LZMADecompressor`` share."""
 
     @property
@@ -58,9 +65,12 @@ class _Decoder(Protocol):
     def decompress(self, data: ReadableBuffer, max_length: int = -1) -> bytes: ...
 
 
-class _ZlibDecoder:
+class ZlibDecoder:
     """``zlib.decompressobj`` behind the interface of the bz2 and lzma decompressors: input
-    that could not be used yet is kept (``unconsumed_tail``) and fed again."""
+    that could not be used yet is kept (``unconsumed_tail``) and fed again. ``wbits`` picks
+    the framing: zlib's, gzip's (``16 + MAX_WBITS``) or none (``-15``, a zip member's raw
+    deflate). ``decompress`` gives at most ``max_length`` bytes and asks for at least one:
+    zlib reads 0 as no limit, which would let one call inflate a bomb whole."""
 
     def __init__(self, wbits: int) -> None:
         self._obj = zlib.decompressobj(wbits)
@@ -79,7 +89,7 @@ class _ZlibDecoder:
         return not self._tail
 
     def decompress(self, data: ReadableBuffer, max_length: int = -1) -> bytes:
-        out = self._obj.decompress(self._tail + bytes(data), max(max_length, 0))
+        out = self._obj.decompress(self._tail + bytes(data), max(max_length, 1))
         self._tail = self._obj.unconsumed_tail
         return out
 
@@ -88,11 +98,11 @@ def codec_name(fmt: Format) -> str:
     return _NAMES[fmt]
 
 
-def _decoder(fmt: Format) -> _Decoder:
+def _decoder(fmt: Format) -> Decoder:
     if fmt in (Format.ZLIB, Format.JOBLIB_ZFILE):
-        return _ZlibDecoder(zlib.MAX_WBITS)
+        return ZlibDecoder(zlib.MAX_WBITS)
     if fmt is Format.GZIP:
-        return _ZlibDecoder(16 + zlib.MAX_WBITS)
+        return ZlibDecoder(16 + zlib.MAX_WBITS)
     if fmt is Format.BZIP2:
         return bz2.BZ2Decompressor()
     if fmt is Format.LZMA:

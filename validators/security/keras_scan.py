@@ -84,18 +84,13 @@ from registry.bundles import READ_ERRORS
 from validators.report import Finding, Severity
 
 __all__ = [
-    "H5_MAGIC",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
     "is_keras_zip",
-    "looks_like_h5",
     "scan_h5",
     "scan_keras_config",
     "scan_keras_zip",
 ]
-
-#: The HDF5 signature, at offset 0 or 512, 1024, 2048... (after a user block).
-H5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 #: The largest config (``config.json``, an H5 attribute) that is read.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -145,16 +140,6 @@ _MAX_SEGMENT = 64
 def is_keras_zip(names: list[str]) -> bool:
     """A zip is a Keras 3 model when ``config.json`` and ``metadata.json`` are at its root."""
     return "config.json" in names and "metadata.json" in names
-
-
-def looks_like_h5(head: bytes) -> bool:
-    """The HDF5 signature at offset 0, or 512, 1024, 2048... as far as ``head`` reaches."""
-    offset = 0
-    while offset + len(H5_MAGIC) <= len(head):
-        if head[offset : offset + len(H5_MAGIC)] == H5_MAGIC:
-            return True
-        offset = 512 if offset == 0 else offset * 2
-    return False
 
 
 # -- the config --------------------------------------------------------------------------------

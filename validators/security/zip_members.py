@@ -15,9 +15,10 @@ import io
 import lzma
 import struct
 import zlib
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING
 
 from registry.formats import DECODER_MEMORY_LIMIT
+from validators.security.compression import CODEC_ERRORS, Decoder, ZlibDecoder
 from validators.security.zip_entries import (
     BZIP2,
     CHUNK,
@@ -33,46 +34,12 @@ from validators.security.zip_entries import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+    from _typeshed import WriteableBuffer
 
 __all__ = ["MAX_LZMA_DICTIONARY", "MemberReader", "open_member"]
 
 #: An LZMA member's dictionary size is what liblzma allocates: larger ones are refused.
 MAX_LZMA_DICTIONARY = DECODER_MEMORY_LIMIT
-_CODEC_ERRORS = (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError, MemoryError)
-
-
-class _Decoder(Protocol):
-    """What ``bz2.BZ2Decompressor`` and ``lzma.LZMADecompressor`` share."""
-
-    @property
-    def eof(self) -> bool: ...
-
-    @property
-    def needs_input(self) -> bool: ...
-
-    def decompress(self, data: ReadableBuffer, max_length: int = -1) -> bytes: ...
-
-
-class _Inflater:
-    """Raw inflate behind the interface of the bz2 and lzma decompressors."""
-
-    def __init__(self) -> None:
-        self._obj = zlib.decompressobj(-15)
-        self._tail = b""
-
-    @property
-    def eof(self) -> bool:
-        return self._obj.eof
-
-    @property
-    def needs_input(self) -> bool:
-        return not self._tail
-
-    def decompress(self, data: ReadableBuffer, max_length: int = -1) -> bytes:
-        out = self._obj.decompress(self._tail + bytes(data), max(max_length, 1))
-        self._tail = self._obj.unconsumed_tail
-        return out
 
 
 class MemberReader(io.RawIOBase):
@@ -91,7 +58,7 @@ class MemberReader(io.RawIOBase):
         self._crc = 0
         self._out = 0
         self._done = False
-        self._decoder: _Decoder | None = None
+        self._decoder: Decoder | None = None
         self._stored = entry.method == STORED
         self._input_left = max(entry.compressed, entry.size) if self._stored else entry.compressed
         self._output_left = self._input_left if self._stored else entry.size
@@ -114,10 +81,10 @@ class MemberReader(io.RawIOBase):
         self._note(kind, message)
         self._done = True
 
-    def _open_decoder(self) -> _Decoder | None:
+    def _open_decoder(self) -> Decoder | None:
         method = self.entry.method
         if method == DEFLATED:
-            return _Inflater()
+            return ZlibDecoder(-15)  # raw deflate
         if method == BZIP2:
             return bz2.BZ2Decompressor()
         if method == LZMA:
@@ -127,7 +94,7 @@ class MemberReader(io.RawIOBase):
         )
         return None
 
-    def _lzma_decoder(self) -> _Decoder | None:
+    def _lzma_decoder(self) -> Decoder | None:
         # zip's LZMA: a version (2 bytes), the properties' length (2), the properties
         head = self._read_input(4)
         (length,) = struct.unpack("<H", head[2:4]) if len(head) == 4 else (0,)
@@ -180,11 +147,11 @@ class MemberReader(io.RawIOBase):
             return self._read_input(n)
         try:
             return self._decompress(self._decoder, n)
-        except _CODEC_ERRORS as exc:
+        except CODEC_ERRORS as exc:
             self._unreadable(f"{METHOD_NAMES[self.entry.method]} data is broken ({exc})")
             return b""
 
-    def _decompress(self, decoder: _Decoder, n: int) -> bytes:
+    def _decompress(self, decoder: Decoder, n: int) -> bytes:
         """Up to ``n`` bytes more; b"" once the stream or its input ends."""
         stalled = 0
         while not decoder.eof and stalled < 3:
@@ -204,7 +171,7 @@ class MemberReader(io.RawIOBase):
             return False
         try:
             return bool(self._decompress(self._decoder, 1))
-        except _CODEC_ERRORS:
+        except CODEC_ERRORS:
             return False
 
     def _unreadable(self, message: str) -> None:

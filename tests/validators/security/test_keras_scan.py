@@ -21,13 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from registry.formats import H5_MAGIC, looks_like_h5
 from validators.report import Finding, Severity
 from validators.security.keras_scan import (
-    H5_MAGIC,
     MAX_CONFIG_BYTES,
     MAX_FINDINGS_PER_RULE,
     is_keras_zip,
-    looks_like_h5,
     scan_h5,
     scan_keras_config,
     scan_keras_zip,

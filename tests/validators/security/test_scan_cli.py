@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -254,6 +255,44 @@ def test_a_pickle_scan_never_imports_onnx(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert json.loads(stdout)["toolVersions"]["onnx"] == metadata.version("onnx")
     assert "'onnx'" in stderr.rsplit("LOADED", 1)[1]  # the ONNX scanner is loaded when needed
+
+
+#: The scanners of formats a plain pickle is not: each is imported for its own format alone.
+_OTHER_FORMAT_SCANNERS = (
+    "validators.security.zip",
+    "validators.security.compression",
+    "validators.security.npy_scan",
+    "validators.security.keras_scan",
+    "validators.security.savedmodel_scan",
+    "validators.security.torchscript_scan",
+)
+
+
+def test_a_pickle_scan_loads_no_other_format_s_scanner(tmp_path: Path) -> None:
+    """A pickle's scan imports none of the zip, compression, ``.npy``, Keras, SavedModel or
+    TorchScript code: together they cost ~4 MB of resident memory at the first scan (issue
+    16's benchmark). A zip of the same pickles loads the zip scanner, and the compression
+    code for a compressed file."""
+    code, _, stderr = _scan_in_a_fresh_interpreter(
+        _malicious(tmp_path / "m"), _OTHER_FORMAT_SCANNERS
+    )
+    assert code == 1, stderr
+    assert "LOADED []" in stderr
+    archive = tmp_path / "z" / "m.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data.pkl", pickle.dumps(_Evil(), protocol=4))
+    code, _, stderr = _scan_in_a_fresh_interpreter(archive, _OTHER_FORMAT_SCANNERS)
+    assert code == 1, stderr
+    loaded = stderr.rsplit("LOADED", 1)[1]
+    assert "'validators.security.zip_scan'" in loaded
+    assert "savedmodel_scan" not in loaded
+    gzipped = tmp_path / "g" / "m.pkl.gz"
+    gzipped.parent.mkdir()
+    gzipped.write_bytes(gzip.compress(pickle.dumps(_Evil(), protocol=4)))
+    code, _, stderr = _scan_in_a_fresh_interpreter(gzipped, _OTHER_FORMAT_SCANNERS)
+    assert code == 1, stderr
+    assert "'validators.security.compression'" in stderr.rsplit("LOADED", 1)[1]
 
 
 def test_a_clean_scan_off_a_terminal_prints_rich_s_line_without_importing_rich(
